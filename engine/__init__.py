@@ -1,0 +1,1 @@
+"""The model and inference: pure torch modules and the recommender facade (headless)."""

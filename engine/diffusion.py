@@ -1,0 +1,214 @@
+"""Contrastive denoising diffusion of DeftRec §2.4.2: the DDPM schedule and respaced sampler, the ε-denoiser,
+the "w/o Diffusion" regression head and the losses of Eq. 10 and Eq. 13."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    """Settings of the schedule and the denoiser (d = item_dim, D = cond_dim)."""
+
+    cond_dim: int
+    num_train_timesteps: int = 1000
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    num_inference_steps: int = 100
+    item_dim: int = 64
+    hidden_dim: int = 256
+    time_embed_dim: int = 64
+    dropout: float = 0.1
+    n_layers: int = 2
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
+            raise ValueError("num_inference_steps must lie in [1, num_train_timesteps]")
+        if not 0.0 < self.beta_start <= self.beta_end < 1.0:
+            raise ValueError("need 0 < beta_start <= beta_end < 1")
+        if self.n_layers < 1 or self.time_embed_dim % 2:
+            raise ValueError("need n_layers >= 1 and an even time_embed_dim")
+
+
+def _draw_normal(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+    """N(0, I) drawn on the generator's device, then moved to `like`'s device (same numbers on CPU and GPU)."""
+    z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+    return z.to(device=like.device, dtype=like.dtype)
+
+
+class DDPMSchedule:
+    """Linear-β DDPM schedule with a respaced ancestral sampler (a plain tensor object, like diffusers' DDPMScheduler).
+
+    Timesteps are 0-based: index t in [0, T) is the paper's step t+1, so ᾱ[t] = Π_{τ<=t} (1 − β_τ).
+    """
+
+    def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+                 num_inference_steps: int = 100, item_dim: int = 64) -> None:
+        self.num_train_timesteps = num_train_timesteps
+        self.num_inference_steps = num_inference_steps
+        self.item_dim = item_dim
+        betas64 = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)  # [T]
+        self._alphas_cumprod64 = torch.cumprod(1.0 - betas64, dim=0)  # [T]
+        self.betas = betas64.float()  # [T]
+        self.alphas = (1.0 - betas64).float()  # [T]
+        self.alphas_cumprod = self._alphas_cumprod64.float()  # [T]
+
+    @classmethod
+    def from_config(cls, config: DiffusionConfig) -> DDPMSchedule:
+        """The schedule a DiffusionConfig describes."""
+        return cls(config.num_train_timesteps, config.beta_start, config.beta_end,
+                   config.num_inference_steps, config.item_dim)
+
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """q(x_t | x_0) sample for each row: x0 [B, ...], noise like x0, t int64 [B] (0-based)."""
+        abar = self.alphas_cumprod.to(x0.device)[t].to(x0.dtype)  # [B]
+        abar = abar.view(-1, *([1] * (x0.dim() - 1)))  # [B, 1, ...]
+        # Paper Eq. 8 (the closed form of Eq. 7): q_t = sqrt(ᾱ_t)·q + sqrt(1 − ᾱ_t)·ε.
+        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise  # [B, ...]
+
+    def timesteps(self, num_inference_steps: int | None = None) -> list[int]:
+        """The evenly strided respaced subsequence s_{n-1} > … > s_0 = 0, e.g. [990, 980, …, 0] for 100 of 1000."""
+        n = self.num_inference_steps if num_inference_steps is None else num_inference_steps
+        if not 1 <= n <= self.num_train_timesteps:
+            raise ValueError(f"num_inference_steps must lie in [1, {self.num_train_timesteps}], got {n}")
+        stride = self.num_train_timesteps // n
+        return [i * stride for i in reversed(range(n))]
+
+    def _abar(self, t: int) -> float:
+        """ᾱ at 0-based index t in float64, with ᾱ_{-1} := 1 (the clean data)."""
+        return 1.0 if t < 0 else float(self._alphas_cumprod64[t])
+
+    def respaced_betas(self, num_inference_steps: int | None = None) -> torch.Tensor:
+        """β'_i = 1 − ᾱ_{s_i}/ᾱ_{s_{i−1}} of the respaced chain in ascending order i = 0…n−1 (float64)."""
+        s = list(reversed(self.timesteps(num_inference_steps)))
+        # Nichol & Dhariwal 2021 §4: the respaced chain keeps ᾱ'_i = ᾱ_{s_i}; ᾱ_{s_{-1}} := 1.
+        return torch.tensor([1.0 - self._abar(s[i]) / self._abar(s[i - 1] if i else -1) for i in range(len(s))],
+                            dtype=torch.float64)  # [n]
+
+    def step(self, eps_pred: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
+             generator: torch.Generator) -> torch.Tensor:
+        """One ancestral step x_t -> x_{t_prev} of the respaced chain; t_prev = −1 returns x̂_0 with no noise."""
+        t, t_prev = int(t), int(t_prev)
+        if not -1 <= t_prev < t < self.num_train_timesteps:
+            raise ValueError(f"need -1 <= t_prev < t < T, got t={t}, t_prev={t_prev}")
+        abar_t, abar_prev = self._abar(t), self._abar(t_prev)
+        beta = 1.0 - abar_t / abar_prev  # β' of the respaced chain (Nichol & Dhariwal 2021 §4)
+        # Invert paper Eq. 8 (Ho et al. 2020 Eq. 15): x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε̂) / sqrt(ᾱ_t).
+        x0_pred = (x_t - math.sqrt(1.0 - abar_t) * eps_pred) / math.sqrt(abar_t)  # [B, d]
+        if t_prev < 0:
+            return x0_pred  # [B, d]
+        # Posterior q(x_{t_prev} | x_t, x̂_0) of the Gaussian forward process (paper Eq. 7; Ho et al. Eq. 6–7);
+        # its mean equals Ho et al. Eq. 11, μ = (x_t − β'/sqrt(1 − ᾱ_t)·ε̂)/sqrt(1 − β'), with β' for β.
+        coef_x0 = math.sqrt(abar_prev) * beta / (1.0 - abar_t)
+        coef_xt = math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar_t)
+        mean = coef_x0 * x0_pred + coef_xt * x_t  # [B, d]
+        var = (1.0 - abar_prev) / (1.0 - abar_t) * beta  # β̃' (the posterior variance, "fixed small")
+        noise = _draw_normal(tuple(x_t.shape), generator, x_t)  # [B, d]
+        return mean + math.sqrt(var) * noise  # [B, d]
+
+    @torch.no_grad()
+    def sample(self, eps_fn: EpsFn, cond: torch.Tensor, generator: torch.Generator,
+               num_inference_steps: int | None = None) -> torch.Tensor:
+        """Reverse trajectory [steps+1, B, d] from x_T ~ N(0, I) down to y, every x_t kept (float32, cond's device)."""
+        steps = self.timesteps(num_inference_steps)
+        batch = cond.shape[0]
+        x = _draw_normal((batch, self.item_dim), generator, torch.empty(0, device=cond.device))  # [B, d]
+        trajectory = [x]
+        for i, t in enumerate(steps):
+            t_prev = steps[i + 1] if i + 1 < len(steps) else -1
+            t_vec = torch.full((batch,), t, dtype=torch.long, device=cond.device)  # [B]
+            eps_pred = eps_fn(x, t_vec, cond).to(x.dtype)  # [B, d]
+            x = self.step(eps_pred, t, t_prev, x, generator)  # [B, d]
+            trajectory.append(x)
+        return torch.stack(trajectory)  # [steps+1, B, d]
+
+
+def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of integer timesteps (Vaswani et al. / Ho et al.): t [B] -> [B, dim]."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=t.device) / half)  # [dim/2]
+    args = t.float()[:, None] * freqs[None, :]  # [B, dim/2]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # [B, dim]
+
+
+class Denoiser(nn.Module):
+    """ε_θ(x_t, t, c): a small MLP over [x_t, t-embedding, projected condition]."""
+
+    def __init__(self, config: DiffusionConfig) -> None:
+        super().__init__()
+        self.config = config
+        te = config.time_embed_dim
+        self.time_mlp = nn.Sequential(nn.Linear(te, te), nn.SiLU(), nn.Linear(te, te))
+        self.cond_proj = nn.Linear(config.cond_dim, config.hidden_dim)
+        layers: list[nn.Module] = []
+        width = config.item_dim + te + config.hidden_dim
+        for _ in range(config.n_layers):
+            layers += [nn.Linear(width, config.hidden_dim), nn.SiLU(), nn.Dropout(config.dropout)]
+            width = config.hidden_dim
+        layers.append(nn.Linear(width, config.item_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        """Predicted noise for x_t [B, d] at 0-based steps t [B] under condition cond [B, D] -> [B, d]."""
+        temb = self.time_mlp(timestep_embedding(t, self.config.time_embed_dim).to(x_t.dtype))  # [B, te]
+        c = self.cond_proj(cond.to(x_t.dtype))  # [B, hidden]
+        return self.net(torch.cat([x_t, temb, c], dim=-1))  # [B, d]
+
+
+class RegressionHead(nn.Module):
+    """The "w/o Diffusion" ablation: y = MLP(c), trained by regression onto q⁺."""
+
+    def __init__(self, config: DiffusionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.net = nn.Sequential(nn.Linear(config.cond_dim, config.hidden_dim), nn.SiLU(),
+                                 nn.Dropout(config.dropout), nn.Linear(config.hidden_dim, config.item_dim))
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        """Preference vector for cond [B, D] -> [B, d]."""
+        return self.net(cond)  # [B, d]
+
+
+def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    """L_Diff of Eq. 10: mean squared error between predicted and true noise, over dims and batch."""
+    return F.mse_loss(eps_pred, eps)  # []
+
+
+def negative_loss(eps_pred_pos: torch.Tensor, eps_pred_neg: torch.Tensor, eps: torch.Tensor,
+                  reduction: str = "mean") -> torch.Tensor:
+    """L_Neg of Eq. 13 per sample, −log σ(−‖ε̂⁺−ε‖² + ‖ε̂⁻−ε‖²), averaged over the batch ('none' keeps [B]).
+
+    ‖·‖² is the mean (not the sum) over the d dims so that the logit's scale does not grow with d.
+    """
+    err_pos = (eps_pred_pos - eps).pow(2).mean(dim=-1)  # [B]
+    err_neg = (eps_pred_neg - eps).pow(2).mean(dim=-1)  # [B]
+    per_sample = F.softplus(err_pos - err_neg)  # [B]; softplus(z) = −log σ(−z)
+    if reduction == "none":
+        return per_sample  # [B]
+    if reduction == "mean":
+        return per_sample.mean()  # []
+    raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+
+
+def contrastive_diffusion_losses(denoiser: nn.Module, schedule: DDPMSchedule, x0_pos: torch.Tensor,
+                                 x0_neg_mean: torch.Tensor, cond: torch.Tensor,
+                                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_Diff, L_Neg) for one batch: t ~ U[0, T) and ε ~ N(0, I) shared by each positive and its averaged negative."""
+    batch = x0_pos.shape[0]
+    t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator,
+                      device=generator.device).to(x0_pos.device)  # [B]
+    eps = _draw_normal(tuple(x0_pos.shape), generator, x0_pos)  # [B, d]
+    q_pos = schedule.add_noise(x0_pos, eps, t)  # [B, d]
+    q_neg = schedule.add_noise(x0_neg_mean, eps, t)  # [B, d]
+    # One denoiser pass over both branches: [q⁺_t; q⁻_t] with the same t and c.
+    eps_pred = denoiser(torch.cat([q_pos, q_neg]), torch.cat([t, t]), torch.cat([cond, cond]))  # [2B, d]
+    eps_pos, eps_neg = eps_pred[:batch], eps_pred[batch:]  # [B, d], [B, d]
+    return diffusion_loss(eps_pos, eps), negative_loss(eps_pos, eps_neg, eps)

@@ -1,0 +1,1 @@
+"""Training loops, evaluation and checkpoint writing (all the I/O of training)."""
