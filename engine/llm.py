@@ -127,6 +127,7 @@ def convert_gguf(gguf_path: str | Path, cache_root: str | Path | None = None) ->
     try:
         models.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=models))
+        os.chmod(tmp, 0o755)
     except OSError as e:
         raise DeftrecError(f"cannot write the model cache: {e.strerror or e}", path=models,
                            hint="set DEFTREC_CACHE to a writable folder") from None
@@ -137,17 +138,17 @@ def convert_gguf(gguf_path: str | Path, cache_root: str | Path | None = None) ->
                                                       local_files_only=True)
             source = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
                                                           dtype=torch.float32, local_files_only=True)
-        t_gguf = time.perf_counter() - t0
-        config_dict = source.config.to_dict()
-        config_dict.pop("quantization_config", None)  # a GGUF-loaded model is marked quantized; the copy is not
-        config = AutoConfig.for_model(**config_dict)
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-        model.load_state_dict(source.state_dict(), strict=True, assign=True)
-        model.tie_weights()
-        del source
-        model.save_pretrained(tmp)  # safetensors (float32: the GGUF's de-quantized values exactly)
-        tokenizer.save_pretrained(tmp)
+            t_gguf = time.perf_counter() - t0
+            config_dict = source.config.to_dict()
+            config_dict.pop("quantization_config", None)  # a GGUF-loaded model is marked quantized; the copy is not
+            config = AutoConfig.for_model(**config_dict)
+            with torch.device("meta"):
+                model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+            model.load_state_dict(source.state_dict(), strict=True, assign=True)
+            model.tie_weights()
+            del source
+            model.save_pretrained(tmp)  # safetensors, float32: the GGUF's de-quantized values exactly
+            tokenizer.save_pretrained(tmp)
         info = {"source": str(gguf_path), "sha256": digest, "gguf_load_s": round(t_gguf, 2),
                 "convert_s": round(time.perf_counter() - t0, 2)}
         (tmp / CONVERT_INFO).write_text(json.dumps(info, indent=2) + "\n")

@@ -69,7 +69,7 @@ def embedding_scorer(user_embeddings: torch.Tensor, item_embeddings: torch.Tenso
 
 
 def popularity_scorer(popularity: np.ndarray):
-    pop = torch.as_tensor(popularity, dtype=torch.float32)
+    pop = torch.tensor(np.asarray(popularity, dtype=np.float32))
     return lambda users: pop.expand(len(users), -1)
 
 

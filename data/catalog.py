@@ -1,0 +1,101 @@
+"""The run's SQLite catalog (sqlite-utils): items, users, interactions with their split, metrics and the
+cached per-user results. WAL mode and a busy timeout so the explorer reads while a writer works."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from data.protocol import Split
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_MS = 30_000
+
+
+def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Database:
+    """Open the catalog with WAL and a busy timeout (never 'database is locked' on a short write)."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{Path(path)}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_MS / 1000,
+                               check_same_thread=False)
+    else:
+        conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    db = sqlite_utils.Database(conn)
+    if not readonly:
+        db.enable_wal()
+    return db
+
+
+def write_catalog(path: str | Path, split: Split) -> None:
+    """Create the catalog of a split in one transaction."""
+    db = connect(path)
+    items = split.items.assign(item_idx=np.arange(split.n_items))
+    counts = split.interactions.groupby("user_idx")["split"].value_counts().unstack(fill_value=0)
+    users = pd.DataFrame({
+        "user_idx": np.arange(split.n_users),
+        "user_id": split.user_ids.astype(str),
+        "n_train": counts.get("train", pd.Series(0, index=counts.index)).reindex(range(split.n_users),
+                                                                                  fill_value=0).to_numpy(),
+        "valid_item_idx": split.valid_item,
+        "test_item_idx": split.test_item,
+    })
+    inter = split.interactions
+    with db.conn:
+        db["meta"].insert_all([{"key": "schema_version", "value": str(SCHEMA_VERSION)},
+                               {"key": "dataset", "value": split.name},
+                               {"key": "protocol", "value": split.protocol},
+                               {"key": "checksum", "value": split.checksum}], pk="key", replace=True)
+        db["items"].insert_all(_records(items[["item_idx", "item_id", "title", "category", "popularity"]]),
+                               pk="item_idx", replace=True, batch_size=5000)
+        db["users"].insert_all(_records(users), pk="user_idx", replace=True, batch_size=5000,
+                               foreign_keys=[("valid_item_idx", "items", "item_idx"),
+                                             ("test_item_idx", "items", "item_idx")])
+        db["interactions"].insert_all(
+            ({"user_idx": int(u), "item_idx": int(i), "position": int(p),
+              "timestamp": None if pd.isna(t) else int(t), "split": s}
+             for u, i, p, t, s in zip(inter["user_idx"], inter["item_idx"], inter["position"],
+                                      inter["timestamp"], inter["split"])),
+            pk=("user_idx", "position"), batch_size=20000,
+            columns={"user_idx": int, "item_idx": int, "position": int, "timestamp": int, "split": str})
+        db["metrics"].create({"model": str, "split": str, "metric": str, "value": float},
+                             pk=("model", "split", "metric"), if_not_exists=True)
+        db["preferences"].create({"user_idx": int, "prompt": str, "text": str, "category": str},
+                                 pk="user_idx", if_not_exists=True)
+        db["recommendations"].create({"model": str, "user_idx": int, "rank": int, "item_idx": int,
+                                      "cosine": float, "pi_bonus": float, "score": float},
+                                     pk=("model", "user_idx", "rank"), if_not_exists=True)
+    db["interactions"].create_index(["item_idx"], if_not_exists=True)
+    db["items"].enable_fts(["title", "category"], create_triggers=True, replace=True)
+    db.conn.close()
+
+
+def put_metrics(db: sqlite_utils.Database, model: str, split_name: str, metrics: dict[str, float]) -> None:
+    with db.conn:
+        db["metrics"].insert_all([{"model": model, "split": split_name, "metric": k, "value": float(v)}
+                                  for k, v in metrics.items()], pk=("model", "split", "metric"), replace=True)
+
+
+def read_metrics(db: sqlite_utils.Database) -> pd.DataFrame:
+    rows = list(db.query("select model, split, metric, value from metrics"))
+    return pd.DataFrame(rows, columns=["model", "split", "metric", "value"])
+
+
+def put_recommendations(db: sqlite_utils.Database, model: str, rows: Iterable[dict]) -> None:
+    """Cache ranked lists: dicts with user_idx, rank, item_idx, cosine, pi_bonus, score."""
+    with db.conn:
+        db["recommendations"].insert_all(({"model": model, **row} for row in rows),
+                                         pk=("model", "user_idx", "rank"), replace=True, batch_size=5000)
+
+
+def meta(db: sqlite_utils.Database) -> dict[str, str]:
+    return {row["key"]: row["value"] for row in db.query("select key, value from meta")}
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
+            for row in frame.to_dict("records")]

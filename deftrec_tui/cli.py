@@ -1,0 +1,29 @@
+"""The `deftrec` command line (typer). Importing this module loads no torch: commands import lazily."""
+
+from __future__ import annotations
+
+import typer
+
+from deftrec_tui.commands.data_info import data_info
+from deftrec_tui.commands.eval import eval_run
+from deftrec_tui.commands.export import export
+from deftrec_tui.commands.train import train
+
+app = typer.Typer(name="deftrec", help="DeftRec: generative recommendation with continuous-token diffusion.",
+                  context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Inspect datasets.", context_settings={"help_option_names": ["-h", "--help"]},
+                       no_args_is_help=True)
+data_app.command("info")(data_info)
+app.add_typer(data_app, name="data")
+app.command("train")(train)
+app.command("eval")(eval_run)
+app.command("export")(export)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

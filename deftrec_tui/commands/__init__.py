@@ -1,0 +1,1 @@
+"""One module per `deftrec` command; each body is thin and calls the library."""

@@ -1,0 +1,32 @@
+"""`deftrec export`: top-K lists of every user to CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deftrec_tui.errors import cli_errors
+
+
+@cli_errors
+def export(
+    run: Annotated[Path, typer.Argument(help="A run directory written by deftrec train.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="CSV file to write (written atomically).")],
+    model: Annotated[str, typer.Option(help="lightgcn | mf | pop")] = "lightgcn",
+    k: Annotated[int, typer.Option("--k", "-k", help="Length of each list.", min=1)] = 20,
+) -> None:
+    """Write user_id,rank,item_id,title,category,score for every user (train and validation items masked)."""
+    from data.errors import DeftrecError
+    from engine.export import export_cf
+    from engine.run import Run
+
+    opened = Run.open(run)
+    if model not in opened.models:
+        raise DeftrecError(f"the run has no model {model!r}", path=run,
+                           hint=f"models in this run: {', '.join(opened.models)}")
+    if not out.parent.exists():
+        raise DeftrecError("output folder does not exist", path=out.parent)
+    rows = export_cf(opened, model, out, k=k)
+    print(f"{rows} rows written to {out}")

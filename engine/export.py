@@ -1,0 +1,63 @@
+"""Top-K lists of every user to CSV, with the dataset's own ids and test-time masking (train + validation)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data.catalog import connect
+from engine.ranking import HistoryIndex, batches, top_k
+from engine.run import Run
+
+CF_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "score"]
+
+
+def spreadsheet_safe(value: str) -> str:
+    """Prefix cells that a spreadsheet would run as a formula."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+def test_history(run: Run) -> tuple[HistoryIndex, dict]:
+    """Masks for test-time ranking and the lookup tables of users and items."""
+    db = connect(run.catalog_path, readonly=True)
+    train = np.array(list(db.execute("select user_idx, item_idx from interactions where split = 'train'")),
+                     dtype=np.int64).reshape(-1, 2)
+    users = list(db.query("select user_idx, user_id, valid_item_idx from users order by user_idx"))
+    items = list(db.query("select item_idx, item_id, title, category from items order by item_idx"))
+    db.conn.close()
+    history = HistoryIndex.build(len(users), train[:, 0], train[:, 1])
+    history = history.with_extra(np.array([u["valid_item_idx"] for u in users], dtype=np.int64))
+    return history, {"users": users, "items": items}
+
+
+def export_cf(run: Run, model: str, out: str | Path, k: int = 20, batch_size: int = 512) -> int:
+    """Write the top-k of every user for a CF model; returns the number of rows. Atomic: temp file + rename."""
+    from engine.baselines import cf_scorer
+    scorer = cf_scorer(run, model)
+    history, tables = test_history(run)
+    users, items = tables["users"], tables["items"]
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    rows = 0
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CF_COLUMNS)
+            with torch.no_grad():
+                for batch in batches(len(users), batch_size):
+                    top_items, top_scores = top_k(scorer(batch), history.mask(batch, len(items)), k)
+                    for row_user, item_row, score_row in zip(batch, top_items.tolist(), top_scores.tolist()):
+                        for rank, (item_idx, score) in enumerate(zip(item_row, score_row), start=1):
+                            item = items[item_idx]
+                            writer.writerow([spreadsheet_safe(users[row_user]["user_id"]), rank,
+                                             spreadsheet_safe(item["item_id"]), spreadsheet_safe(item["title"]),
+                                             spreadsheet_safe(item["category"]), f"{score:.6f}"])
+                            rows += 1
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return rows

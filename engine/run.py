@@ -1,0 +1,95 @@
+"""Reading a run directory (DESIGN.md §4): validated before anything is loaded, tensors via safetensors only."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from data.errors import RunError
+
+RUN_FORMAT = 1
+CONFIG_NAME = "config.json"
+CATALOG_NAME = "catalog.sqlite"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Run:
+    """A complete, validated run directory."""
+
+    path: Path
+    config: dict
+
+    @classmethod
+    def open(cls, path: str | Path, *, verify: bool = True) -> "Run":
+        path = Path(path)
+        if not path.is_dir():
+            raise RunError("not a run directory (no such directory)", path=path,
+                           hint="train one with: deftrec train")
+        config_path = path / CONFIG_NAME
+        if not config_path.is_file():
+            raise RunError("not a run directory (no config.json; an interrupted training leaves none)",
+                           path=path, hint="train one with: deftrec train")
+        try:
+            config = json.loads(config_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise RunError(f"config.json is not valid JSON ({exc})", path=config_path) from None
+        if not isinstance(config, dict) or config.get("format") != RUN_FORMAT or "files" not in config:
+            raise RunError(f"config.json is not a deftrec run of format {RUN_FORMAT}", path=config_path)
+        run = cls(path=path, config=config)
+        if verify:
+            run.verify()
+        return run
+
+    def verify(self) -> None:
+        """Every file recorded at save time exists and has its recorded sha256."""
+        for name, digest in self.config["files"].items():
+            file = self._inside(name)
+            if not file.exists():
+                raise RunError("file recorded in config.json is missing", path=file)
+            if file.is_file() and name != CATALOG_NAME and sha256_file(file) != digest:
+                raise RunError("checksum mismatch: the file was changed or corrupted after training", path=file)
+
+    def _inside(self, name: str) -> Path:
+        """A path inside the run; names that escape the directory are refused."""
+        file = (self.path / name).resolve()
+        if self.path.resolve() not in file.parents:
+            raise RunError(f"file name {name!r} escapes the run directory", path=self.path / CONFIG_NAME)
+        return file
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.path / CATALOG_NAME
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.config.get("models", []))
+
+    def tensors(self, name: str) -> dict:
+        """Load `<name>.safetensors` on the CPU."""
+        from safetensors.torch import load_file
+        file = self._inside(f"{name}.safetensors")
+        if not file.is_file():
+            raise RunError(f"the run has no {name} weights", path=file)
+        try:
+            return load_file(str(file), device="cpu")
+        except Exception as exc:  # safetensors raises its own error types on corrupt headers
+            raise RunError(f"cannot read weights ({exc})", path=file) from None
+
+
+def latest_run(root: str | Path = "runs") -> Path | None:
+    """The most recently completed run under `root`, if any."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    runs = [p for p in root.iterdir() if p.is_dir() and (p / CONFIG_NAME).is_file()]
+    return max(runs, key=lambda p: (p / CONFIG_NAME).stat().st_mtime) if runs else None

@@ -1,0 +1,87 @@
+"""Writing a run directory atomically: everything goes into a hidden partial directory that is renamed into
+place only after config.json (with the sha256 of every file) is written, so a crash never leaves a run that
+looks complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from data.errors import RunError
+from engine.run import CATALOG_NAME, CONFIG_NAME, RUN_FORMAT, sha256_file
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    out = {"python": sys.version.split()[0]}
+    for dist in ("deftrec", "torch", "transformers", "peft", "faiss-cpu", "sqlite-utils"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+class RunBuilder:
+    """Build `root/name` in `root/.name.partial-PID`; `commit()` renames it into place."""
+
+    def __init__(self, root: str | Path, name: str, *, force: bool = False) -> None:
+        self.check_target(root, name, force=force)
+        self.root = Path(root)
+        self.final = self.root / name
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.path = self.root / f".{name}.partial-{os.getpid()}"
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        self.path.mkdir()
+        self.force = force
+
+    @staticmethod
+    def check_target(root: str | Path, name: str, *, force: bool = False) -> None:
+        """Refuse names that escape `root` and existing runs (unless forced), before any work is done."""
+        if not name or "/" in name or "\\" in name or name.startswith(".") or name in ("..",):
+            raise RunError(f"invalid run name {name!r} (a plain directory name is needed)")
+        final = Path(root) / name
+        if final.exists() and not force:
+            raise RunError("run directory already exists", path=final,
+                           hint="choose another --name or pass --force to replace it")
+
+    def __enter__(self) -> "RunBuilder":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None and self.path.exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+
+    @property
+    def catalog_path(self) -> Path:
+        return self.path / CATALOG_NAME
+
+    def save_tensors(self, name: str, tensors: dict) -> None:
+        from safetensors.torch import save_file
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()},
+                  str(self.path / f"{name}.safetensors"))
+
+    def commit(self, config: dict) -> Path:
+        """Write config.json last (with checksums), then move the run into place."""
+        files = {}
+        for file in sorted(self.path.rglob("*")):
+            if file.is_file() and not file.name.endswith(("-wal", "-shm")):
+                files[str(file.relative_to(self.path))] = sha256_file(file)
+        full = {"format": RUN_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
+                **config, "files": files}
+        tmp = self.path / (CONFIG_NAME + ".tmp")
+        tmp.write_text(json.dumps(full, indent=2, sort_keys=False, default=str), encoding="utf-8")
+        os.replace(tmp, self.path / CONFIG_NAME)
+        if self.final.exists():
+            trash = self.root / f".{self.final.name}.old-{os.getpid()}"
+            os.replace(self.final, trash)
+            os.replace(self.path, self.final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(self.path, self.final)
+        return self.final
