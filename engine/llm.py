@@ -18,9 +18,9 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub: every model here is local
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from transformers import (  # noqa: E402
+import torch
+from torch import nn
+from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -31,8 +31,8 @@ from transformers import (  # noqa: E402
     PreTrainedTokenizerFast,
 )
 
-from data.errors import DeftrecError  # noqa: E402
-from engine.prompts import CT, INPUT_TEMPLATES, RESPONSE_TEMPLATES, ROLE_PLAY, build_prompt  # noqa: E402
+from data.errors import DeftrecError
+from engine.prompts import CT, INPUT_TEMPLATES, RESPONSE_TEMPLATES, ROLE_PLAY, build_prompt
 
 log = logging.getLogger(__name__)
 
@@ -253,13 +253,13 @@ def load_causal_lm(spec: str | Path | None, *, dtype: torch.dtype | str | None, 
     try:
         with _quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  any failure here is the folder's problem: one line for the user
         raise DeftrecError(f"cannot load the tokenizer: {_first_line(e)}", path=path) from None
     try:
         with _quiet_transformers():
             model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True,
                                                          trust_remote_code=False, **extra)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001
         raise DeftrecError(f"cannot load as a causal LM: {_first_line(e)}", path=path) from None
     if not qlora:
         model.to(device)
@@ -282,7 +282,8 @@ def add_placeholder_token(model: PreTrainedModel, tokenizer) -> int:
     ct_id = tokenizer.convert_tokens_to_ids(CT)
     old = model.get_input_embeddings().weight.shape[0]
     if len(tokenizer) > old:
-        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        with torch.random.fork_rng(devices=[]):  # the resize's random init must not move the caller's RNG
+            model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
         with torch.no_grad():  # deterministic init: the mean of the old rows (the row is always spliced over)
             emb = model.get_input_embeddings().weight  # [V', D]
             emb[old:] = emb[:old].float().mean(0).to(emb.dtype)
@@ -296,13 +297,12 @@ def lora_target_modules(model: nn.Module) -> list[str]:
     """Leaf names of every linear projection inside the transformer blocks (attention and MLP), lm_head excluded."""
     from transformers.pytorch_utils import Conv1D
 
-    skip = set()
     out = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     names = set()
     for name, module in model.named_modules():
         if module is out or name.split(".")[-1] in {"lm_head", "embed_out", "output"}:
             continue
-        if isinstance(module, (nn.Linear, Conv1D)) and name not in skip:
+        if isinstance(module, (nn.Linear, Conv1D)):
             names.add(name.split(".")[-1])
     if not names:
         raise DeftrecError("the model has no linear projections to put LoRA adapters on")
@@ -486,7 +486,7 @@ def _accepts_logits_to_keep(model: nn.Module) -> bool:
 def lm_forward(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                labels: torch.Tensor | None = None) -> LMOutput:
     """One forward pass; loss = mean token cross-entropy over labels != -100, logits computed only where needed."""
-    b, length, _ = inputs_embeds.shape
+    length = inputs_embeds.shape[1]
     keep = 1
     if labels is not None:
         labelled = (labels != IGNORE_INDEX).any(0).nonzero()
@@ -499,7 +499,9 @@ def lm_forward(model: nn.Module, inputs_embeds: torch.Tensor, attention_mask: to
                 **kwargs)
     last_hidden = out.hidden_states[-1]  # [B,L,D], after the final norm
     loss = None
-    if labels is not None:
+    if labels is not None and not (labels != IGNORE_INDEX).any():
+        loss = last_hidden.sum() * 0.0  # nothing to predict: a zero that keeps the graph
+    elif labels is not None:
         logits = out.logits[:, -keep:] if not use_keep else out.logits  # [B,keep,V]
         target = labels[:, length - keep + 1:]  # [B,keep-1]
         loss = nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
@@ -520,7 +522,7 @@ class ResponseHidden:
 def response_hidden(model: nn.Module, prompt_embeds: torch.Tensor, prompt_mask: torch.Tensor,
                     response_ids: list[list[int]], pad_token_id: int) -> ResponseHidden:
     """Run prompt_embeds [B,Lp,D] (left padded, mask [B,Lp]) + each row's generated ids (no eos), right padded."""
-    b, lp, _ = prompt_embeds.shape
+    b = prompt_embeds.shape[0]
     r = max((len(ids) for ids in response_ids), default=0)
     resp = torch.full((b, r), pad_token_id, dtype=torch.long, device=prompt_embeds.device)  # [B,R]
     resp_mask = torch.zeros(b, r, dtype=torch.long, device=prompt_embeds.device)  # [B,R]

@@ -89,3 +89,9 @@ def build_response(response_template_id: int, category: str) -> str:
 def placeholder_count(n_items: int, k: int) -> int:
     """Number of placeholders in a prompt with n_items history items: k for the user plus k per item."""
     return k * (1 + n_items)
+
+
+def user_before_items(input_template_id: int) -> bool:
+    """Whether the template names the user before the items (only templates 0 and 1 put the items first)."""
+    template = INPUT_TEMPLATES[input_template_id]
+    return template.index("{user}") < template.index("{items}")

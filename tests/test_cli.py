@@ -32,7 +32,7 @@ def small_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("cli")
     data_dir = write_clustered_csv(base / "data")
     result = invoke("train", "--dataset", f"csv:{data_dir}", "--out", base / "runs", "--name", "small",
-                    "--cf-epochs", "30", "--threads", "1")
+                    "--stage", "cf", "--cf-epochs", "30", "--threads", "1")
     assert result.exit_code == 0, result.output
     return base / "runs" / "small"
 
@@ -134,7 +134,7 @@ def test_dataset_empty_after_5_core(tmp_path):
     d.mkdir()
     (d / "interactions.csv").write_text("user_id,item_id,timestamp\n1,a,1\n2,b,2\n")
     (d / "items.csv").write_text("item_id,title,category\na,A,x\nb,B,y\n")
-    result = invoke("train", "--dataset", f"csv:{d}", "--out", tmp_path / "runs", "--name", "r")
+    result = invoke("train", "--dataset", f"csv:{d}", "--out", tmp_path / "runs", "--name", "r", "--stage", "cf")
     assert_one_line_error(result, "5-core")
     runs = tmp_path / "runs"
     assert not runs.exists() or not list(runs.iterdir())  # no run and no partial directory

@@ -29,6 +29,9 @@ class TrainRequest:
     force: bool = False
     threads: int | None = None
     cf: CFTrainConfig = field(default_factory=CFTrainConfig)
+    profile: str = "quick"
+    deftrec: dict = field(default_factory=dict)  # DeftRecConfig overrides (llm, k, ablations)
+    qlora: bool = False
 
 
 def default_run_name(dataset: str) -> str:
@@ -63,6 +66,9 @@ def train_run(request: TrainRequest) -> Path:
         for result in results:
             put_metrics(db, result.model, "valid", result.valid)
             put_metrics(db, result.model, "test", result.test)
+        deftrec_config = None
+        if request.stage == "all":
+            deftrec_config = _train_deftrec_stage(request, split, evaluator, results[1], run, db)
         db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.conn.close()
         config = {
@@ -74,10 +80,50 @@ def train_run(request: TrainRequest) -> Path:
             "seed": request.seed,
             "min_count": request.min_count,
             "cf": {**asdict(cf_config), "n_users": split.n_users, "n_items": split.n_items},
-            "models": [r.model for r in results],
+            "models": (["deftrec"] if deftrec_config else []) + [r.model for r in results],
+            "deftrec": deftrec_config,
             "best_epochs": {r.model: r.best_epoch for r in results},
             "seconds": round(time.perf_counter() - started, 1),
         }
         path = run.commit(config)
     log(f"run written to {path} in {time.perf_counter() - started:.0f} s")
     return path
+
+
+def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFResult, run: RunBuilder, db) -> dict:
+    """Train DeftRec on top of LightGCN, save its parts into the run and cache results in the catalog."""
+    from data.catalog import put_recommendations
+    from engine.deftrec import DeftRecConfig
+    from train.deftrec import PROFILES, profile_dict, train_deftrec
+
+    profile = PROFILES[request.profile]
+    config = DeftRecConfig.from_dict(request.deftrec)
+    outcome = train_deftrec(split, evaluator, lightgcn.user_embeddings, lightgcn.item_embeddings, config, profile,
+                            request.seed, qlora=request.qlora)
+    model = outcome.model
+    run.save_tensors("tokenizer", model.heads.tokenizer.state_dict())
+    run.save_tensors("denoiser", {f"condition.{k}": v for k, v in model.heads.condition.state_dict().items()}
+                     | {f"denoiser.{k}": v for k, v in (model.heads.denoiser or model.heads.regressor).state_dict().items()})
+    if config.cf == "random":
+        run.save_tensors("cf_random", {"user": model.user_q, "item": model.item_q})
+    model.llm.save_pretrained(str(run.path / "lora"), safe_serialization=True)
+    model.retriever.save(str(run.path / "items.faiss"))
+    put_metrics(db, "deftrec", "valid", outcome.valid)
+    put_metrics(db, "deftrec", "test", outcome.test)
+    with db.conn:
+        db["preferences"].insert_all(({"user_idx": p.user_idx, "prompt": p.prompt, "text": p.text,
+                                       "category": p.category or ""} for p in outcome.preferences),
+                                     pk="user_idx", replace=True)
+    # cache every user's top-20 (test-time masking) so export and the explorer reuse it
+    import numpy as np
+    import torch
+    conditions = torch.stack([p.condition for p in outcome.preferences])
+    paths = model.trajectories(conditions, torch.Generator().manual_seed(request.seed))
+    lists = model.retriever.search(paths[-1].numpy(), evaluator.test_history, np.arange(split.n_users),
+                                   [p.category for p in outcome.preferences], 20, pi=model.config.pi,
+                                   match=model.config.pi_match)
+    put_recommendations(db, "deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
+                                         "pi_bonus": r.pi_bonus, "score": r.score}
+                                        for u, items in enumerate(lists) for r in items))
+    return {**model.config.to_dict(), "profile": profile_dict(profile), "refine_epoch": outcome.refine_epoch,
+            "seconds": outcome.seconds, "loss_log": outcome.log[-20:]}

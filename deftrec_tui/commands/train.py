@@ -14,7 +14,17 @@ from deftrec_tui.errors import cli_errors
 @cli_errors
 def train(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help=DATASET_HELP)] = "ml-100k",
-    stage: Annotated[str, typer.Option(help="What to train: 'cf' = LightGCN, MF-BPR and popularity.")] = "cf",
+    stage: Annotated[str, typer.Option(help="'all' = CF stage then DeftRec; 'cf' = LightGCN, MF-BPR, popularity only.")] = "all",
+    profile: Annotated[str, typer.Option(help="quick (2-core CPU, ~20 min on ML-100K) | paper (GPU) | tiny (tests).")] = "quick",
+    llm: Annotated[str, typer.Option(help="'smollm2' (packaged SmolLM2-135M-Instruct), 'tiny', or a local HF model dir.")] = "smollm2",
+    k: Annotated[int, typer.Option("--k", help="Continuous tokens per user/item (paper: 2).", min=1, max=8)] = 2,
+    condition: Annotated[str, typer.Option(help="Condition source: hidden (paper) | embedding (authors' code).")] = "hidden",
+    no_diffusion: Annotated[bool, typer.Option("--no-diffusion", help="Ablation: regression head instead of diffusion.")] = False,
+    no_bpr: Annotated[bool, typer.Option("--no-bpr", help="Ablation: drop the negative loss L_neg.")] = False,
+    no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Ablation: one linear projection as tokenizer.")] = False,
+    no_mask: Annotated[bool, typer.Option("--no-mask", help="Ablation: no Bernoulli mask in the tokenizer.")] = False,
+    no_cf: Annotated[bool, typer.Option("--no-cf", help="Ablation: random user/item embeddings instead of LightGCN.")] = False,
+    qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
     seed: Annotated[int, typer.Option(help="Seed of every random choice.")] = 0,
@@ -29,9 +39,26 @@ def train(
     from train.cf import CFTrainConfig
     from train.pipeline import TrainRequest, train_run
 
-    if stage not in ("cf",):
-        raise DeftrecError(f"unknown stage {stage!r}", hint="use --stage cf")
+    if stage not in ("cf", "all"):
+        raise DeftrecError(f"unknown stage {stage!r}", hint="use --stage all or --stage cf")
+    PROFILES = ("quick", "paper", "tiny")  # train.deftrec.PROFILES, named here so --help stays torch-free
+    if profile not in PROFILES:
+        raise DeftrecError(f"unknown profile {profile!r}", hint=f"use one of: {', '.join(PROFILES)}")
+    if condition not in ("hidden", "embedding"):
+        raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
+    if qlora:
+        import torch
+        if not torch.cuda.is_available():
+            raise DeftrecError("--qlora needs a CUDA GPU and bitsandbytes; this machine has no CUDA device",
+                               hint="drop --qlora to train LoRA on the full-precision model")
+    if stage == "all" and llm not in ("smollm2", "tiny"):
+        from engine.llm import resolve_model_dir
+        resolve_model_dir(llm)  # a bad --llm fails now, before any training
+    overrides = {"llm": llm, "k": k, "condition_source": condition, "diffusion": not no_diffusion,
+                 "negative_loss": not no_bpr, "encoder": "linear" if no_encoder else "kway",
+                 "mask_ratio": 0.0 if no_mask else 0.2, "cf": "random" if no_cf else "lightgcn"}
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
-                           force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr))
+                           force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
+                           profile=profile, deftrec=overrides, qlora=qlora)
     path = train_run(request)
     print(path)

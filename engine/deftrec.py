@@ -1,0 +1,110 @@
+"""DeftRec's trainable parts besides the LLM: the continuous tokenizer, the condition head and the denoiser
+(or the regression head of the 'w/o Diffusion' ablation), with the frozen config a run stores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+from engine.diffusion import DDPMSchedule, DiffusionConfig, Denoiser, RegressionHead
+from engine.llm import ConditionConfig, ConditionHead
+from engine.prompts import INPUT_TEMPLATES
+from engine.tokenizer import ContinuousTokenizer, TokenizerConfig
+
+
+@dataclass(frozen=True)
+class DeftRecConfig:
+    """Every setting that shapes the model; stored in config.json and used to rebuild it when a run loads."""
+
+    llm: str = "smollm2"  # 'smollm2' (the packaged GGUF) or a local HF directory
+    llm_hidden: int = 576
+    item_dim: int = 64
+    k: int = 2  # continuous tokens per user/item
+    mask_ratio: float = 0.2
+    encoder: str = "kway"  # 'kway' | 'linear' (w/o Encoder)
+    token_scale: float = 1.0  # RMS of the LLM's word embeddings; continuous tokens are scaled to it
+    condition_norm: str = "sigmoid"
+    condition_source: str = "hidden"  # 'hidden' (paper) | 'embedding' (authors' code, ablation)
+    diffusion: bool = True  # False: regression head (w/o Diffusion)
+    negative_loss: bool = True  # False: w/o BPR
+    cf: str = "lightgcn"  # 'lightgcn' | 'random' (w/o CF)
+    gamma1: float = 0.5
+    gamma2: float = 0.1
+    n_negatives: int = 10
+    max_history: int = 20
+    max_length: int = 320
+    max_new_tokens: int = 24
+    target_scale: float = 1.0  # item embeddings are divided by it so diffusion targets have unit RMS
+    num_train_timesteps: int = 1000
+    num_inference_steps: int = 100
+    denoiser_hidden: int = 512
+    denoiser_layers: int = 3
+    dropout: float = 0.1
+    pi: float = 0.1
+    pi_match: str = "exact"  # 'exact' | 'overlap' ('|'-separated category sets)
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DeftRecConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in names})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def user_slot_first(template_id: int) -> bool:
+    """Whether the template names the user before the items (placeholders are spliced in prompt order)."""
+    template = INPUT_TEMPLATES[template_id]
+    return template.index("{user}") < template.index("{items}")
+
+
+class DeftRecHeads(nn.Module):
+    """Tokenizer + condition head + denoiser (or regression head)."""
+
+    def __init__(self, config: DeftRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = ContinuousTokenizer(TokenizerConfig(
+            out_dim=config.llm_hidden, in_dim=config.item_dim, k=config.k, dropout=config.dropout,
+            mask_ratio=config.mask_ratio, kind=config.encoder, out_scale=config.token_scale))
+        self.condition = ConditionHead(config.llm_hidden, ConditionConfig(norm=config.condition_norm,
+                                                                          source=config.condition_source))
+        diffusion_config = self.diffusion_config()
+        self.denoiser = Denoiser(diffusion_config) if config.diffusion else None
+        self.regressor = None if config.diffusion else RegressionHead(diffusion_config)
+
+    def diffusion_config(self) -> DiffusionConfig:
+        c = self.config
+        return DiffusionConfig(cond_dim=c.llm_hidden, item_dim=c.item_dim, hidden_dim=c.denoiser_hidden,
+                               n_layers=c.denoiser_layers, dropout=c.dropout,
+                               num_train_timesteps=c.num_train_timesteps, num_inference_steps=c.num_inference_steps)
+
+    def schedule(self) -> DDPMSchedule:
+        return DDPMSchedule.from_config(self.diffusion_config())
+
+    def prompt_tokens(self, user_q: torch.Tensor, history_q: list[torch.Tensor],
+                      template_ids: list[int]) -> torch.Tensor:
+        """Continuous tokens of a batch in prompt order: [N_ct, D] for user_q [B,d] and histories [n_i,d]."""
+        user_tokens = self.tokenizer.encode_users(user_q)  # [B,K,D]
+        sizes = [len(h) for h in history_q]
+        item_tokens = self.tokenizer.encode_items(torch.cat(history_q)) if sum(sizes) else None  # [ΣN,K,D]
+        pieces, start = [], 0
+        for row, (size, template_id) in enumerate(zip(sizes, template_ids)):
+            items = (item_tokens[start:start + size].reshape(-1, self.config.llm_hidden)
+                     if size else user_tokens.new_zeros(0, self.config.llm_hidden))  # [n*K,D]
+            start += size
+            user = user_tokens[row]  # [K,D]
+            pieces += [user, items] if user_slot_first(template_id) else [items, user]
+        return torch.cat(pieces)  # [N_ct,D]
+
+    def sample(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Trajectory [steps+1, B, d] from noise to the preference vector (one state for the regression head)."""
+        if self.regressor is not None:
+            return self.regressor(cond.float()).unsqueeze(0)  # [1,B,d]
+        denoiser = self.denoiser
+        return self.schedule().sample(lambda x, t, c: denoiser(x, t, c), cond.float(), generator)  # [S+1,B,d]

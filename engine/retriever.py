@@ -1,0 +1,327 @@
+"""Hybrid item retriever (Eq. 14): s_ij = cos(y_i, q_j)·(1 + π_ij), history masked, top-K with ties by lower index.
+
+Scores are defined so that they do not depend on how or where they are computed: the cosine is a float64 sum, in
+dimension order, of exact products of L2-normalized float32 vectors (a float32×float32 product is exact in float64),
+and the ranking key s is cos·(1 + π) rounded once to float32, the dtype engine.ranking compares in. FAISS only
+proposes a candidate pool of the best cosines; the pool doubles until it provably holds the true top-k by s, so
+`search` equals brute force over `scores_dense`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+import torch
+
+MATCH_MODES = ("exact", "overlap")
+GPU_MAX_POOL = 2048  # the largest k a FAISS GPU flat index can return; beyond it the pool is the whole catalog
+ROW_CHUNK = 1024  # query rows scored together in search
+DENSE_ELEMENTS = 1 << 23  # float64 elements per dense block (64 MiB)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One retrieved item: its cosine, the π it received, s = cos·(1+π) (float32), and its 1-based rank."""
+
+    item_idx: int
+    cosine: float
+    pi_bonus: float
+    score: float
+    rank: int
+
+
+def _fold(text: object) -> str:
+    """Case-insensitive comparison key of a category string ("" for anything that is not a string)."""
+    return text.strip().casefold() if isinstance(text, str) else ""
+
+
+def _is_word_char(char: str) -> bool:
+    return re.match(r"\w", char) is not None
+
+
+def extract_category(text: str | None, categories: Sequence[str]) -> str | None:
+    """The longest catalog category the text names as a whole phrase (case-insensitive), in the catalog's spelling."""
+    if not isinstance(text, str) or not text:
+        return None
+    folded = text.casefold()
+    best: tuple[tuple[int, int, int], str] | None = None  # ((-length, start, catalog order), category)
+    seen: set[str] = set()
+    for order, category in enumerate(categories):
+        key = _fold(category)
+        if not key or key in seen:
+            continue
+        seen.add(key)
+        if key not in folded:  # cheap prefilter before the boundary-aware regex
+            continue
+        pattern = (r"(?<!\w)" if _is_word_char(key[0]) else "") + re.escape(key) + \
+                  (r"(?!\w)" if _is_word_char(key[-1]) else "")
+        found = re.search(pattern, folded)
+        if found is None:
+            continue
+        rank = (-len(key), found.start(), order)
+        if best is None or rank < best[0]:
+            best = (rank, category)
+    return None if best is None else best[1]
+
+
+def _category_table(item_categories: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct folded categories and each item's index into them."""
+    folded = np.array([_fold(c) for c in item_categories] or [""], dtype=object)[:len(item_categories)]
+    if len(folded) == 0:
+        return np.array([], dtype=object), np.zeros(0, np.int64)
+    distinct, inverse = np.unique(folded.astype(str), return_inverse=True)
+    return distinct.astype(object), inverse.reshape(-1).astype(np.int64)
+
+
+def _match_distinct(key: str, distinct: np.ndarray, match: str) -> np.ndarray:
+    """Bool [n_distinct]: whether each folded category matches the folded extracted category `key`."""
+    if match not in MATCH_MODES:
+        raise ValueError(f"match must be one of {MATCH_MODES}, got {match!r}")
+    if not key:
+        return np.zeros(len(distinct), bool)
+    if match == "exact":
+        return np.array([c == key for c in distinct], bool)
+    wanted = {part.strip() for part in key.split("|")} - {""}
+    return np.array([bool(wanted & ({part.strip() for part in c.split("|")} - {""})) for c in distinct], bool)
+
+
+def pi_bonus(extracted: str | None, item_categories: Sequence[object], pi: float = 0.1,
+             match: str = "exact") -> np.ndarray:
+    """π_j [n_items] float32: pi where item j's category matches the extracted one ("exact" or '|'-"overlap"), else 0."""
+    distinct, inverse = _category_table(item_categories)
+    hits = _match_distinct(_fold(extracted), distinct, match)[inverse]  # [n_items]
+    return np.where(hits, np.float32(pi), np.float32(0)).astype(np.float32)
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (computed in float64, zero rows stay zero), as float32 [n, d]."""
+    x64 = x.astype(np.float64)  # [n, d]
+    norms = np.sqrt((x64 * x64).sum(axis=1, keepdims=True))  # [n, 1]
+    return (x64 / np.maximum(norms, 1e-12)).astype(np.float32)  # [n, d]
+
+
+def _as_matrix(x: object, name: str) -> np.ndarray:
+    """A finite float32 [n, d] numpy copy of a numpy array or torch tensor."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().float().numpy()
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D [n, d], got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError(f"{name} contains non-finite values")
+    return x
+
+
+def _gpu_available() -> bool:
+    return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 and torch.cuda.is_available()
+
+
+class HybridRetriever:
+    """Exact Eq. 14 top-K: FAISS inner-product candidates over normalized item vectors, re-ranked by cos·(1+π)."""
+
+    def __init__(self, item_vectors: np.ndarray, item_categories: Sequence[object], device: str = "auto",
+                 margin: int = 32, tol: float | None = None) -> None:
+        self._setup(_normalize(_as_matrix(item_vectors, "item_vectors")), item_categories, device, margin, tol)
+
+    def _setup(self, unit: np.ndarray, item_categories: Sequence[object], device: str, margin: int,
+               tol: float | None, index: faiss.Index | None = None) -> None:
+        n, d = unit.shape
+        if n == 0:
+            raise ValueError("the catalog is empty")
+        if len(item_categories) != n:
+            raise ValueError(f"{len(item_categories)} categories for {n} item vectors")
+        if device not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'gpu', got {device!r}")
+        if device == "gpu" and not _gpu_available():
+            raise RuntimeError("device='gpu' needs faiss with GPU support and CUDA")
+        self.device = "gpu" if device == "gpu" or (device == "auto" and _gpu_available()) else "cpu"
+        self.n_items, self.dim, self.margin = n, d, int(margin)
+        self.item_categories = np.array([c if isinstance(c, str) else "" for c in item_categories], dtype=object)
+        self._distinct, self._inverse = _category_table(self.item_categories)
+        self._match_cache: dict[tuple[str, str], np.ndarray] = {}
+        # FAISS float32 inner products are within d·2⁻²⁴ of exact for unit vectors; doubled for safety, and widened
+        # on GPUs where the GEMM may run in reduced precision. Only the pool's size depends on it, never the result.
+        cpu_tol = 2.0 * (d + 2) * 2.0 ** -24
+        self.tol = float(tol) if tol is not None else (max(cpu_tol, 4e-3) if self.device == "gpu" else cpu_tol)
+        self._torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
+        self._columns = torch.from_numpy(unit.T.astype(np.float64)).contiguous().to(self._torch_device)  # [d, n]
+        if index is None:
+            index = faiss.IndexFlatIP(d)
+            index.add(np.ascontiguousarray(unit))
+        self._cpu_index = index
+        self.index = faiss.index_cpu_to_all_gpus(index) if self.device == "gpu" else index
+        self._max_pool = min(n, GPU_MAX_POOL) if self.device == "gpu" else n
+
+    # ---------------------------------------------------------------- exact scores
+
+    def _exact_cosines(self, q64: torch.Tensor, labels: torch.Tensor | None, start: int = 0,
+                       stop: int | None = None) -> torch.Tensor:
+        """float64 cosines [b, C] of pooled labels, or [b, stop-start] of a column range: identical either way."""
+        stop = self.n_items if stop is None else stop
+        width = stop - start if labels is None else labels.shape[1]
+        acc = torch.zeros(q64.shape[0], width, dtype=torch.float64, device=self._torch_device)  # [b, width]
+        for j in range(self.dim):  # dimension order; each product is exact, so only this sum order matters
+            column = self._columns[j]  # [n]
+            other = column[start:stop].unsqueeze(0) if labels is None else column[labels]  # [1, width] or [b, C]
+            acc.addcmul_(q64[:, j:j + 1], other)
+        return acc
+
+    def _match_rows(self, extracted: Sequence[str | None], match: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-row code [B] into a table [U, n_items] of which items match that row's extracted category."""
+        keys = [_fold(c) for c in extracted]
+        distinct = sorted(set(keys))
+        rows = []
+        for key in distinct:
+            if (key, match) not in self._match_cache:
+                self._match_cache[(key, match)] = _match_distinct(key, self._distinct, match)[self._inverse]
+            rows.append(self._match_cache[(key, match)])
+        position = {key: i for i, key in enumerate(distinct)}
+        codes = torch.tensor([position[key] for key in keys], dtype=torch.long, device=self._torch_device)  # [B]
+        table = torch.from_numpy(np.stack(rows) if rows else np.zeros((0, self.n_items), bool))
+        return codes, table.to(self._torch_device)  # [B], [U, n]
+
+    def _queries(self, queries: object, extracted: Sequence[str | None]) -> tuple[np.ndarray, torch.Tensor]:
+        """Unit float32 queries [B, d] (numpy) and their float64 copy on the scoring device."""
+        q32 = _normalize(_as_matrix(queries, "queries"))  # [B, d]
+        if q32.shape[1] != self.dim:
+            raise ValueError(f"queries have dimension {q32.shape[1]}, the index {self.dim}")
+        if len(extracted) != len(q32):
+            raise ValueError(f"{len(extracted)} extracted categories for {len(q32)} queries")
+        return q32, torch.from_numpy(q32.astype(np.float64)).to(self._torch_device)  # [B, d], [B, d]
+
+    def _dense(self, q64: torch.Tensor, factors: torch.Tensor | None) -> torch.Tensor:
+        """float32 [B, n_items] cosines (factors None) or scores cos·factor for per-row factors [B, n_items]."""
+        out = torch.empty(q64.shape[0], self.n_items, dtype=torch.float32)  # [B, n]
+        rows = max(1, DENSE_ELEMENTS // self.n_items)
+        cols = min(self.n_items, max(1, DENSE_ELEMENTS // rows))
+        for r in range(0, q64.shape[0], rows):
+            for c in range(0, self.n_items, cols):
+                block = self._exact_cosines(q64[r:r + rows], None, c, c + cols)  # [b, w] float64
+                if factors is not None:
+                    block = block * factors[r:r + rows, c:c + cols]  # [b, w]
+                out[r:r + rows, c:c + cols] = block.float().cpu()
+        return out
+
+    def cosines(self, queries: object) -> torch.Tensor:
+        """Cosine of every query with every item, float32 [B, n_items] on the CPU."""
+        q32, q64 = self._queries(queries, [None] * len(_as_matrix(queries, "queries")))
+        return self._dense(q64, None)
+
+    def scores_dense(self, queries: object, extracted_categories: Sequence[str | None], pi: float = 0.1,
+                     match: str = "exact") -> torch.Tensor:
+        """Exact s = cos·(1+π) of every item, float32 [B, n_items] on the CPU (the key `search` ranks by)."""
+        _check_pi(pi)
+        q32, q64 = self._queries(queries, extracted_categories)
+        codes, table = self._match_rows(extracted_categories, match)
+        factors = 1.0 + float(pi) * table[codes].to(torch.float64)  # [B, n]
+        return self._dense(q64, factors)
+
+    # ---------------------------------------------------------------- search
+
+    def search(self, queries: object, history: object, users: np.ndarray,
+               extracted_categories: Sequence[str | None], k: int, pi: float = 0.1,
+               match: str = "exact") -> list[list[Recommendation]]:
+        """Top-k items per query by s = cos·(1+π), history masked, ties to the lower index; equal to brute force."""
+        _check_pi(pi)
+        if k < 1:
+            raise ValueError(f"k must be at least 1, got {k}")
+        q32, q64 = self._queries(queries, extracted_categories)
+        if history is not None:
+            users = np.asarray(users, dtype=np.int64).reshape(-1)
+            if len(users) != len(q32):
+                raise ValueError(f"{len(users)} users for {len(q32)} queries")
+            masks = [np.unique(np.asarray(history.items_of(int(u)), dtype=np.int64)) for u in users]
+        else:
+            masks = [np.zeros(0, np.int64)] * len(q32)
+        codes, table = self._match_rows(extracted_categories, match)
+        out: list[list[Recommendation]] = []
+        for r in range(0, len(q32), ROW_CHUNK):
+            out.extend(self._search_rows(q32[r:r + ROW_CHUNK], q64[r:r + ROW_CHUNK], masks[r:r + ROW_CHUNK],
+                                         codes[r:r + ROW_CHUNK], table, k, float(pi)))
+        return out
+
+    def _search_rows(self, q32: np.ndarray, q64: torch.Tensor, masks: list[np.ndarray], codes: torch.Tensor,
+                     table: torch.Tensor, k: int, pi: float) -> list[list[Recommendation]]:
+        """Search for one chunk of rows: grow each row's FAISS pool until it provably holds the top-k by s."""
+        n = self.n_items
+        factor = 1.0 + pi
+        any_match = table.any(dim=1).cpu().numpy()[codes.cpu().numpy()] if len(table) else np.zeros(len(q32), bool)
+        results: list[list[Recommendation] | None] = [None] * len(q32)
+        active = np.arange(len(q32))
+        pool = min(n, k + max((len(m) for m in masks), default=0) + self.margin)
+        while len(active):
+            full = pool >= self._max_pool
+            act = torch.as_tensor(active, dtype=torch.long, device=self._torch_device)  # [b]
+            if full:  # the whole catalog: exact, no bound needed
+                width = n
+                labels = np.broadcast_to(np.arange(n), (len(active), n))  # [b, n]
+                cos64 = self._exact_cosines(q64[act], None)  # [b, n]
+                hits = table[codes[act]]  # [b, n]
+            else:
+                found, labels = self.index.search(np.ascontiguousarray(q32[active]), pool)  # [b, pool] each
+                width = pool
+                order = np.argsort(labels, axis=1, kind="stable")  # label order, so stable sorts break ties by index
+                labels = np.take_along_axis(labels, order, axis=1)  # [b, pool]
+                label_t = torch.as_tensor(labels, dtype=torch.long, device=self._torch_device)  # [b, pool]
+                cos64 = self._exact_cosines(q64[act], label_t)  # [b, pool]
+                hits = table[codes[act].unsqueeze(1), label_t]  # [b, pool]
+            masked = np.zeros((len(active), width), bool)  # [b, width]
+            for row, i in enumerate(active):
+                if len(masks[i]):
+                    masked[row] = np.isin(labels[row], masks[i], assume_unique=False)
+            score64 = torch.where(hits, cos64 * factor, cos64)  # [b, width]
+            score32 = score64.float().masked_fill(torch.as_tensor(masked, device=self._torch_device),
+                                                  float("-inf"))  # [b, width]
+            ranked, rank_order = torch.sort(score32, dim=1, descending=True, stable=True)  # [b, width]
+            available = (score32 > float("-inf")).sum(dim=1).cpu().numpy()  # [b]
+            if full:
+                done = np.ones(len(active), bool)
+            else:
+                # an unpooled item has FAISS cosine ≤ the pool's last, so exact cosine ≤ ceiling, and s ≤ bound
+                ceiling = found[:, -1].astype(np.float64) + self.tol  # [b]
+                bound = np.where(any_match[active], np.maximum(ceiling * factor, ceiling), ceiling)  # [b]
+                kth = ranked[:, k - 1].cpu().numpy()  # [b] float32
+                done = (available >= k) & (kth > bound.astype(np.float32))
+            take = min(k, width)
+            top = rank_order[:, :take].cpu().numpy()  # [b, take]
+            top_scores = ranked[:, :take].cpu().numpy()  # [b, take]
+            top_cos = torch.gather(cos64, 1, rank_order[:, :take]).float().cpu().numpy()  # [b, take]
+            top_hits = torch.gather(hits, 1, rank_order[:, :take]).cpu().numpy()  # [b, take]
+            for row in np.flatnonzero(done):
+                count = int(min(take, available[row]))
+                items = labels[row][top[row, :count]]
+                results[active[row]] = [
+                    Recommendation(item_idx=int(item), cosine=float(top_cos[row, j]),
+                                   pi_bonus=pi if top_hits[row, j] else 0.0,
+                                   score=float(top_scores[row, j]), rank=j + 1)
+                    for j, item in enumerate(items.tolist())]
+            active = active[~done]
+            pool = min(n, pool * 2)
+        return results  # type: ignore[return-value]
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, path: str) -> None:
+        """Write the CPU FAISS index (normalized item vectors) to path, e.g. <run>/items.faiss."""
+        faiss.write_index(self._cpu_index, str(path))
+
+    @classmethod
+    def load(cls, path: str, categories: Sequence[object], device: str = "auto", margin: int = 32,
+             tol: float | None = None) -> "HybridRetriever":
+        """Read an index written by save (plain data, no code is run) and attach the item categories."""
+        index = faiss.read_index(str(path))
+        if index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError(f"{path} is not an inner-product index")
+        unit = index.reconstruct_n(0, index.ntotal).astype(np.float32)  # [n, d], already normalized
+        self = cls.__new__(cls)
+        self._setup(unit, categories, device, margin, tol, index=index)
+        return self
+
+
+def _check_pi(pi: float) -> None:
+    if not pi > -1.0:
+        raise ValueError(f"pi must be greater than -1 so that 1 + π stays positive, got {pi}")
