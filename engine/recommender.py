@@ -9,9 +9,11 @@ import numpy as np
 import torch
 
 from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.llm import embed_with_continuous_tokens, encode_batch, fit_prompt, generate, response_hidden
+from engine.llm import add_placeholder_token, apply_lora, embed_with_continuous_tokens, load_causal_lm, tiny_llama,\
+     encode_batch, fit_prompt, generate, response_hidden
 from engine.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.retriever import HybridRetriever, extract_category
+from engine.run import Run
 
 
 @dataclass
@@ -102,10 +104,15 @@ class DeftRecModel:
         return out
 
     @torch.no_grad()
-    def trajectories(self, conditions: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Denoising trajectories [steps+1, B, d] for conditions [B,D]."""
+    def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None) -> torch.Tensor:
+        """Denoising trajectories [steps+1, B, d] for conditions [B,D]; each user's noise comes from a generator
+        seeded by (seed, user), so a user's result does not depend on the rest of the batch."""
         self.heads.eval()
-        return self.heads.sample(conditions.to(self.device), generator).cpu()
+        seed = self.seed if seed is None else seed
+        paths = [self.heads.sample(conditions[row:row + 1].to(self.device),
+                                   torch.Generator().manual_seed(seed * 1_000_003 + int(user)))
+                 for row, user in enumerate(users)]
+        return torch.cat(paths, dim=1).cpu()  # [S+1,B,d]
 
     def scores(self, final: torch.Tensor, categories: list[str | None]) -> torch.Tensor:
         """Hybrid scores s = cos·(1+π) of every item [B, n_items] (for evaluation ranks)."""
@@ -115,8 +122,71 @@ class DeftRecModel:
                   streamer=None) -> list[UserResult]:
         """Full pipeline for a batch of users; `history` is the HistoryIndex to mask."""
         prefs = self.describe(users, streamer=streamer)
-        generator = torch.Generator().manual_seed(self.seed if seed is None else seed)
-        paths = self.trajectories(torch.stack([p.condition for p in prefs]), generator)  # [S+1,B,d]
+        paths = self.trajectories(torch.stack([p.condition for p in prefs]), users, seed)  # [S+1,B,d]
         lists = self.retriever.search(paths[-1].numpy(), history, np.asarray(users),
                                       [p.category for p in prefs], k, pi=self.config.pi, match=self.config.pi_match)
         return [UserResult(preference=p, trajectory=paths[:, row], items=lists[row]) for row, p in enumerate(prefs)]
+
+
+def cpu_supports_bf16() -> bool:
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def load_llm(spec: str, *, qlora: bool = False):
+    """(model, tokenizer) for a spec: 'smollm2', 'tiny' (a 2-layer random Llama for tests) or a local path."""
+    if spec == "tiny":
+        return tiny_llama(hidden_size=64, layers=2, heads=4, seed=0)
+    # bf16 on GPUs; on these CPUs bf16 measured no faster than fp32 for SmolLM2-135M, so fp32 there
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    return load_causal_lm(None if spec == "smollm2" else spec, dtype=dtype,
+                          device="cuda" if torch.cuda.is_available() else "cpu", qlora=qlora)
+
+
+def build_model(config: DeftRecConfig, split, user_q: torch.Tensor, item_q: torch.Tensor, seed: int,
+                *, qlora: bool = False, lora_dir=None) -> "DeftRecModel":
+    """LLM + placeholder + LoRA (fresh, or loaded from lora_dir) + heads, as a DeftRecModel."""
+    from peft import PeftModel
+    llm, tokenizer = load_llm(config.llm, qlora=qlora)
+    ct_id = add_placeholder_token(llm, tokenizer)
+    if lora_dir is None:
+        llm = apply_lora(llm, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+    else:
+        llm = PeftModel.from_pretrained(llm, str(lora_dir), is_trainable=False)
+    heads = DeftRecHeads(config).to(next(llm.parameters()).device)
+    titles, categories, histories = split
+    return DeftRecModel(config, llm, tokenizer, ct_id, heads, user_q, item_q, titles, categories, histories,
+                        seed=seed)
+
+
+
+
+def open_deftrec(run: Run) -> DeftRecModel:
+    """Rebuild a run's DeftRec on the CPU from the run's own config (never from CLI defaults) and weights."""
+    from data.catalog import connect
+    from data.errors import RunError
+    if not run.config.get("deftrec"):
+        raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
+    config = DeftRecConfig.from_dict(run.config["deftrec"])
+    db = connect(run.catalog_path, readonly=True)
+    items = list(db.query("select title, category from items order by item_idx"))
+    train = np.array(list(db.execute("select user_idx, item_idx from interactions where split = 'train' "
+                                     "order by user_idx, position")), dtype=np.int64).reshape(-1, 2)
+    n_users = db.execute("select count(*) from users").fetchone()[0]
+    db.conn.close()
+    counts = np.bincount(train[:, 0], minlength=n_users)
+    histories = np.split(train[:, 1], np.cumsum(counts)[:-1])
+    cf = run.tensors("cf_random" if config.cf == "random" else "lightgcn")
+    model = build_model(config, ([r["title"] for r in items], [r["category"] for r in items], histories),
+                        cf["user"], cf["item"], int(run.config.get("seed", 0)), lora_dir=run.path / "lora")
+    model.heads.tokenizer.load_state_dict(run.tensors("tokenizer"))
+    weights = run.tensors("denoiser")
+    model.heads.condition.load_state_dict({k[10:]: v for k, v in weights.items() if k.startswith("condition.")})
+    head = model.heads.denoiser or model.heads.regressor
+    head.load_state_dict({k[9:]: v for k, v in weights.items() if k.startswith("denoiser.")})
+    model.llm.eval()
+    model.heads.eval()
+    return model

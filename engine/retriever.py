@@ -70,10 +70,10 @@ def extract_category(text: str | None, categories: Sequence[str]) -> str | None:
 
 def _category_table(item_categories: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
     """Distinct folded categories and each item's index into them."""
-    folded = np.array([_fold(c) for c in item_categories] or [""], dtype=object)[:len(item_categories)]
-    if len(folded) == 0:
+    folded = [_fold(c) for c in item_categories]
+    if not folded:
         return np.array([], dtype=object), np.zeros(0, np.int64)
-    distinct, inverse = np.unique(folded.astype(str), return_inverse=True)
+    distinct, inverse = np.unique(np.array(folded, dtype=str), return_inverse=True)
     return distinct.astype(object), inverse.reshape(-1).astype(np.int64)
 
 
@@ -208,14 +208,17 @@ class HybridRetriever:
 
     def cosines(self, queries: object) -> torch.Tensor:
         """Cosine of every query with every item, float32 [B, n_items] on the CPU."""
-        q32, q64 = self._queries(queries, [None] * len(_as_matrix(queries, "queries")))
+        q64 = torch.from_numpy(_normalize(_as_matrix(queries, "queries")).astype(np.float64))  # [B, d]
+        if q64.shape[1] != self.dim:
+            raise ValueError(f"queries have dimension {q64.shape[1]}, the index {self.dim}")
+        q64 = q64.to(self._torch_device)
         return self._dense(q64, None)
 
     def scores_dense(self, queries: object, extracted_categories: Sequence[str | None], pi: float = 0.1,
                      match: str = "exact") -> torch.Tensor:
         """Exact s = cos·(1+π) of every item, float32 [B, n_items] on the CPU (the key `search` ranks by)."""
         _check_pi(pi)
-        q32, q64 = self._queries(queries, extracted_categories)
+        _, q64 = self._queries(queries, extracted_categories)
         codes, table = self._match_rows(extracted_categories, match)
         factors = 1.0 + float(pi) * table[codes].to(torch.float64)  # [B, n]
         return self._dense(q64, factors)
@@ -247,61 +250,71 @@ class HybridRetriever:
     def _search_rows(self, q32: np.ndarray, q64: torch.Tensor, masks: list[np.ndarray], codes: torch.Tensor,
                      table: torch.Tensor, k: int, pi: float) -> list[list[Recommendation]]:
         """Search for one chunk of rows: grow each row's FAISS pool until it provably holds the top-k by s."""
-        n = self.n_items
-        factor = 1.0 + pi
-        any_match = table.any(dim=1).cpu().numpy()[codes.cpu().numpy()] if len(table) else np.zeros(len(q32), bool)
+        any_match = table.any(dim=1).cpu().numpy()[codes.cpu().numpy()]  # [b] whether any item can get π
         results: list[list[Recommendation] | None] = [None] * len(q32)
         active = np.arange(len(q32))
-        pool = min(n, k + max((len(m) for m in masks), default=0) + self.margin)
+        pool = min(self.n_items, k + max((len(m) for m in masks), default=0) + self.margin)
         while len(active):
-            full = pool >= self._max_pool
-            act = torch.as_tensor(active, dtype=torch.long, device=self._torch_device)  # [b]
-            if full:  # the whole catalog: exact, no bound needed
-                width = n
-                labels = np.broadcast_to(np.arange(n), (len(active), n))  # [b, n]
-                cos64 = self._exact_cosines(q64[act], None)  # [b, n]
-                hits = table[codes[act]]  # [b, n]
-            else:
-                found, labels = self.index.search(np.ascontiguousarray(q32[active]), pool)  # [b, pool] each
-                width = pool
-                order = np.argsort(labels, axis=1, kind="stable")  # label order, so stable sorts break ties by index
-                labels = np.take_along_axis(labels, order, axis=1)  # [b, pool]
-                label_t = torch.as_tensor(labels, dtype=torch.long, device=self._torch_device)  # [b, pool]
-                cos64 = self._exact_cosines(q64[act], label_t)  # [b, pool]
-                hits = table[codes[act].unsqueeze(1), label_t]  # [b, pool]
-            masked = np.zeros((len(active), width), bool)  # [b, width]
-            for row, i in enumerate(active):
-                if len(masks[i]):
-                    masked[row] = np.isin(labels[row], masks[i], assume_unique=False)
-            score64 = torch.where(hits, cos64 * factor, cos64)  # [b, width]
-            score32 = score64.float().masked_fill(torch.as_tensor(masked, device=self._torch_device),
-                                                  float("-inf"))  # [b, width]
-            ranked, rank_order = torch.sort(score32, dim=1, descending=True, stable=True)  # [b, width]
-            available = (score32 > float("-inf")).sum(dim=1).cpu().numpy()  # [b]
-            if full:
-                done = np.ones(len(active), bool)
-            else:
-                # an unpooled item has FAISS cosine ≤ the pool's last, so exact cosine ≤ ceiling, and s ≤ bound
-                ceiling = found[:, -1].astype(np.float64) + self.tol  # [b]
-                bound = np.where(any_match[active], np.maximum(ceiling * factor, ceiling), ceiling)  # [b]
-                kth = ranked[:, k - 1].cpu().numpy()  # [b] float32
-                done = (available >= k) & (kth > bound.astype(np.float32))
-            take = min(k, width)
-            top = rank_order[:, :take].cpu().numpy()  # [b, take]
-            top_scores = ranked[:, :take].cpu().numpy()  # [b, take]
-            top_cos = torch.gather(cos64, 1, rank_order[:, :take]).float().cpu().numpy()  # [b, take]
-            top_hits = torch.gather(hits, 1, rank_order[:, :take]).cpu().numpy()  # [b, take]
-            for row in np.flatnonzero(done):
-                count = int(min(take, available[row]))
-                items = labels[row][top[row, :count]]
-                results[active[row]] = [
-                    Recommendation(item_idx=int(item), cosine=float(top_cos[row, j]),
-                                   pi_bonus=pi if top_hits[row, j] else 0.0,
-                                   score=float(top_scores[row, j]), rank=j + 1)
-                    for j, item in enumerate(items.tolist())]
-            active = active[~done]
-            pool = min(n, pool * 2)
+            if pool >= self._max_pool:  # the whole catalog, exact, in blocks of rows
+                step = max(1, DENSE_ELEMENTS // self.n_items)
+                for r in range(0, len(active), step):
+                    self._rank_pool(q32, q64, masks, codes, table, any_match, active[r:r + step], None, k, pi,
+                                    results)
+                break
+            active = self._rank_pool(q32, q64, masks, codes, table, any_match, active, pool, k, pi, results)
+            pool = min(self.n_items, pool * 2)
         return results  # type: ignore[return-value]
+
+    def _rank_pool(self, q32: np.ndarray, q64: torch.Tensor, masks: list[np.ndarray], codes: torch.Tensor,
+                   table: torch.Tensor, any_match: np.ndarray, active: np.ndarray, pool: int | None, k: int,
+                   pi: float, results: list) -> np.ndarray:
+        """Rank rows `active` over their top-`pool` FAISS cosines (None: all items); fill the proven rows, return the rest."""
+        factor = 1.0 + pi
+        act = torch.as_tensor(active, dtype=torch.long, device=self._torch_device)  # [b]
+        if pool is None:
+            width = self.n_items
+            labels = np.broadcast_to(np.arange(width), (len(active), width))  # [b, n]
+            cos64 = self._exact_cosines(q64[act], None)  # [b, n]
+            hits = table[codes[act]]  # [b, n]
+        else:
+            width = pool
+            found, labels = self.index.search(np.ascontiguousarray(q32[active]), pool)  # [b, pool] each
+            labels = np.sort(labels, axis=1)  # label order, so the stable sort below breaks ties by lower index
+            label_t = torch.as_tensor(labels, dtype=torch.long, device=self._torch_device)  # [b, pool]
+            cos64 = self._exact_cosines(q64[act], label_t)  # [b, pool]
+            hits = table[codes[act].unsqueeze(1), label_t]  # [b, pool]
+        masked = np.zeros((len(active), width), bool)  # [b, width]
+        for row, i in enumerate(active):
+            if len(masks[i]):
+                masked[row] = np.isin(labels[row], masks[i])
+        score64 = torch.where(hits, cos64 * factor, cos64)  # [b, width]
+        score32 = score64.float().masked_fill(torch.as_tensor(masked, device=self._torch_device),
+                                              float("-inf"))  # [b, width]
+        ranked, rank_order = torch.sort(score32, dim=1, descending=True, stable=True)  # [b, width]
+        available = (score32 > float("-inf")).sum(dim=1).cpu().numpy()  # [b]
+        if pool is None:
+            done = np.ones(len(active), bool)
+        else:
+            # an unpooled item's FAISS cosine is ≤ the pool's last one, so its exact cosine is ≤ ceiling and its
+            # s ≤ bound; (1+π)·c < c when c < 0, hence the max. Strict '>' leaves no tie with an unpooled item.
+            ceiling = found[:, -1].astype(np.float64) + self.tol  # [b]
+            bound = np.where(any_match[active], np.maximum(ceiling * factor, ceiling), ceiling)  # [b]
+            kth = ranked[:, min(k, width) - 1].cpu().numpy()  # [b] float32
+            done = (available >= k) & (kth > bound.astype(np.float32))
+        take = min(k, width)
+        top = rank_order[:, :take]  # [b, take]
+        top_items = np.take_along_axis(labels, top.cpu().numpy(), axis=1)  # [b, take]
+        top_scores = ranked[:, :take].cpu().numpy()  # [b, take]
+        top_cos = torch.gather(cos64, 1, top).float().cpu().numpy()  # [b, take]
+        top_hits = torch.gather(hits, 1, top).cpu().numpy()  # [b, take]
+        for row in np.flatnonzero(done):
+            count = int(min(take, available[row]))
+            results[active[row]] = [
+                Recommendation(item_idx=int(top_items[row, j]), cosine=float(top_cos[row, j]),
+                               pi_bonus=pi if top_hits[row, j] else 0.0, score=float(top_scores[row, j]),
+                               rank=j + 1)
+                for j in range(count)]
+        return active[~done]
 
     # ---------------------------------------------------------------- persistence
 
@@ -311,7 +324,7 @@ class HybridRetriever:
 
     @classmethod
     def load(cls, path: str, categories: Sequence[object], device: str = "auto", margin: int = 32,
-             tol: float | None = None) -> "HybridRetriever":
+             tol: float | None = None) -> HybridRetriever:
         """Read an index written by save (plain data, no code is run) and attach the item categories."""
         index = faiss.read_index(str(path))
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:

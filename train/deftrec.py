@@ -13,11 +13,11 @@ import torch
 from data.protocol import Split
 from engine.deftrec import DeftRecConfig, DeftRecHeads
 from engine.diffusion import contrastive_diffusion_losses, diffusion_loss
-from engine.llm import add_placeholder_token, apply_lora, encode_batch, lm_forward, load_causal_lm, tiny_llama
+from engine.llm import encode_batch, lm_forward
 from engine.metrics import metrics_from_ranks
 from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response
 from engine.ranking import target_ranks
-from engine.recommender import DeftRecModel, Preference
+from engine.recommender import DeftRecModel, Preference, build_model
 from train.cf import Evaluator, NegativeSampler
 from train.progress import log, make_progress
 
@@ -47,38 +47,6 @@ PROFILES = {
     "tiny": Profile("tiny", steps=2, batch_size=4, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=5,
                     max_length=128, refine_epochs=2, diffusion_repeats=2, describe_batch=16),
 }
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def load_llm(spec: str, *, qlora: bool = False):
-    """(model, tokenizer) for a spec: 'smollm2', 'tiny' (a 2-layer random Llama for tests) or a local path."""
-    if spec == "tiny":
-        return tiny_llama(hidden_size=64, layers=2, heads=4, seed=0)
-    dtype = torch.bfloat16 if (torch.cuda.is_available() or cpu_supports_bf16()) else torch.float32
-    return load_causal_lm(None if spec == "smollm2" else spec, dtype=dtype,
-                          device="cuda" if torch.cuda.is_available() else "cpu", qlora=qlora)
-
-
-def build_model(config: DeftRecConfig, split: Split, user_q: torch.Tensor, item_q: torch.Tensor, seed: int,
-                *, qlora: bool = False, lora_dir=None) -> DeftRecModel:
-    """LLM + placeholder + LoRA (fresh, or loaded from lora_dir) + heads, as a DeftRecModel."""
-    from peft import PeftModel
-    llm, tokenizer = load_llm(config.llm, qlora=qlora)
-    ct_id = add_placeholder_token(llm, tokenizer)
-    if lora_dir is None:
-        llm = apply_lora(llm, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
-    else:
-        llm = PeftModel.from_pretrained(llm, str(lora_dir), is_trainable=False)
-    heads = DeftRecHeads(config).to(next(llm.parameters()).device)
-    return DeftRecModel(config, llm, tokenizer, ct_id, heads, user_q, item_q, split.items["title"].tolist(),
-                        split.items["category"].tolist(), split.train_histories(), seed=seed)
 
 
 def embedding_rms(llm) -> float:
@@ -166,7 +134,7 @@ def describe_all(model: DeftRecModel, profile: Profile) -> list[Preference]:
 def evaluate_cached(model: DeftRecModel, evaluator: Evaluator, conditions: torch.Tensor,
                     categories: list[str | None], which: str, seed: int) -> tuple[dict, np.ndarray]:
     """Metrics of the current heads from cached conditions; the same generator seed every time."""
-    finals = model.trajectories(conditions, torch.Generator().manual_seed(seed))[-1]  # [U,d]
+    finals = model.trajectories(conditions, list(range(len(conditions))), seed)[-1]  # [U,d]
     scores = model.scores(finals, categories)  # [U,n_items]
     history = evaluator.train_history if which == "valid" else evaluator.test_history
     targets = evaluator.split.valid_item if which == "valid" else evaluator.split.test_item
@@ -243,7 +211,8 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
         user_q = torch.randn(user_q.shape, generator=g) * user_q.std()
         item_q = torch.randn(item_q.shape, generator=g) * item_q.std()
     target_scale = float(item_q.pow(2).mean().sqrt())
-    model = build_model(config, split, user_q, item_q, seed, qlora=qlora)
+    model = build_model(config, (split.items["title"].tolist(), split.items["category"].tolist(),
+                                 split.train_histories()), user_q, item_q, seed, qlora=qlora)
     config = DeftRecConfig.from_dict({**config.to_dict(), "llm_hidden": model.llm.config.hidden_size,
                                       "token_scale": embedding_rms(model.llm), "target_scale": target_scale,
                                       "max_history": profile.max_history, "max_length": profile.max_length})

@@ -106,7 +106,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
                      | {f"denoiser.{k}": v for k, v in (model.heads.denoiser or model.heads.regressor).state_dict().items()})
     if config.cf == "random":
         run.save_tensors("cf_random", {"user": model.user_q, "item": model.item_q})
-    model.llm.save_pretrained(str(run.path / "lora"), safe_serialization=True)
+    model.llm.save_pretrained(str(run.path / "lora"), safe_serialization=True, save_embedding_layers=False)
     model.retriever.save(str(run.path / "items.faiss"))
     put_metrics(db, "deftrec", "valid", outcome.valid)
     put_metrics(db, "deftrec", "test", outcome.test)
@@ -118,7 +118,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     import numpy as np
     import torch
     conditions = torch.stack([p.condition for p in outcome.preferences])
-    paths = model.trajectories(conditions, torch.Generator().manual_seed(request.seed))
+    paths = model.trajectories(conditions, list(range(split.n_users)), request.seed)
     lists = model.retriever.search(paths[-1].numpy(), evaluator.test_history, np.arange(split.n_users),
                                    [p.category for p in outcome.preferences], 20, pi=model.config.pi,
                                    match=model.config.pi_match)
