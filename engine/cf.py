@@ -38,8 +38,8 @@ def normalized_adjacency(n_users: int, n_items: int, users: np.ndarray, items: n
         return adj.coalesce().to_sparse_csr()
 
 
-class LightGCN(nn.Module):
-    """Ego embeddings propagated over the normalized graph; readout = mean of the layer outputs."""
+class _EmbeddingTables(nn.Module):
+    """User and item ego embeddings, N(0, 0.1²) initialized."""
 
     def __init__(self, config: CFConfig) -> None:
         super().__init__()
@@ -48,6 +48,14 @@ class LightGCN(nn.Module):
         self.item_embedding = nn.Embedding(config.n_items, config.dim)
         nn.init.normal_(self.user_embedding.weight, std=0.1)
         nn.init.normal_(self.item_embedding.weight, std=0.1)
+
+    def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ego embeddings of a batch ([B, d] each), for the L2 penalty."""
+        return self.user_embedding(users), self.item_embedding(items)
+
+
+class LightGCN(_EmbeddingTables):
+    """Ego embeddings propagated over the normalized graph; readout = mean of the layer outputs."""
 
     def propagate(self, adj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Final (user [n_users, d], item [n_items, d]) embeddings."""
@@ -58,26 +66,12 @@ class LightGCN(nn.Module):
         final = torch.stack(layers).mean(dim=0)  # [N, d]
         return final[: self.config.n_users], final[self.config.n_users:]
 
-    def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_embedding(users), self.item_embedding(items)
 
-
-class MatrixFactorization(nn.Module):
+class MatrixFactorization(_EmbeddingTables):
     """Plain dot-product MF trained with BPR."""
-
-    def __init__(self, config: CFConfig) -> None:
-        super().__init__()
-        self.config = config
-        self.user_embedding = nn.Embedding(config.n_users, config.dim)
-        self.item_embedding = nn.Embedding(config.n_items, config.dim)
-        nn.init.normal_(self.user_embedding.weight, std=0.1)
-        nn.init.normal_(self.item_embedding.weight, std=0.1)
 
     def propagate(self, adj: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         return self.user_embedding.weight, self.item_embedding.weight
-
-    def ego(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.user_embedding(users), self.item_embedding(items)
 
 
 def bpr_loss(user: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
