@@ -61,3 +61,37 @@ def export_cf(run: Run, model: str, out: str | Path, k: int = 20, batch_size: in
     finally:
         tmp.unlink(missing_ok=True)
     return rows
+
+
+DEFTREC_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "cosine", "pi_bonus", "score"]
+
+
+def export_deftrec_cached(run: Run, out: str | Path, k: int = 20) -> int:
+    """Write DeftRec's cached top-k (computed at training with test-time masking) with its score breakdown."""
+    from data.errors import RunError
+    db = connect(run.catalog_path, readonly=True)
+    cached_k = db.execute("select coalesce(max(rank), 0) from recommendations where model = 'deftrec'").fetchone()[0]
+    if cached_k < k:
+        db.conn.close()
+        raise RunError(f"the run caches DeftRec lists of length {cached_k}, fewer than --k {k}", path=run.path,
+                       hint=f"use --k {cached_k} or less")
+    rows = db.execute(
+        "select u.user_id, r.rank, i.item_id, i.title, i.category, r.cosine, r.pi_bonus, r.score "
+        "from recommendations r join users u on u.user_idx = r.user_idx join items i on i.item_idx = r.item_idx "
+        "where r.model = 'deftrec' and r.rank <= ? order by r.user_idx, r.rank", (k,))
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    count = 0
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(DEFTREC_COLUMNS)
+            for user_id, rank, item_id, title, category, cosine, pi_bonus, score in rows:
+                writer.writerow([spreadsheet_safe(user_id), rank, spreadsheet_safe(item_id), spreadsheet_safe(title),
+                                 spreadsheet_safe(category), f"{cosine:.6f}", f"{pi_bonus:.2f}", f"{score:.6f}"])
+                count += 1
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+        db.conn.close()
+    return count

@@ -70,3 +70,18 @@ def test_reloaded_run_gives_identical_recommendations(tiny_run):
         assert result.trajectory.shape == (101, 64)
     again = model.recommend(users[:3], history, k=20)
     assert [[r.item_idx for r in u.items] for u in again] == [[r.item_idx for r in u.items] for u in results[:3]]
+
+
+def test_export_defaults_to_deftrec_with_the_breakdown(tiny_run, tmp_path):
+    import csv
+    out = tmp_path / "deftrec.csv"
+    result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(out), "--k", "10"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "title", "category", "cosine", "pi_bonus", "score"]
+    assert len(rows) == 60 * 10
+    for row in rows:
+        assert float(row["score"]) == pytest.approx(float(row["cosine"]) * (1 + float(row["pi_bonus"])), abs=1e-5)
+    too_long = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "x.csv"), "--k", "50"])
+    assert too_long.exit_code == 2 and "fewer than --k 50" in too_long.output
+    assert not (tmp_path / "x.csv").exists()
