@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,21 @@ CF_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "score"]
 def spreadsheet_safe(value: str) -> str:
     """Prefix cells that a spreadsheet would run as a formula."""
     return "'" + value if value[:1] in ("=", "+", "-", "@") else value
+
+
+@contextmanager
+def atomic_csv(out: str | Path, header: list[str]) -> Iterator:
+    """A csv.writer on a hidden temp file that replaces `out` only when the block finishes without error."""
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            yield writer
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def test_history(run: Run) -> tuple[HistoryIndex, dict]:
@@ -40,26 +57,17 @@ def export_cf(run: Run, model: str, out: str | Path, k: int = 20, batch_size: in
     scorer = cf_scorer(run, model)
     history, tables = test_history(run)
     users, items = tables["users"], tables["items"]
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     rows = 0
-    try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(CF_COLUMNS)
-            with torch.no_grad():
-                for batch in batches(len(users), batch_size):
-                    top_items, top_scores = top_k(scorer(batch), history.mask(batch, len(items)), k)
-                    for row_user, item_row, score_row in zip(batch, top_items.tolist(), top_scores.tolist()):
-                        for rank, (item_idx, score) in enumerate(zip(item_row, score_row), start=1):
-                            item = items[item_idx]
-                            writer.writerow([spreadsheet_safe(users[row_user]["user_id"]), rank,
-                                             spreadsheet_safe(item["item_id"]), spreadsheet_safe(item["title"]),
-                                             spreadsheet_safe(item["category"]), f"{score:.6f}"])
-                            rows += 1
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_csv(out, CF_COLUMNS) as writer, torch.no_grad():
+        for batch in batches(len(users), batch_size):
+            top_items, top_scores = top_k(scorer(batch), history.mask(batch, len(items)), k)
+            for row_user, item_row, score_row in zip(batch, top_items.tolist(), top_scores.tolist()):
+                for rank, (item_idx, score) in enumerate(zip(item_row, score_row), start=1):
+                    item = items[item_idx]
+                    writer.writerow([spreadsheet_safe(users[row_user]["user_id"]), rank,
+                                     spreadsheet_safe(item["item_id"]), spreadsheet_safe(item["title"]),
+                                     spreadsheet_safe(item["category"]), f"{score:.6f}"])
+                    rows += 1
     return rows
 
 
@@ -79,19 +87,13 @@ def export_deftrec_cached(run: Run, out: str | Path, k: int = 20) -> int:
         "select u.user_id, r.rank, i.item_id, i.title, i.category, r.cosine, r.pi_bonus, r.score "
         "from recommendations r join users u on u.user_idx = r.user_idx join items i on i.item_idx = r.item_idx "
         "where r.model = 'deftrec' and r.rank <= ? order by r.user_idx, r.rank", (k,))
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     count = 0
     try:
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(DEFTREC_COLUMNS)
+        with atomic_csv(out, DEFTREC_COLUMNS) as writer:
             for user_id, rank, item_id, title, category, cosine, pi_bonus, score in rows:
                 writer.writerow([spreadsheet_safe(user_id), rank, spreadsheet_safe(item_id), spreadsheet_safe(title),
                                  spreadsheet_safe(category), f"{cosine:.6f}", f"{pi_bonus:.2f}", f"{score:.6f}"])
                 count += 1
-        os.replace(tmp, out)
     finally:
-        tmp.unlink(missing_ok=True)
         db.conn.close()
     return count
