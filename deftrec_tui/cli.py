@@ -7,6 +7,7 @@ import typer
 from deftrec_tui.commands.data_info import data_info
 from deftrec_tui.commands.eval import eval_run
 from deftrec_tui.commands.export import export
+from deftrec_tui.commands.recommend import recommend
 from deftrec_tui.commands.train import train
 
 app = typer.Typer(name="deftrec", help="DeftRec: generative recommendation with continuous-token diffusion.",
@@ -19,6 +20,7 @@ app.add_typer(data_app, name="data")
 app.command("train")(train)
 app.command("eval")(eval_run)
 app.command("export")(export)
+app.command("recommend")(recommend)
 
 
 def main() -> None:

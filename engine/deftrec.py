@@ -19,6 +19,7 @@ class DeftRecConfig:
     """Every setting that shapes the model; stored in config.json and used to rebuild it when a run loads."""
 
     llm: str = "smollm2"  # 'smollm2' (the packaged GGUF) or a local HF directory
+    llm_fingerprint: str = ""  # engine.llm.llm_fingerprint of the LLM it was trained on; checked at load
     llm_hidden: int = 576
     item_dim: int = 64
     k: int = 2  # continuous tokens per user/item
@@ -102,7 +103,7 @@ class DeftRecHeads(nn.Module):
             pieces += [user, items] if user_slot_first(template_id) else [items, user]
         return torch.cat(pieces)  # [N_ct,D]
 
-    def sample(self, cond: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, cond: torch.Tensor, generator: "torch.Generator | list[torch.Generator]") -> torch.Tensor:
         """Trajectory [steps+1, B, d] from noise to the preference vector (one state for the regression head)."""
         if self.regressor is not None:
             return self.regressor(cond.float()).unsqueeze(0)  # [1,B,d]

@@ -38,9 +38,21 @@ class DiffusionConfig:
             raise ValueError("need n_layers >= 1 and an even time_embed_dim")
 
 
-def _draw_normal(shape: tuple[int, ...], generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
-    """N(0, I) drawn on the generator's device, then moved to `like`'s device (same numbers on CPU and GPU)."""
-    z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
+Generators = "torch.Generator | list[torch.Generator]"
+
+
+def _draw_normal(shape: tuple[int, ...], generator: Generators, like: torch.Tensor) -> torch.Tensor:
+    """N(0, I) drawn on the generator's device, then moved to `like`'s device (same numbers on CPU and GPU).
+
+    A list of generators draws row i from generator i, so a row's numbers do not depend on the rest of the batch.
+    """
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"{len(generator)} generators for {shape[0]} rows")
+        rows = [torch.randn((1, *shape[1:]), generator=g, device=g.device, dtype=torch.float32) for g in generator]
+        z = torch.cat(rows) if rows else torch.empty(shape, dtype=torch.float32)
+    else:
+        z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float32)
     return z.to(device=like.device, dtype=like.dtype)
 
 
@@ -94,7 +106,7 @@ class DDPMSchedule:
                             dtype=torch.float64)  # [n]
 
     def step(self, eps_pred: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
-             generator: torch.Generator) -> torch.Tensor:
+             generator: Generators) -> torch.Tensor:
         """One ancestral step x_t -> x_{t_prev} of the respaced chain; t_prev = −1 returns x̂_0 with no noise."""
         t, t_prev = int(t), int(t_prev)
         if not -1 <= t_prev < t < self.num_train_timesteps:
@@ -115,9 +127,10 @@ class DDPMSchedule:
         return mean + math.sqrt(var) * noise  # [B, d]
 
     @torch.no_grad()
-    def sample(self, eps_fn: EpsFn, cond: torch.Tensor, generator: torch.Generator,
+    def sample(self, eps_fn: EpsFn, cond: torch.Tensor, generator: Generators,
                num_inference_steps: int | None = None) -> torch.Tensor:
-        """Reverse trajectory [steps+1, B, d] from x_T ~ N(0, I) down to y, every x_t kept (float32, cond's device)."""
+        """Reverse trajectory [steps+1, B, d] from x_T ~ N(0, I) down to y, every x_t kept (float32, cond's device);
+        `generator` is one generator or one per row."""
         steps = self.timesteps(num_inference_steps)
         batch = cond.shape[0]
         x = _draw_normal((batch, self.item_dim), generator, torch.empty(0, device=cond.device))  # [B, d]

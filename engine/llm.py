@@ -217,6 +217,23 @@ def resolve_model_dir(spec: str | Path | None) -> Path:
     return path
 
 
+def llm_fingerprint(spec: str | Path | None) -> str:
+    """A short hash that identifies an LLM's files (config, tokenizer, weight names and sizes); 'tiny' is 'tiny'."""
+    if spec is not None and str(spec) == "tiny":
+        return "tiny"
+    path = resolve_model_dir(spec)
+    h = hashlib.sha256()
+    for file in sorted(path.iterdir()):
+        if not file.is_file():
+            continue
+        h.update(file.name.encode())
+        if file.suffix in (".json", ".txt", ".model") and file.stat().st_size < (32 << 20):
+            h.update(file.read_bytes())
+        else:
+            h.update(str(file.stat().st_size).encode())
+    return h.hexdigest()[:16]
+
+
 def prepare_tokenizer(tokenizer):
     """Left padding and a pad token (= eos when the tokenizer has none)."""
     if tokenizer.pad_token is None:
@@ -585,16 +602,59 @@ class ConditionHead(nn.Module):
 # ---------------------------------------------------------------------------------------------- generation
 
 
+@dataclass
+class Generation:
+    """Greedy ids per row (eos dropped) and, when asked, the response's last hidden states from the same pass."""
+
+    ids: list
+    hidden: ResponseHidden | None = None
+
+
+class _LimitedStreamer:
+    """Passes the prompt and the first `limit` new tokens to a streamer, and nothing after."""
+
+    def __init__(self, streamer, limit: int) -> None:
+        self.streamer, self.limit, self.calls = streamer, limit, 0
+
+    def put(self, value) -> None:
+        self.calls += 1
+        if self.calls <= self.limit + 1:  # the first call carries the prompt
+            self.streamer.put(value)
+
+    def end(self) -> None:
+        self.streamer.end()
+
+
+def _final_norm(model: nn.Module) -> nn.Module | None:
+    """The module whose output is the model's last hidden state (the decoder's final norm), when it has one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else getattr(base, "model", None)
+    norm = getattr(decoder, "norm", None)
+    return norm if isinstance(norm, nn.Module) else None
+
+
 def generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
-             max_new_tokens: int = 24, streamer=None, eos_token_id: int | list[int] | None = None) -> list[list[int]]:
-    """Greedy new token ids per row (eos and what follows dropped) from left-padded inputs_embeds [B,L,D]."""
+             max_new_tokens: int = 24, streamer=None, eos_token_id: int | list[int] | None = None,
+             with_hidden: bool = False) -> Generation:
+    """Greedy new tokens from left-padded inputs_embeds [B,L,D]; with_hidden also returns the last hidden states
+    over the generated tokens, captured during decoding (each token's state when it is fed back), which equals a
+    second teacher-forced pass over prompt + response at the cost of one extra decoding step."""
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     eos_set = set(eos) if isinstance(eos, (list, tuple)) else {eos}
     vocab = tokenizer.get_vocab()
     suppress = [vocab[CT]] if CT in vocab else None  # never generate the placeholder itself
-    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+    norm = _final_norm(model) if with_hidden else None
+    if with_hidden and norm is None:  # no hook point: fall back to the teacher-forced second pass
+        ids = generate(model, tokenizer, inputs_embeds, attention_mask, max_new_tokens, streamer, eos_token_id).ids
+        return Generation(ids, response_hidden(model, inputs_embeds, attention_mask, ids, tokenizer.pad_token_id))
+    steps = max_new_tokens + (1 if norm is not None else 0)  # one more step feeds the last kept token
+    config = GenerationConfig(max_new_tokens=steps, do_sample=False, num_beams=1,
                               pad_token_id=tokenizer.pad_token_id, eos_token_id=eos,
                               suppress_tokens=suppress)
+    captured: list[torch.Tensor] = []
+    handle = norm.register_forward_hook(lambda _m, _i, out: captured.append(out[:, -1])) if norm else None
+    if streamer is not None and norm is not None:
+        streamer = _LimitedStreamer(streamer, max_new_tokens)  # the extra step's token is not part of the text
     was_training = model.training
     model.eval()
     try:
@@ -603,12 +663,27 @@ def generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, attention
                                  generation_config=config, streamer=streamer)  # [B,new] (new tokens only)
     finally:
         model.train(was_training)
-    result = []
+        if handle is not None:
+            handle.remove()
+    ids = []
     for row in out.tolist():
-        ids = []
-        for t in row:
+        kept = []
+        for t in row[:max_new_tokens]:
             if t in eos_set:
                 break
-            ids.append(t)
-        result.append(ids)
-    return result
+            kept.append(t)
+        ids.append(kept)
+    if norm is None:
+        return Generation(ids)
+    # captured[0] is the prefill's last position; captured[j + 1] is the state of generated token j  [B,D] each
+    b, width = inputs_embeds.shape[0], max((len(r) for r in ids), default=0)
+    states = torch.stack(captured[1:1 + width], dim=1) if width else inputs_embeds.new_zeros(b, 0, inputs_embeds.shape[-1])
+    response_mask = torch.zeros(b, width, dtype=torch.bool, device=states.device)  # [B,R]
+    resp = torch.full((b, width), tokenizer.pad_token_id, dtype=torch.long, device=states.device)  # [B,R]
+    for i, row in enumerate(ids):
+        response_mask[i, :len(row)] = True
+        resp[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+    resp_embeds = model.get_input_embeddings()(resp).to(inputs_embeds.dtype)  # [B,R,D]
+    hidden = ResponseHidden(last_hidden=states, response_mask=response_mask, input_embeds=resp_embeds,
+                            attention_mask=response_mask.long())
+    return Generation(ids, hidden)

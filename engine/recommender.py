@@ -10,7 +10,7 @@ import torch
 
 from engine.deftrec import DeftRecConfig, DeftRecHeads
 from engine.llm import add_placeholder_token, apply_lora, embed_with_continuous_tokens, load_causal_lm, tiny_llama,\
-     encode_batch, fit_prompt, generate, response_hidden
+     encode_batch, fit_prompt, generate
 from engine.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.retriever import HybridRetriever, extract_category
 from engine.run import Run
@@ -73,6 +73,12 @@ class DeftRecModel:
             kept.append(history[len(history) - n_kept:])
         return prompts, kept
 
+    def prompt_lengths(self, users: list[int]) -> list[int]:
+        """Token count of each user's inference prompt (to batch users of similar length together)."""
+        prompts, _ = self.build_prompts(users, [self.inference_history(u) for u in users],
+                                        [DEFAULT_INPUT_TEMPLATE] * len(users))
+        return [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+
     def embed(self, users: list[int], kept: list[np.ndarray], template_ids: list[int],
               input_ids: torch.Tensor) -> torch.Tensor:
         """Input embeddings [B,L,D] with the user's and each history item's continuous tokens spliced in."""
@@ -91,9 +97,9 @@ class DeftRecModel:
         batch = encode_batch(self.tokenizer, prompts, None, self.config.max_length)
         embeds = self.embed(users, kept, template_ids, batch["input_ids"])  # [B,L,D]
         mask = batch["attention_mask"].to(embeds.device)
-        generated = generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.max_new_tokens,
-                             streamer=streamer)
-        hidden = response_hidden(self.llm, embeds, mask, generated, self.tokenizer.pad_token_id)
+        generation = generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.max_new_tokens,
+                              streamer=streamer, with_hidden=True)
+        generated, hidden = generation.ids, generation.hidden
         cond = self.heads.condition(hidden.last_hidden, hidden.response_mask, hidden.input_embeds)  # [B,D]
         out = []
         for row, user in enumerate(users):
@@ -109,10 +115,12 @@ class DeftRecModel:
         seeded by (seed, user), so a user's result does not depend on the rest of the batch."""
         self.heads.eval()
         seed = self.seed if seed is None else seed
-        paths = [self.heads.sample(conditions[row:row + 1].to(self.device),
-                                   torch.Generator().manual_seed(seed * 1_000_003 + int(user)))
-                 for row, user in enumerate(users)]
-        return torch.cat(paths, dim=1).cpu()  # [S+1,B,d]
+        paths = []
+        for start in range(0, len(users), 4096):
+            rows = slice(start, start + 4096)
+            generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(user)) for user in users[rows]]
+            paths.append(self.heads.sample(conditions[rows].to(self.device), generators).cpu())  # [S+1,b,d]
+        return torch.cat(paths, dim=1)  # [S+1,B,d]
 
     def scores(self, final: torch.Tensor, categories: list[str | None]) -> torch.Tensor:
         """Hybrid scores s = cos·(1+π) of every item [B, n_items] (for evaluation ranks)."""
@@ -171,7 +179,18 @@ def open_deftrec(run: Run) -> DeftRecModel:
     if not run.config.get("deftrec"):
         raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
     config = DeftRecConfig.from_dict(run.config["deftrec"])
+    from engine.llm import llm_fingerprint
+    found = llm_fingerprint(config.llm)  # a one-line error when the run's LLM is not on this machine
+    if config.llm_fingerprint and found != config.llm_fingerprint:
+        raise RunError(f"the run was trained on another LLM: {config.llm!r} here has fingerprint {found}, "
+                       f"the run's is {config.llm_fingerprint}", path=run.path / "config.json",
+                       hint="open it where the LLM it was trained on is installed")
     db = connect(run.catalog_path, readonly=True)
+    from data.catalog import meta
+    catalog_checksum = meta(db).get("checksum")
+    if catalog_checksum != (run.config.get("dataset") or {}).get("checksum"):
+        raise RunError("the catalog holds another dataset than the one the run was trained on "
+                       f"(checksum {catalog_checksum!r} vs config.json's)", path=run.catalog_path)
     items = list(db.query("select title, category from items order by item_idx"))
     train = np.array(list(db.execute("select user_idx, item_idx from interactions where split = 'train' "
                                      "order by user_idx, position")), dtype=np.int64).reshape(-1, 2)
@@ -180,6 +199,10 @@ def open_deftrec(run: Run) -> DeftRecModel:
     counts = np.bincount(train[:, 0], minlength=n_users)
     histories = np.split(train[:, 1], np.cumsum(counts)[:-1])
     cf = run.tensors("cf_random" if config.cf == "random" else "lightgcn")
+    if cf["user"].shape[0] != n_users or cf["item"].shape[0] != len(items):
+        raise RunError(f"the embeddings ({cf['user'].shape[0]} users, {cf['item'].shape[0]} items) do not match "
+                       f"the catalog ({n_users} users, {len(items)} items): weights from another dataset",
+                       path=run.path)
     model = build_model(config, ([r["title"] for r in items], [r["category"] for r in items], histories),
                         cf["user"], cf["item"], int(run.config.get("seed", 0)), lora_dir=run.path / "lora")
     model.heads.tokenizer.load_state_dict(run.tensors("tokenizer"))

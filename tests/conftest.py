@@ -9,6 +9,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DEFTREC_PROGRESS", "0")  # quiet tests; a test of the plain lines sets it itself
 
 
 def write_clustered_csv(directory, n_users=60, n_items=40, per_user=10, seed=0):
@@ -33,3 +34,24 @@ def write_clustered_csv(directory, n_users=60, n_items=40, per_user=10, seed=0):
 @pytest.fixture
 def clustered_csv(tmp_path):
     return write_clustered_csv(tmp_path / "clustered")
+
+
+def train_tiny_run(base, name="tiny", extra=()):
+    """A DeftRec run with the tiny random Llama on the clustered CSV data (a few seconds on the CPU)."""
+    from typer.testing import CliRunner
+
+    from deftrec_tui.cli import app
+    data_dir = base / "data"
+    if not data_dir.exists():
+        write_clustered_csv(data_dir)
+    result = CliRunner().invoke(app, ["train", "--dataset", f"csv:{data_dir}", "--out", str(base / "runs"),
+                                      "--name", name, "--llm", "tiny", "--profile", "tiny", "--cf-epochs", "10",
+                                      "--threads", "1", *extra])
+    assert result.exit_code == 0, result.output
+    return base / "runs" / name
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One tiny DeftRec run shared by the end-to-end, CLI and explorer tests (read-only for them)."""
+    return train_tiny_run(tmp_path_factory.mktemp("e2e"))

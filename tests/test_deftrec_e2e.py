@@ -8,18 +8,6 @@ import pytest
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from tests.conftest import write_clustered_csv
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    data_dir = write_clustered_csv(base / "data")
-    result = CliRunner().invoke(app, ["train", "--dataset", f"csv:{data_dir}", "--out", str(base / "runs"),
-                                      "--name", "tiny", "--llm", "tiny", "--profile", "tiny", "--cf-epochs", "10",
-                                      "--threads", "1"])
-    assert result.exit_code == 0, result.output
-    return base / "runs" / "tiny"
 
 
 def test_run_directory_holds_every_part(tiny_run):

@@ -236,11 +236,12 @@ def test_generate_left_padding_matches_alone(tiny):
     embeds, mask, parts = _embeds(model, tok, ct_id, [short, long])
     assert mask[0, 0] == 0  # the short prompt is left padded
     # eos = the placeholder, which generate suppresses: every row runs the full 8 tokens
-    batched = generate(model, tok, embeds, mask, max_new_tokens=8, eos_token_id=ct_id)
+    generation = generate(model, tok, embeds, mask, max_new_tokens=8, eos_token_id=ct_id, with_hidden=True)
+    batched = generation.ids
     alone_batch = encode_batch(tok, [short], None, 256)
     alone_embeds = embed_with_continuous_tokens(model, alone_batch["input_ids"], ct_id, parts[0])
     alone = generate(model, tok, alone_embeds, alone_batch["attention_mask"], max_new_tokens=8,
-                     eos_token_id=ct_id)
+                     eos_token_id=ct_id).ids
     assert len(batched) == 2 and len(batched[0]) == 8
     assert batched[0] == alone[0]
     assert ct_id not in batched[0] + batched[1]  # the placeholder is never generated
@@ -255,6 +256,15 @@ def test_generate_left_padding_matches_alone(tiny):
     assert torch.allclose(c_batched[0], c_plain, atol=1e-5)
     assert hidden.response_mask.sum(1).tolist() == [8, 8]
 
+    # the hidden states captured while decoding equal the teacher-forced second pass
+    captured = generation.hidden
+    assert captured.response_mask.sum(1).tolist() == [8, 8]
+    c_captured = ConditionHead(model.config.hidden_size)(captured.last_hidden, captured.response_mask)  # [2,D]
+    assert torch.allclose(c_captured, c_batched, atol=1e-5)
+    by_embedding = ConditionHead(model.config.hidden_size, ConditionConfig(source="embedding"))
+    assert torch.allclose(by_embedding(captured.last_hidden, captured.response_mask, captured.input_embeds),
+                          by_embedding(hidden.last_hidden, hidden.response_mask, hidden.input_embeds), atol=1e-6)
+
 
 def test_generate_with_lora_and_streamer(tiny):
     from transformers import TextIteratorStreamer
@@ -265,9 +275,11 @@ def test_generate_with_lora_and_streamer(tiny):
     model = apply_lora(model).train()
     embeds, mask, _ = _embeds(model, tok, ct_id, [build_prompt(5, TITLES, 2)])
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
-    ids = generate(model, tok, embeds, mask, max_new_tokens=6, streamer=streamer)
+    generation = generate(model, tok, embeds, mask, max_new_tokens=6, streamer=streamer, with_hidden=True)
     assert model.training  # generate restores the mode
-    assert "".join(streamer) == tok.decode(ids[0], skip_special_tokens=True)
+    ids = generation.ids
+    assert len(ids[0]) <= 6
+    assert "".join(streamer) == tok.decode(ids[0], skip_special_tokens=True)  # the extra step is not streamed
 
 
 # ---------------------------------------------------------------------------------------------- loading errors

@@ -50,7 +50,7 @@ def test_smollm2_converts_loads_and_generates_with_continuous_tokens():
     rms = model.get_input_embeddings().weight[:ct_id].float().pow(2).mean().sqrt()  # the vocabulary's scale
     tokens = torch.randn(10, 576, generator=torch.Generator().manual_seed(0)) * rms  # [N_ct,D]
     embeds = embed_with_continuous_tokens(model, batch["input_ids"], ct_id, tokens)  # [1,L,D]
-    ids = generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=8)
+    ids = generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=8).ids
     t3 = time.perf_counter()
     text = tok.decode(ids[0], skip_special_tokens=True)
     assert ids[0] and text.strip(), f"empty generation: {ids}"

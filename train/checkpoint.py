@@ -26,6 +26,16 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _pid_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class RunBuilder:
     """Build `root/name` in `root/.name.partial-PID`; `commit()` renames it into place."""
 
@@ -35,8 +45,9 @@ class RunBuilder:
         self.final = self.root / name
         self.root.mkdir(parents=True, exist_ok=True)
         self.path = self.root / f".{name}.partial-{os.getpid()}"
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        for stale in self.root.glob(f".{name}.partial-*"):  # left by a killed training whose process is gone
+            if stale == self.path or not _pid_alive(stale.name.rsplit("-", 1)[-1]):
+                shutil.rmtree(stale, ignore_errors=True)
         self.path.mkdir()
         self.force = force
 

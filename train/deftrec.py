@@ -4,6 +4,7 @@ validation HR@10, and the final validation/test metrics."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass
 
@@ -12,14 +13,17 @@ import torch
 
 from data.protocol import Split
 from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.diffusion import contrastive_diffusion_losses, diffusion_loss
-from engine.llm import encode_batch, lm_forward
+from engine.diffusion import contrastive_diffusion_losses
+from engine.llm import encode_batch, llm_fingerprint
 from engine.metrics import metrics_from_ranks
 from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response
 from engine.ranking import target_ranks
 from engine.recommender import DeftRecModel, Preference, build_model
 from train.cf import Evaluator, NegativeSampler
+from train.objective import JointBatch, JointObjective
 from train.progress import log, make_progress
+from train.resume import (ResumeState, optimizer_from_flat, optimizer_to_flat, random_state,
+                          restore_random_state)
 
 
 @dataclass(frozen=True)
@@ -27,9 +31,9 @@ class Profile:
     """How long and how wide the joint training runs."""
 
     name: str
-    steps: int
-    batch_size: int
-    grad_accum: int
+    steps: int  # optimizer steps
+    batch_size: int  # users per micro-batch
+    grad_accum: int  # micro-batches per optimizer step
     lr: float
     weight_decay: float
     max_history: int
@@ -37,15 +41,22 @@ class Profile:
     refine_epochs: int
     diffusion_repeats: int  # noise draws per LLM condition in a joint step (cheap extra diffusion signal)
     describe_batch: int
+    checkpoint_every: int  # optimizer steps between resume checkpoints
+    val_every: int  # optimizer steps between validation HR@10 checks (0: only the final model)
+    val_users: int  # users in the validation subset checked during joint training
+    val_patience: int  # checks without improvement before stopping early
 
 
 PROFILES = {
     "quick": Profile("quick", steps=60, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
-                     max_length=160, refine_epochs=60, diffusion_repeats=8, describe_batch=48),
+                     max_length=160, refine_epochs=60, diffusion_repeats=8, describe_batch=48,
+                     checkpoint_every=20, val_every=0, val_users=0, val_patience=0),
     "paper": Profile("paper", steps=20_000, batch_size=12, grad_accum=1, lr=1e-3, weight_decay=1e-5,
-                     max_history=20, max_length=1024, refine_epochs=200, diffusion_repeats=4, describe_batch=64),
+                     max_history=20, max_length=1024, refine_epochs=200, diffusion_repeats=4, describe_batch=64,
+                     checkpoint_every=500, val_every=1000, val_users=1024, val_patience=5),
     "tiny": Profile("tiny", steps=2, batch_size=4, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=5,
-                    max_length=128, refine_epochs=2, diffusion_repeats=2, describe_batch=16),
+                    max_length=128, refine_epochs=2, diffusion_repeats=2, describe_batch=16,
+                    checkpoint_every=1, val_every=0, val_users=0, val_patience=0),
 }
 
 
@@ -54,81 +65,194 @@ def embedding_rms(llm) -> float:
     return float(weight.pow(2).mean().sqrt())
 
 
-def joint_training(model: DeftRecModel, split: Split, profile: Profile, seed: int) -> list[dict]:
-    """Phase 1: the joint objective of Eq. 15 on random (history → held-out train item) samples."""
-    config = model.config
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
-    users_all, items_all = split.train_pairs()
-    sampler = NegativeSampler(split.n_items, users_all, items_all, rng)
-    scale = config.target_scale
-    params = [p for p in model.llm.parameters() if p.requires_grad] + list(model.heads.parameters())
-    optimizer = torch.optim.AdamW(params, lr=profile.lr, weight_decay=profile.weight_decay)
+def make_accelerator(grad_accum: int = 1):
+    """HF Accelerate: the device (CPU, one GPU, or this process's GPU under `accelerate launch`) and bf16
+    autocast where the GPU supports it (on the CPUs measured here fp32 was faster than bf16 autocast)."""
+    from accelerate import Accelerator
+    cuda = torch.cuda.is_available()
+    mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
+    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+
+
+class JointSampler:
+    """Draws joint-training micro-batches: users, a held-out train item as target, the rest as history."""
+
+    def __init__(self, model: DeftRecModel, split: Split, profile: Profile, rng: np.random.Generator) -> None:
+        self.model, self.split, self.profile, self.rng = model, split, profile, rng
+        users_all, items_all = split.train_pairs()
+        self.negatives = NegativeSampler(split.n_items, users_all, items_all, rng)
+        self.histories = [np.unique(h) for h in model.histories]
+
+    def batch(self) -> JointBatch:
+        model, rng, config = self.model, self.rng, self.model.config
+        users = rng.choice(self.split.n_users, self.profile.batch_size, replace=False).tolist()
+        targets, kept_histories, template_ids, responses = [], [], [], []
+        for user in users:
+            items = self.histories[user]
+            target = int(rng.choice(items))
+            others = rng.permutation(items[items != target])[: self.profile.max_history]
+            targets.append(target)
+            kept_histories.append(others)
+            template_ids.append(int(rng.integers(len(INPUT_TEMPLATES))))
+            responses.append(build_response(int(rng.integers(len(RESPONSE_TEMPLATES))),
+                                            model.categories[target] or "various"))
+        prompts, kept = model.build_prompts(users, kept_histories, template_ids, responses)
+        encoded = encode_batch(model.tokenizer, prompts, responses, config.max_length)
+        negatives = np.stack([self.negatives.sample(np.full(config.n_negatives, u)) for u in users])  # [B,n]
+        device, scale = model.device, config.target_scale
+        return JointBatch(
+            input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
+            labels=encoded["labels"].to(device), response_mask=encoded["response_mask"].to(device),
+            user_q=model.user_q[torch.as_tensor(users)].to(device),  # [B,d]
+            history_q=[model.item_q[torch.as_tensor(h, dtype=torch.long)].to(device) for h in kept],
+            template_ids=template_ids,
+            x_pos=(model.item_q[torch.as_tensor(targets)] / scale).to(device),  # [B,d]
+            x_neg=(model.item_q[torch.as_tensor(negatives)].mean(1) / scale).to(device))  # [B,d]
+
+
+def trainable_state(objective: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in objective.named_parameters() if p.requires_grad}
+
+
+def load_trainable_state(objective: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    params = dict(objective.named_parameters())
+    with torch.no_grad():
+        for name, value in state.items():
+            params[name].copy_(value.to(params[name].device, params[name].dtype))
+
+
+def validation_hr(model: DeftRecModel, evaluator: Evaluator, users: list[int], profile: Profile,
+                  seed: int) -> dict:
+    """Validation metrics of the current model on a user subset, through the inference path (generated text)."""
+    model.llm.eval()
+    prefs = []
+    for start in range(0, len(users), profile.describe_batch):
+        prefs += model.describe(users[start:start + profile.describe_batch])
+    finals = model.trajectories(torch.stack([p.condition for p in prefs]), users, seed)[-1]  # [U,d]
+    scores = model.scores(finals, [p.category for p in prefs])  # [U,n_items]
+    ranks = target_ranks(scores, torch.as_tensor(evaluator.split.valid_item[users]),
+                         evaluator.train_history.mask(np.asarray(users), scores.shape[1]))
     model.llm.train()
-    model.heads.train()
-    histories = [np.unique(h) for h in model.histories]
-    log_rows = []
+    return metrics_from_ranks(ranks)
+
+
+def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, profile: Profile, seed: int,
+                   resume: ResumeState | None = None) -> tuple[list[dict], dict]:
+    """Phase 1: the joint objective of Eq. 15 through Accelerate, with gradient accumulation, resume
+    checkpoints and (when the profile asks) validation HR@10 on a user subset for early stopping."""
+    config = model.config
+    accelerator = make_accelerator()
+    rng = np.random.default_rng([seed, accelerator.process_index])
+    generator = torch.Generator().manual_seed(seed)
+    objective = JointObjective(model.llm, model.heads, config, model.ct_id, profile.diffusion_repeats)
+    params = [p for p in objective.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=profile.lr, weight_decay=profile.weight_decay)
+    objective, optimizer = accelerator.prepare(objective, optimizer)
+    sampler = JointSampler(model, split, profile, rng)
+    val_users = (np.random.default_rng(seed + 7).permutation(split.n_users)[: profile.val_users].tolist()
+                 if profile.val_every else [])
+    log_rows: list[dict] = []
+    first_step = 1
+    selection = {"best_step": None, "best_hr": -1.0, "checks": [], "stopped_early": False}
+    best_state = None
+    saved = resume.load("joint") if resume is not None else None
+    if saved is not None:
+        tensors, state = saved
+        load_trainable_state(accelerator.unwrap_model(objective),
+                             {k[6:]: v for k, v in tensors.items() if k.startswith("param.")})
+        optimizer_from_flat(optimizer, tensors, state["optimizer"])
+        restore_random_state(rng, generator, tensors, state["random"])
+        log_rows, selection, first_step = state["log"], state["selection"], state["step"] + 1
+        if any(k.startswith("best.") for k in tensors):
+            best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+        log(f"deftrec: resuming joint training after step {state['step']}")
+    objective.train()
     started = time.perf_counter()
     with make_progress() as progress:
-        task = progress.add_task("deftrec joint", total=profile.steps, status="")
-        for step in range(1, profile.steps + 1):
-            users = rng.choice(split.n_users, profile.batch_size, replace=False).tolist()
-            targets, kept_histories, template_ids, responses = [], [], [], []
-            for user in users:
-                items = histories[user]
-                target = int(rng.choice(items))
-                others = rng.permutation(items[items != target])[: profile.max_history]
-                targets.append(target)
-                kept_histories.append(others)
-                template_ids.append(int(rng.integers(len(INPUT_TEMPLATES))))
-                responses.append(build_response(int(rng.integers(len(RESPONSE_TEMPLATES))),
-                                                model.categories[target] or "various"))
-            prompts, kept = model.build_prompts(users, kept_histories, template_ids, responses)
-            batch = encode_batch(model.tokenizer, prompts, responses, config.max_length)
-            embeds = model.embed(users, kept, template_ids, batch["input_ids"])  # [B,L,D]
-            device = embeds.device
-            out = lm_forward(model.llm, embeds, batch["attention_mask"].to(device), batch["labels"].to(device))
-            cond = model.heads.condition(out.last_hidden, batch["response_mask"].to(device), embeds)  # [B,D]
-            negatives = np.stack([sampler.sample(np.full(config.n_negatives, u)) for u in users])  # [B,n]
-            x_pos = (model.item_q[torch.as_tensor(targets)] / scale).to(device)  # [B,d]
-            x_neg = (model.item_q[torch.as_tensor(negatives)].mean(1) / scale).to(device)  # [B,d]
-            if model.heads.denoiser is not None:
-                r = profile.diffusion_repeats
-                l_diff, l_neg = contrastive_diffusion_losses(
-                    model.heads.denoiser, model.heads.schedule(), x_pos.repeat(r, 1), x_neg.repeat(r, 1),
-                    cond.repeat(r, 1), generator)
-            else:
-                l_diff = diffusion_loss(model.heads.regressor(cond), x_pos)
-                l_neg = torch.zeros((), device=device)
-            loss = l_diff + config.gamma1 * out.loss + (config.gamma2 * l_neg if config.negative_loss else 0.0)
-            (loss / profile.grad_accum).backward()
-            if step % profile.grad_accum == 0:
-                torch.nn.utils.clip_grad_norm_(params, 1.0)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-            row = {"step": step, "loss": float(loss.detach()), "l_diff": float(l_diff.detach()),
-                   "l_llm": float(out.loss.detach()), "l_neg": float(l_neg.detach())}
+        task = progress.add_task("deftrec joint", total=profile.steps, status="", completed=first_step - 1)
+        for step in range(first_step, profile.steps + 1):
+            parts = {"loss": 0.0, "l_diff": 0.0, "l_llm": 0.0, "l_neg": 0.0}
+            for micro in range(profile.grad_accum):
+                batch = sampler.batch()
+                sync = micro == profile.grad_accum - 1
+                with contextlib.nullcontext() if sync else accelerator.no_sync(objective):
+                    losses = objective(batch, generator)
+                    accelerator.backward(losses["loss"] / profile.grad_accum)
+                for key in parts:
+                    parts[key] += float(losses[key].detach()) / profile.grad_accum
+            accelerator.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            row = {"step": step, **{k: round(v, 5) for k, v in parts.items()}}
             log_rows.append(row)
-            rate = step * profile.batch_size / (time.perf_counter() - started)
-            progress.update(task, advance=1, status=f"L {row['loss']:.3f} diff {row['l_diff']:.3f} "
-                                                    f"llm {row['l_llm']:.3f} neg {row['l_neg']:.3f} "
-                                                    f"{rate:.1f} samples/s")
-    return log_rows
+            done = step - first_step + 1
+            rate = done * profile.batch_size * profile.grad_accum / (time.perf_counter() - started)
+            status = (f"L {row['loss']:.3f} diff {row['l_diff']:.3f} llm {row['l_llm']:.3f} "
+                      f"neg {row['l_neg']:.3f} {rate:.1f} samples/s")
+            if profile.val_every and (step % profile.val_every == 0 or step == profile.steps):
+                metrics = validation_hr(model, evaluator, val_users, profile, seed)
+                selection["checks"].append({"step": step, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
+                if metrics["HR@10"] > selection["best_hr"]:
+                    selection["best_hr"], selection["best_step"] = metrics["HR@10"], step
+                    best_state = trainable_state(accelerator.unwrap_model(objective))
+                status += f" val HR@10 {metrics['HR@10']:.4f} (best {selection['best_hr']:.4f} @ {selection['best_step']})"
+                since_best = sum(1 for c in selection["checks"] if c["step"] > selection["best_step"])
+                if profile.val_patience and since_best >= profile.val_patience:
+                    selection["stopped_early"] = True
+            progress.update(task, advance=1, status=status)
+            if resume is not None and (step % profile.checkpoint_every == 0 or step == profile.steps
+                                       or selection["stopped_early"]):
+                save_joint_checkpoint(resume, accelerator.unwrap_model(objective), optimizer, rng, generator,
+                                      step, log_rows, selection, best_state)
+            if selection["stopped_early"]:
+                log(f"deftrec: early stop at step {step}, best validation HR@10 at step {selection['best_step']}")
+                break
+    if best_state is not None:
+        load_trainable_state(accelerator.unwrap_model(objective), best_state)
+    model.llm.eval()
+    return log_rows, selection
 
 
-def describe_all(model: DeftRecModel, profile: Profile) -> list[Preference]:
-    """Phase 2: every user's generated preference sentence and inference condition."""
-    prefs: list[Preference] = []
+def save_joint_checkpoint(resume: ResumeState, objective: torch.nn.Module, optimizer, rng, generator, step: int,
+                          log_rows: list[dict], selection: dict, best_state: dict | None) -> None:
+    """Trainable weights, optimizer, random states and the loss log after `step` (for --resume)."""
+    optim_tensors, optim_meta = optimizer_to_flat(optimizer)
+    rng_tensors, rng_meta = random_state(rng, generator)
+    tensors = {f"param.{k}": v for k, v in trainable_state(objective).items()} | optim_tensors | rng_tensors
+    if best_state is not None:
+        tensors |= {f"best.{k}": v for k, v in best_state.items()}
+    resume.save("joint", tensors, {"step": step, "log": log_rows, "selection": selection,
+                                   "optimizer": optim_meta, "random": rng_meta})
+
+
+def describe_all(model: DeftRecModel, profile: Profile, resume: ResumeState | None = None) -> list[Preference]:
+    """Phase 2: every user's generated preference sentence and inference condition, in batches of users with
+    similar prompt lengths (less padding), saved after each batch for --resume."""
     n_users = len(model.histories)
+    done: dict[int, Preference] = {}
+    saved = resume.load("describe") if resume is not None else None
+    if saved is not None:
+        tensors, state = saved
+        for row, item in enumerate(state["preferences"]):
+            done[item["user_idx"]] = Preference(condition=tensors["conditions"][row], **item)
+        log(f"deftrec: resuming with {len(done)} of {n_users} users described")
+    lengths = model.prompt_lengths(list(range(n_users)))
+    todo = [u for u in np.argsort(lengths, kind="stable").tolist() if u not in done]
     with make_progress() as progress:
-        task = progress.add_task("describe users", total=n_users, status="")
+        task = progress.add_task("describe users", total=n_users, status="", completed=len(done))
         started = time.perf_counter()
-        for start in range(0, n_users, profile.describe_batch):
-            users = list(range(start, min(n_users, start + profile.describe_batch)))
-            prefs += model.describe(users)
+        for start in range(0, len(todo), profile.describe_batch):
+            users = todo[start:start + profile.describe_batch]
+            for pref in model.describe(users):
+                done[pref.user_idx] = pref
+            if resume is not None:
+                ordered = list(done.values())
+                resume.save("describe", {"conditions": torch.stack([p.condition for p in ordered])},
+                            {"preferences": [{"user_idx": p.user_idx, "prompt": p.prompt, "text": p.text,
+                                              "category": p.category} for p in ordered]})
             progress.update(task, advance=len(users),
-                            status=f"{len(prefs) / (time.perf_counter() - started):.1f} users/s")
-    return prefs
+                            status=f"{(start + len(users)) / (time.perf_counter() - started):.1f} users/s")
+    return [done[u] for u in range(n_users)]
 
 
 def evaluate_cached(model: DeftRecModel, evaluator: Evaluator, conditions: torch.Tensor,
@@ -196,12 +320,14 @@ class DeftRecOutcome:
     valid: dict
     test: dict
     log: list[dict]
+    selection: dict
     refine_epoch: int
     seconds: dict
 
 
 def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item_q: torch.Tensor,
-                  config: DeftRecConfig, profile: Profile, seed: int, *, qlora: bool = False) -> DeftRecOutcome:
+                  config: DeftRecConfig, profile: Profile, seed: int, *, qlora: bool = False,
+                  resume: ResumeState | None = None) -> DeftRecOutcome:
     """All DeftRec phases; returns the trained model and its metrics (selected on validation only)."""
     torch.manual_seed(seed)
     timings = {}
@@ -215,16 +341,17 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
                                  split.train_histories()), user_q, item_q, seed, qlora=qlora)
     config = DeftRecConfig.from_dict({**config.to_dict(), "llm_hidden": model.llm.config.hidden_size,
                                       "token_scale": embedding_rms(model.llm), "target_scale": target_scale,
-                                      "max_history": profile.max_history, "max_length": profile.max_length})
+                                      "max_history": profile.max_history, "max_length": profile.max_length,
+                                      "llm_fingerprint": llm_fingerprint(config.llm)})
     model.config = config
     model.heads = DeftRecHeads(config).to(model.device)
     log(f"deftrec: LLM {config.llm} (hidden {config.llm_hidden}), K={config.k}, profile {profile.name}: "
         f"{profile.steps} joint steps × {profile.batch_size} users")
-    rows = joint_training(model, split, profile, seed)
+    rows, selection = joint_training(model, split, evaluator, profile, seed, resume)
     timings["joint"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     model.llm.eval()
-    prefs = describe_all(model, profile)
+    prefs = describe_all(model, profile, resume)
     timings["describe"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     valid, refine_epoch = refine_denoiser(model, split, evaluator, prefs, profile, seed)
@@ -233,7 +360,7 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
     test, _ = evaluate_cached(model, evaluator, conditions, [p.category for p in prefs], "test", seed)
     log(f"deftrec: valid HR@10 {valid['HR@10']:.4f} NDCG@10 {valid['NDCG@10']:.4f}; "
         f"test HR@10 {test['HR@10']:.4f} NDCG@10 {test['NDCG@10']:.4f}")
-    return DeftRecOutcome(model=model, preferences=prefs, valid=valid, test=test, log=rows,
+    return DeftRecOutcome(model=model, preferences=prefs, valid=valid, test=test, log=rows, selection=selection,
                           refine_epoch=refine_epoch, seconds={k: round(v, 1) for k, v in timings.items()})
 
 

@@ -9,11 +9,13 @@ from pathlib import Path
 import torch
 
 from data.catalog import connect, put_metrics, write_catalog
+from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
 from train.cf import CFResult, CFTrainConfig, Evaluator, train_bpr_model, train_popularity
 from train.checkpoint import RunBuilder
 from train.progress import log
+from train.resume import ResumeState
 
 
 @dataclass
@@ -32,6 +34,7 @@ class TrainRequest:
     profile: str = "quick"
     deftrec: dict = field(default_factory=dict)  # DeftRecConfig overrides (llm, k, ablations)
     qlora: bool = False
+    resume: bool = False
 
 
 def default_run_name(dataset: str) -> str:
@@ -40,12 +43,22 @@ def default_run_name(dataset: str) -> str:
 
 
 def train_run(request: TrainRequest) -> Path:
-    """Train and write a run; returns its directory."""
+    """Train and write a run; returns its directory. Finished phases are kept in runs/.NAME.resume/ until the
+    run is complete, so `--resume` continues an interrupted training."""
     if request.threads:
         torch.set_num_threads(request.threads)
     started = time.perf_counter()
     name = request.name or default_run_name(request.dataset)
+    if request.resume and request.force:
+        raise RunError("--resume and --force contradict each other", hint="--resume continues, --force starts over")
     RunBuilder.check_target(request.out_root, name, force=request.force)
+    resume = ResumeState(request.out_root, name)
+    if request.resume and not resume.exists():
+        raise RunError(f"nothing to resume: no interrupted training named {name!r}", path=resume.path,
+                       hint="start it without --resume")
+    if not request.resume and resume.exists() and not request.force:
+        raise RunError(f"an interrupted training named {name!r} exists", path=resume.path,
+                       hint="continue it with --resume, or start over with --force")
     raw = load_dataset(request.dataset)  # bad data fails here, before anything is written
     split = prepare(raw, min_count=request.min_count, seed=request.seed)
     log(f"{split.name}: {split.after.users} users, {split.after.items} items, "
@@ -53,22 +66,25 @@ def train_run(request: TrainRequest) -> Path:
         f"({split.before.interactions} before)")
     for note in split.notes:
         log(f"note: {note}")
+    cf_config = CFTrainConfig(**{**asdict(request.cf), "seed": request.seed})
+    identity = _identity(request, split, cf_config)
+    if request.resume:
+        resume.check(identity)
+    else:
+        resume.start(identity)
     with RunBuilder(request.out_root, name, force=request.force) as run:
         write_catalog(run.catalog_path, split)
         evaluator = Evaluator(split)
-        cf_config = CFTrainConfig(**{**asdict(request.cf), "seed": request.seed})
-        results: list[CFResult] = [train_popularity(split, evaluator)]
-        for kind in ("lightgcn", "mf"):
-            result = train_bpr_model(kind, split, evaluator, cf_config)
-            run.save_tensors(kind, {"user": result.user_embeddings, "item": result.item_embeddings})
-            results.append(result)
+        results = _cf_stage(split, evaluator, cf_config, resume)
+        for result in results[1:]:
+            run.save_tensors(result.model, {"user": result.user_embeddings, "item": result.item_embeddings})
         db = connect(run.catalog_path)
         for result in results:
             put_metrics(db, result.model, "valid", result.valid)
             put_metrics(db, result.model, "test", result.test)
         deftrec_config = None
         if request.stage == "all":
-            deftrec_config = _train_deftrec_stage(request, split, evaluator, results[1], run, db)
+            deftrec_config = _train_deftrec_stage(request, split, evaluator, results[1], run, db, resume)
         db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         db.conn.close()
         config = {
@@ -86,11 +102,44 @@ def train_run(request: TrainRequest) -> Path:
             "seconds": round(time.perf_counter() - started, 1),
         }
         path = run.commit(config)
+    resume.remove()
     log(f"run written to {path} in {time.perf_counter() - started:.0f} s")
     return path
 
 
-def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFResult, run: RunBuilder, db) -> dict:
+def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
+    """What must be equal for --resume to continue a training: data, LLM and every setting."""
+    fingerprint = None
+    if request.stage == "all":
+        from engine.llm import llm_fingerprint
+        fingerprint = llm_fingerprint(request.deftrec.get("llm", "smollm2"))
+    return {"dataset_checksum": split.checksum, "llm_fingerprint": fingerprint, "dataset": request.dataset,
+            "stage": request.stage, "seed": request.seed, "min_count": request.min_count,
+            "cf": asdict(cf_config), "profile": request.profile, "deftrec": dict(sorted(request.deftrec.items())),
+            "qlora": request.qlora}
+
+
+def _cf_stage(split, evaluator: Evaluator, cf_config: CFTrainConfig, resume: ResumeState) -> list[CFResult]:
+    """Popularity, LightGCN and MF-BPR; reloaded from the resume folder when an earlier attempt finished them."""
+    saved = resume.load("cf")
+    if saved is not None:
+        tensors, state = saved
+        log("cf stage: reusing the results of the interrupted training")
+        return [CFResult(**{**row, "user_embeddings": tensors.get(f"{row['model']}.user", torch.empty(0)),
+                            "item_embeddings": tensors.get(f"{row['model']}.item", torch.empty(0))}) for row in state["results"]]
+    results: list[CFResult] = [train_popularity(split, evaluator)]
+    for kind in ("lightgcn", "mf"):
+        results.append(train_bpr_model(kind, split, evaluator, cf_config))
+    tensors = {f"{r.model}.{side}": t for r in results[1:]
+               for side, t in (("user", r.user_embeddings), ("item", r.item_embeddings))}
+    rows = [{"model": r.model, "valid": r.valid, "test": r.test, "best_epoch": r.best_epoch, "seconds": r.seconds,
+             "config": r.config} for r in results]
+    resume.save("cf", tensors, {"results": rows})
+    return results
+
+
+def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFResult, run: RunBuilder, db,
+                         resume: ResumeState) -> dict:
     """Train DeftRec on top of LightGCN, save its parts into the run and cache results in the catalog."""
     from data.catalog import put_recommendations
     from engine.deftrec import DeftRecConfig
@@ -99,7 +148,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     profile = PROFILES[request.profile]
     config = DeftRecConfig.from_dict(request.deftrec)
     outcome = train_deftrec(split, evaluator, lightgcn.user_embeddings, lightgcn.item_embeddings, config, profile,
-                            request.seed, qlora=request.qlora)
+                            request.seed, qlora=request.qlora, resume=resume)
     model = outcome.model
     run.save_tensors("tokenizer", model.heads.tokenizer.state_dict())
     run.save_tensors("denoiser", {f"condition.{k}": v for k, v in model.heads.condition.state_dict().items()}
@@ -126,4 +175,5 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
     return {**model.config.to_dict(), "profile": profile_dict(profile), "refine_epoch": outcome.refine_epoch,
+            "selection": outcome.selection,
             "seconds": outcome.seconds, "loss_log": outcome.log[-20:]}

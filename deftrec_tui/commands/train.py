@@ -33,6 +33,7 @@ def train(
     cf_lr: Annotated[float, typer.Option(help="Adam learning rate of LightGCN / MF.")] = 1e-2,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted training of --name from its last checkpoint.")] = False,
 ) -> None:
     """Train on a dataset and write runs/NAME (config.json, catalog.sqlite, weights)."""
     from data.errors import DeftrecError
@@ -59,6 +60,10 @@ def train(
                  "mask_ratio": 0.0 if no_mask else 0.2, "cf": "random" if no_cf else "lightgcn"}
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
-                           profile=profile, deftrec=overrides, qlora=qlora)
+                           profile=profile, deftrec=overrides, qlora=qlora, resume=resume)
+    import signal
+    import sys
+    # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: the partial run is removed, finished phases stay for --resume
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     path = train_run(request)
     print(path)

@@ -1,0 +1,288 @@
+"""One run opened for analysis: catalog lookups (users, histories, cached results, metrics) that answer at once,
+and the DeftRec model, loaded on first use, for live generation, trajectories and their step-by-step analysis.
+The explorer, `deftrec recommend` and the export of single users all go through it."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from data.catalog import connect, read_metrics
+from data.errors import DeftrecError
+from engine.run import Run
+
+
+@dataclass(frozen=True)
+class UserRow:
+    """A row of the user picker."""
+
+    user_idx: int
+    user_id: str
+    n_train: int
+    test_rank: int | None  # 1-based rank of the test item in DeftRec's cached list, None when absent or uncached
+    cached: bool
+
+    def hit(self, k: int = 10) -> bool:
+        return self.test_rank is not None and self.test_rank <= k
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    item_idx: int
+    item_id: str
+    title: str
+    category: str
+    timestamp: int | None
+    split: str  # train | valid | test
+
+
+@dataclass(frozen=True)
+class RankedItem:
+    """One recommended item with its score breakdown s = cos·(1 + π)."""
+
+    rank: int
+    item_idx: int
+    item_id: str
+    title: str
+    category: str
+    cosine: float
+    pi_bonus: float
+    score: float
+    is_test: bool
+
+
+@dataclass
+class StepStats:
+    """The trajectory at one denoising step."""
+
+    step: int  # 0 = pure noise, S = the preference vector y
+    norm: float
+    cos_to_final: float
+    nearest_item: int
+    nearest_cosine: float
+    test_rank: int  # 1-based rank of the test item under this step's hybrid scores
+    test_in_top_k: bool
+
+
+@dataclass
+class Explanation:
+    """Everything the explorer shows for one user, from the cache or computed live."""
+
+    user_idx: int
+    prompt: str
+    text: str
+    category: str | None
+    items: list[RankedItem]
+    source: str  # 'cache' | 'live'
+    trajectory: np.ndarray | None = None  # [S+1, d]
+    steps: list[StepStats] = field(default_factory=list)
+    step_scores: np.ndarray | None = None  # [S+1, n_items] hybrid scores with the test-time mask (−inf)
+
+    def item_ranks(self, item_idx: int) -> list[int]:
+        """Rank (1-based) of an item at each step of the trajectory."""
+        if self.step_scores is None:
+            return []
+        scores = self.step_scores  # [S+1, n_items]
+        return [int((row > row[item_idx]).sum() + (row[:item_idx] == row[item_idx]).sum() + 1) for row in scores]
+
+
+class RunSession:
+    """A run opened for analysis; thread-safe model loading (the explorer loads it in a worker)."""
+
+    def __init__(self, run: Run | str | Path) -> None:
+        self.run = run if isinstance(run, Run) else Run.open(run)
+        self.path = self.run.path
+        self.config = self.run.config
+        db = connect(self.run.catalog_path, readonly=True)
+        try:
+            self.items = list(db.query("select item_idx, item_id, title, category from items order by item_idx"))
+            self._users = list(db.query("select user_idx, user_id, n_train, valid_item_idx, test_item_idx "
+                                        "from users order by user_idx"))
+            self.metrics = read_metrics(db)
+            ranks = {}
+            if "deftrec" in self.models:
+                ranks = {row[0]: row[1] for row in db.execute(
+                    "select r.user_idx, r.rank from recommendations r join users u on u.user_idx = r.user_idx "
+                    "where r.model = 'deftrec' and r.item_idx = u.test_item_idx")}
+                cached = {row[0] for row in db.execute("select user_idx from preferences")}
+            else:
+                cached = set()
+        finally:
+            db.conn.close()
+        self.user_rows = [UserRow(u["user_idx"], str(u["user_id"]), u["n_train"], ranks.get(u["user_idx"]),
+                                  u["user_idx"] in cached) for u in self._users]
+        self._by_id = {row.user_id: row.user_idx for row in self.user_rows}
+        self._model = None
+        self._lock = threading.Lock()
+        self._pca = None
+
+    # ------------------------------------------------------------------ catalog (instant)
+
+    @property
+    def models(self) -> list[str]:
+        return self.run.models
+
+    @property
+    def has_deftrec(self) -> bool:
+        return "deftrec" in self.models
+
+    def user_index(self, user_id: str) -> int:
+        """The internal index of a dataset user id; a one-line error for an unknown one."""
+        key = str(user_id).strip()
+        if key not in self._by_id:
+            sample = ", ".join(r.user_id for r in self.user_rows[:3])
+            raise DeftrecError(f"unknown user id {key!r}: the run has {len(self.user_rows)} users (e.g. {sample})",
+                               path=self.path)
+        return self._by_id[key]
+
+    def history(self, user_idx: int) -> list[HistoryRow]:
+        """The user's train interactions in order, then the validation and test items."""
+        db = connect(self.run.catalog_path, readonly=True)
+        try:
+            rows = db.execute("select i.item_idx, i.item_id, i.title, i.category, x.timestamp, x.split "
+                              "from interactions x join items i on i.item_idx = x.item_idx "
+                              "where x.user_idx = ? order by x.position", (user_idx,)).fetchall()
+        finally:
+            db.conn.close()
+        return [HistoryRow(r[0], str(r[1]), r[2], r[3] or "", r[4], r[5]) for r in rows]
+
+    def test_item(self, user_idx: int) -> int:
+        return int(self._users[user_idx]["test_item_idx"])
+
+    def valid_item(self, user_idx: int) -> int:
+        return int(self._users[user_idx]["valid_item_idx"])
+
+    def _ranked(self, user_idx: int, rows) -> list[RankedItem]:
+        test = self.test_item(user_idx)
+        out = []
+        for rank, item_idx, cosine, pi_bonus, score in rows:
+            item = self.items[item_idx]
+            out.append(RankedItem(rank, item_idx, str(item["item_id"]), item["title"], item["category"] or "",
+                                  float(cosine), float(pi_bonus), float(score), item_idx == test))
+        return out
+
+    def cached(self, user_idx: int) -> Explanation | None:
+        """The preference text and top list cached at training time, or None."""
+        db = connect(self.run.catalog_path, readonly=True)
+        try:
+            pref = db.execute("select prompt, text, category from preferences where user_idx = ?",
+                              (user_idx,)).fetchone()
+            if pref is None:
+                return None
+            rows = db.execute("select rank, item_idx, cosine, pi_bonus, score from recommendations "
+                              "where model = 'deftrec' and user_idx = ? order by rank", (user_idx,)).fetchall()
+        finally:
+            db.conn.close()
+        return Explanation(user_idx, pref[0], pref[1], pref[2] or None, self._ranked(user_idx, rows), "cache")
+
+    def baseline(self, user_idx: int, model: str = "lightgcn", k: int = 20) -> list[RankedItem]:
+        """A CF model's top-k for the user with the test-time mask; cosine holds the raw score, π is 0."""
+        import torch
+
+        from engine.baselines import cf_scorer
+        from engine.export import test_history
+        from engine.ranking import top_k
+        if model not in self.models:
+            raise DeftrecError(f"the run has no model {model!r}", path=self.path)
+        scorer = cf_scorer(self.run, model)
+        history, _ = self._test_history()
+        with torch.no_grad():
+            items, scores = top_k(scorer(np.array([user_idx])), history.mask(np.array([user_idx]), len(self.items)), k)
+        rows = [(rank, int(i), float(s), 0.0, float(s)) for rank, (i, s) in
+                enumerate(zip(items[0].tolist(), scores[0].tolist()), start=1)]
+        return self._ranked(user_idx, rows)
+
+    def _test_history(self):
+        if not hasattr(self, "_history_cache"):
+            from engine.export import test_history
+            self._history_cache = test_history(self.run)
+        return self._history_cache
+
+    # ------------------------------------------------------------------ the model (slow, loaded once)
+
+    def model(self):
+        """The DeftRec model, loaded on first use (seconds) and then shared."""
+        with self._lock:
+            if self._model is None:
+                if not self.has_deftrec:
+                    raise DeftrecError("the run has no DeftRec model (trained with --stage cf)", path=self.path,
+                                       hint="train with: deftrec train --stage all")
+                from engine.recommender import open_deftrec
+                self._model = open_deftrec(self.run)
+            return self._model
+
+    @property
+    def model_loaded(self) -> bool:
+        return self._model is not None
+
+    def explain(self, user_idx: int, k: int = 20, streamer=None, seed: int | None = None) -> Explanation:
+        """Generate (streaming when a streamer is given), denoise and retrieve for one user, with step statistics."""
+        model = self.model()
+        history, _ = self._test_history()
+        result = model.recommend([user_idx], history, k=k, seed=seed, streamer=streamer)[0]
+        pref = result.preference
+        rows = [(r.rank, r.item_idx, r.cosine, r.pi_bonus, r.score) for r in result.items]
+        explanation = Explanation(user_idx, pref.prompt, pref.text, pref.category, self._ranked(user_idx, rows),
+                                  "live", trajectory=result.trajectory.numpy())
+        self.analyse(explanation, k)
+        return explanation
+
+    def analyse(self, explanation: Explanation, k: int = 10) -> Explanation:
+        """Fill the per-step statistics (norm, cosine to y, nearest item, test rank) of a computed trajectory."""
+        import torch
+        model = self.model()
+        path = torch.as_tensor(explanation.trajectory, dtype=torch.float32)  # [S+1,d]
+        history, _ = self._test_history()
+        user = np.array([explanation.user_idx])
+        scores = model.scores(path, [explanation.category] * len(path)).double()  # [S+1,n_items]
+        cosines = model.retriever.cosines(path.numpy())  # [S+1,n_items]
+        mask = history.mask(user, len(self.items))[0]  # [n_items]
+        scores[:, mask] = float("-inf")
+        cosines = torch.as_tensor(np.asarray(cosines), dtype=torch.float64)
+        cosines[:, mask] = float("-inf")
+        final = path[-1]
+        test = self.test_item(explanation.user_idx)
+        steps = []
+        for step in range(len(path)):
+            x = path[step]
+            nearest = int(cosines[step].argmax())
+            test_rank = int((scores[step] > scores[step, test]).sum() + (scores[step, :test] == scores[step, test]).sum()) + 1
+            steps.append(StepStats(step, float(x.norm()), float(torch.nn.functional.cosine_similarity(x, final, dim=0)),
+                                   nearest, float(cosines[step, nearest]), test_rank, test_rank <= k))
+        explanation.steps = steps
+        explanation.step_scores = scores.numpy()
+        return explanation
+
+    def trajectory_for_cached(self, explanation: Explanation, k: int = 10) -> Explanation:
+        """The (seeded, reproducible) trajectory behind a cached result, from the cached preference's condition."""
+        model = self.model()
+        pref = model.describe([explanation.user_idx])[0]
+        path = model.trajectories(pref.condition.unsqueeze(0), [explanation.user_idx])[:, 0]  # [S+1,d]
+        explanation.trajectory = path.numpy()
+        return self.analyse(explanation, k)
+
+    def item_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """2-D PCA coordinates of the (L2-normalized) item vectors [n_items,2] and the projection [d,2]."""
+        if self._pca is None:
+            import torch
+            vectors = self._item_vectors()
+            unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
+            mean = unit.mean(0)
+            _, _, v = torch.linalg.svd(torch.as_tensor(unit - mean, dtype=torch.float64), full_matrices=False)
+            projection = v[:2].T.numpy()  # [d,2]
+            self._pca = ((unit - mean) @ projection, projection, mean)
+        return self._pca[0], self._pca[1]
+
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """PCA coordinates [n,2] of vectors [n,d] (normalized like the items)."""
+        self.item_map()
+        _, projection, mean = self._pca
+        unit = points / np.linalg.norm(points, axis=1, keepdims=True).clip(min=1e-12)
+        return (unit - mean) @ projection
+
+    def _item_vectors(self) -> np.ndarray:
+        cf = self.run.tensors("cf_random" if (self.config.get("deftrec") or {}).get("cf") == "random" else "lightgcn")
+        return cf["item"].double().numpy()
