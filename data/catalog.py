@@ -64,7 +64,7 @@ def write_catalog(path: str | Path, split: Split) -> None:
             columns={"user_idx": int, "item_idx": int, "position": int, "timestamp": int, "split": str})
         db["metrics"].create({"model": str, "split": str, "metric": str, "value": float},
                              pk=("model", "split", "metric"), if_not_exists=True)
-        db["preferences"].create({"user_idx": int, "prompt": str, "text": str, "category": str},
+        db["preferences"].create({"user_idx": int, "prompt": str, "text": str, "category": str, "condition": bytes},
                                  pk="user_idx", if_not_exists=True)
         db["recommendations"].create({"model": str, "user_idx": int, "rank": int, "item_idx": int,
                                       "cosine": float, "pi_bonus": float, "score": float},

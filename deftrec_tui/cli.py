@@ -9,6 +9,7 @@ from deftrec_tui.commands.eval import eval_run
 from deftrec_tui.commands.export import export
 from deftrec_tui.commands.recommend import recommend
 from deftrec_tui.commands.train import train
+from deftrec_tui.commands.tui import tui
 
 app = typer.Typer(name="deftrec", help="DeftRec: generative recommendation with continuous-token diffusion.",
                   context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True,
@@ -21,6 +22,7 @@ app.command("train")(train)
 app.command("eval")(eval_run)
 app.command("export")(export)
 app.command("recommend")(recommend)
+app.command("tui")(tui)
 
 
 def main() -> None:

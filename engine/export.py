@@ -51,7 +51,7 @@ def test_history(run: Run) -> tuple[HistoryIndex, dict]:
     return history, {"users": users, "items": items}
 
 
-def export_cf(run: Run, model: str, out: str | Path, k: int = 20, batch_size: int = 512) -> int:
+def export_cf(run: Run, model: str, out: str | Path, k: int = 20, batch_size: int = 512, on_progress=None) -> int:
     """Write the top-k of every user for a CF model; returns the number of rows. Atomic: temp file + rename."""
     from engine.baselines import cf_scorer
     scorer = cf_scorer(run, model)
@@ -68,13 +68,21 @@ def export_cf(run: Run, model: str, out: str | Path, k: int = 20, batch_size: in
                                      spreadsheet_safe(item["item_id"]), spreadsheet_safe(item["title"]),
                                      spreadsheet_safe(item["category"]), f"{score:.6f}"])
                     rows += 1
+            if on_progress is not None:
+                on_progress(int(batch[-1]) + 1, len(users))
     return rows
 
 
 DEFTREC_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "cosine", "pi_bonus", "score"]
 
 
-def export_deftrec_cached(run: Run, out: str | Path, k: int = 20) -> int:
+def deftrec_row(user_id, rank, item_id, title, category, cosine, pi_bonus, score) -> list:
+    """One CSV row of DEFTREC_COLUMNS."""
+    return [spreadsheet_safe(str(user_id)), rank, spreadsheet_safe(str(item_id)), spreadsheet_safe(title),
+            spreadsheet_safe(category or ""), f"{cosine:.6f}", f"{pi_bonus:.2f}", f"{score:.6f}"]
+
+
+def export_deftrec_cached(run: Run, out: str | Path, k: int = 20, on_progress=None) -> int:
     """Write DeftRec's cached top-k (computed at training with test-time masking) with its score breakdown."""
     from data.errors import RunError
     db = connect(run.catalog_path, readonly=True)
@@ -87,13 +95,17 @@ def export_deftrec_cached(run: Run, out: str | Path, k: int = 20) -> int:
         "select u.user_id, r.rank, i.item_id, i.title, i.category, r.cosine, r.pi_bonus, r.score "
         "from recommendations r join users u on u.user_idx = r.user_idx join items i on i.item_idx = r.item_idx "
         "where r.model = 'deftrec' and r.rank <= ? order by r.user_idx, r.rank", (k,))
+    n_users = db.execute("select count(*) from users").fetchone()[0]
     count = 0
     try:
         with atomic_csv(out, DEFTREC_COLUMNS) as writer:
             for user_id, rank, item_id, title, category, cosine, pi_bonus, score in rows:
-                writer.writerow([spreadsheet_safe(user_id), rank, spreadsheet_safe(item_id), spreadsheet_safe(title),
-                                 spreadsheet_safe(category), f"{cosine:.6f}", f"{pi_bonus:.2f}", f"{score:.6f}"])
+                writer.writerow(deftrec_row(user_id, rank, item_id, title, category, cosine, pi_bonus, score))
                 count += 1
+                if on_progress is not None and count % (k * 50) == 0:
+                    on_progress(count // k, n_users)
+            if on_progress is not None:
+                on_progress(n_users, n_users)
     finally:
         db.conn.close()
     return count

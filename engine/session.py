@@ -80,6 +80,7 @@ class Explanation:
     trajectory: np.ndarray | None = None  # [S+1, d]
     steps: list[StepStats] = field(default_factory=list)
     step_scores: np.ndarray | None = None  # [S+1, n_items] hybrid scores with the test-time mask (−inf)
+    trajectory_2d: np.ndarray | None = None  # [S+1, 2] the trajectory on the item map (PCA)
 
     def item_ranks(self, item_idx: int) -> list[int]:
         """Rank (1-based) of an item at each step of the trajectory."""
@@ -87,6 +88,10 @@ class Explanation:
             return []
         scores = self.step_scores  # [S+1, n_items]
         return [int((row > row[item_idx]).sum() + (row[:item_idx] == row[item_idx]).sum() + 1) for row in scores]
+
+
+class GenerationCancelled(Exception):
+    """Raised from the streamer to stop a generation whose result nobody wants any more."""
 
 
 class RunSession:
@@ -218,7 +223,8 @@ class RunSession:
     def model_loaded(self) -> bool:
         return self._model is not None
 
-    def explain(self, user_idx: int, k: int = 20, streamer=None, seed: int | None = None) -> Explanation:
+    def explain(self, user_idx: int, k: int = 20, streamer=None, seed: int | None = None,
+                top: int = 10) -> Explanation:
         """Generate (streaming when a streamer is given), denoise and retrieve for one user, with step statistics."""
         model = self.model()
         history, _ = self._test_history()
@@ -227,7 +233,7 @@ class RunSession:
         rows = [(r.rank, r.item_idx, r.cosine, r.pi_bonus, r.score) for r in result.items]
         explanation = Explanation(user_idx, pref.prompt, pref.text, pref.category, self._ranked(user_idx, rows),
                                   "live", trajectory=result.trajectory.numpy())
-        self.analyse(explanation, k)
+        self.analyse(explanation, top)
         return explanation
 
     def analyse(self, explanation: Explanation, k: int = 10) -> Explanation:
@@ -256,23 +262,72 @@ class RunSession:
         explanation.step_scores = scores.numpy()
         return explanation
 
+    def cached_condition(self, user_idx: int) -> np.ndarray | None:
+        """The condition c cached at training time (float32 [D]), or None."""
+        db = connect(self.run.catalog_path, readonly=True)
+        try:
+            row = db.execute("select condition from preferences where user_idx = ?", (user_idx,)).fetchone()
+        except Exception:  # noqa: BLE001  an older catalog without the column
+            row = None
+        finally:
+            db.conn.close()
+        return np.frombuffer(row[0], dtype=np.float32).copy() if row and row[0] else None
+
     def trajectory_for_cached(self, explanation: Explanation, k: int = 10) -> Explanation:
-        """The (seeded, reproducible) trajectory behind a cached result, from the cached preference's condition."""
+        """The seeded trajectory behind a cached result: from the cached condition (no LLM call), else regenerated."""
+        import torch
         model = self.model()
-        pref = model.describe([explanation.user_idx])[0]
-        path = model.trajectories(pref.condition.unsqueeze(0), [explanation.user_idx])[:, 0]  # [S+1,d]
+        condition = self.cached_condition(explanation.user_idx)
+        if condition is None:
+            condition = model.describe([explanation.user_idx])[0].condition.numpy()
+        path = model.trajectories(torch.as_tensor(condition).unsqueeze(0), [explanation.user_idx])[:, 0]  # [S+1,d]
         explanation.trajectory = path.numpy()
         return self.analyse(explanation, k)
+
+    @staticmethod
+    def make_streamer(model, on_text, should_stop=lambda: False):
+        """A transformers streamer that hands each decoded piece to on_text and aborts when should_stop()."""
+        from transformers import TextStreamer
+
+        class CallbackStreamer(TextStreamer):
+            def put(self, value):
+                if should_stop():
+                    raise GenerationCancelled("generation cancelled")
+                super().put(value)
+
+            def on_finalized_text(self, text: str, stream_end: bool = False) -> None:
+                if text:
+                    on_text(text)
+
+        return CallbackStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ export
+
+    def export_user(self, explanation: Explanation, out: str | Path) -> int:
+        """The user's list as shown, in the columns of `deftrec export`."""
+        from engine.export import DEFTREC_COLUMNS, atomic_csv, deftrec_row
+        user_id = self.user_rows[explanation.user_idx].user_id
+        with atomic_csv(out, DEFTREC_COLUMNS) as writer:
+            for item in explanation.items:
+                writer.writerow(deftrec_row(user_id, item.rank, item.item_id, item.title, item.category,
+                                            item.cosine, item.pi_bonus, item.score))
+        return len(explanation.items)
+
+    def export_all(self, out: str | Path, k: int = 20, on_progress=None) -> int:
+        """Every user's cached DeftRec list (or LightGCN's for a CF-only run), reporting progress per user."""
+        from engine.export import export_cf, export_deftrec_cached
+        if self.has_deftrec:
+            return export_deftrec_cached(self.run, out, k=k, on_progress=on_progress)
+        return export_cf(self.run, "lightgcn", out, k=k, on_progress=on_progress)
 
     def item_map(self) -> tuple[np.ndarray, np.ndarray]:
         """2-D PCA coordinates of the (L2-normalized) item vectors [n_items,2] and the projection [d,2]."""
         if self._pca is None:
-            import torch
             vectors = self._item_vectors()
             unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True).clip(min=1e-12)
             mean = unit.mean(0)
-            _, _, v = torch.linalg.svd(torch.as_tensor(unit - mean, dtype=torch.float64), full_matrices=False)
-            projection = v[:2].T.numpy()  # [d,2]
+            _, _, v = np.linalg.svd(unit - mean, full_matrices=False)
+            projection = v[:2].T  # [d,2]
             self._pca = ((unit - mean) @ projection, projection, mean)
         return self._pca[0], self._pca[1]
 

@@ -161,8 +161,10 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     put_metrics(db, "deftrec", "test", outcome.test)
     with db.conn:
         db["preferences"].insert_all(({"user_idx": p.user_idx, "prompt": p.prompt, "text": p.text,
-                                       "category": p.category or ""} for p in outcome.preferences),
-                                     pk="user_idx", replace=True)
+                                       "category": p.category or "",
+                                       "condition": p.condition.float().numpy().tobytes()}  # float32 [D]
+                                      for p in outcome.preferences),
+                                     pk="user_idx", replace=True, alter=True)
     # cache every user's top-20 (test-time masking) so export and the explorer reuse it
     import numpy as np
     import torch

@@ -1,0 +1,30 @@
+"""`deftrec tui`: the explorer on a run (the latest under runs/ by default)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from deftrec_tui.errors import cli_errors
+
+
+@cli_errors
+def tui(
+    run: Annotated[Path | None, typer.Argument(help="A run directory (default: the latest complete run under runs/).")] = None,
+    runs: Annotated[Path, typer.Option(help="Folder searched for the latest run when RUN is omitted.")] = Path("runs"),
+) -> None:
+    """Explore a run user by user: preference text, denoising trajectory, top-K with cosine and π-bonus."""
+    from data.errors import RunError
+    from engine.run import latest_run
+    from engine.session import RunSession
+
+    if run is None:
+        run = latest_run(runs)
+        if run is None:
+            raise RunError(f"no run under {runs}/ yet",
+                           hint="make one with: deftrec train   (or bash scripts/main.sh)")
+    session = RunSession(run)
+    from deftrec_tui.app import create_app
+    create_app(session).run()

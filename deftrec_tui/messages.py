@@ -1,0 +1,54 @@
+"""Small messages that workers post to the UI thread (workers never touch widgets)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+
+@dataclass
+class ModelLoaded(Message):
+    seconds: float
+
+
+@dataclass
+class TextChunk(Message):
+    """A piece of the preference text as it is generated."""
+
+    user_idx: int
+    text: str
+
+
+@dataclass
+class ExplanationReady(Message):
+    """The result for a user: cached (trajectory may follow) or live."""
+
+    user_idx: int
+    explanation: object  # engine.session.Explanation
+
+
+@dataclass
+class WorkFailed(Message):
+    """A worker's error, shown in a dialog; the app keeps running."""
+
+    title: str
+    error: str
+
+
+@dataclass
+class BaselineReady(Message):
+    user_idx: int
+    items: list
+
+
+@dataclass
+class ExportProgress(Message):
+    done: int
+    total: int
+
+
+@dataclass
+class ExportDone(Message):
+    path: str
+    rows: int

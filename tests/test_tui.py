@@ -1,0 +1,225 @@
+"""The explorer driven through Textual's Pilot on a tiny run built in the test: pick users, read the text,
+step the trajectory, compare with LightGCN, export, survive errors. Waits for workers; never sleeps."""
+
+import csv
+import shutil
+import sqlite3
+
+import pytest
+from textual.widgets import DataTable, Input
+
+from deftrec_tui.app import create_app
+from deftrec_tui.screens.dialogs import ErrorDialog, ExportDialog
+from deftrec_tui.screens.help import HelpScreen
+from deftrec_tui.widgets.trajectory import Slider, TrajectoryPanel
+from engine.session import RunSession
+
+
+async def settle(app, pilot):
+    """Let posted messages run, wait for every worker, then let their messages run."""
+    await pilot.pause()
+    await app.workers.wait_for_complete()
+    await pilot.pause()
+
+
+@pytest.fixture(scope="module")
+def session(tiny_run):
+    return RunSession(tiny_run)
+
+
+async def test_opens_on_users_and_shows_the_cached_result(session):
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        table = screen.query_one("#user-table", DataTable)
+        assert table.row_count == 60
+        assert screen.user_idx == session.user_index("u0")
+        cached = session.cached(screen.user_idx)
+        assert screen.explanation.text == cached.text and screen.explanation.source == "cache"
+        history = screen.query_one("#history-table", DataTable)
+        assert history.row_count == len(session.history(screen.user_idx))
+        # the trajectory of the cached result has every step, ending at the cached list's preference vector
+        panel = screen.query_one(TrajectoryPanel)
+        assert len(panel.explanation.steps) == 101 and panel.step == 100
+        assert [i.item_idx for i in screen.explanation.items] == [i.item_idx for i in cached.items]
+
+        await pilot.press("down")  # the next user: history and result follow
+        await settle(app, pilot)
+        assert screen.user_idx == session.user_index("u1")
+        assert screen.explanation.user_idx == screen.user_idx
+
+
+async def test_filter_sort_and_random_user(session):
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash", "u", "5")
+        picker = app.screen.query_one("#users")
+        assert {r.user_id for r in picker.shown} == {r.user_id for r in session.user_rows if "u5" in r.user_id}
+        assert app.screen.query_one("#user-filter", Input).value == "u5"
+        await pilot.press("enter")  # back to the table
+        await pilot.press("s", "s")  # id → history → hit
+        assert picker.sort == "hit"
+        hits = [r.hit(10) for r in picker.shown]
+        assert hits == sorted(hits, reverse=True)
+        await pilot.press("r")
+        await settle(app, pilot)
+        assert app.screen.user_idx in {r.user_idx for r in picker.shown}
+
+
+async def test_trajectory_steps_play_and_slider(session):
+    app = create_app(session)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("2")
+        panel = app.screen.query_one(TrajectoryPanel)
+        await pilot.press("comma", "comma", "comma")
+        assert panel.step == 97
+        await pilot.press("full_stop")
+        assert panel.step == 98
+        slider = app.screen.query_one(Slider)
+        assert slider.value == 98
+        slider.focus()
+        await pilot.press("home")
+        assert panel.step == 0
+        stats = panel.explanation.steps[0]
+        assert "‖x_t‖" in str(app.screen.query_one("#traj-stats").render())
+        assert stats.step == 0
+        await pilot.press("space")  # play from step 0
+        assert panel.playing
+        await pilot.press("space")
+        assert not panel.playing
+
+
+async def test_live_generation_streams_and_matches_the_final_text(session):
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        screen = app.screen
+        chunks = []
+        original = screen.query_one("#preference").append
+        screen.query_one("#preference").append = lambda text: (chunks.append(text), original(text))
+        await pilot.press("g")
+        await settle(app, pilot)
+        assert screen.explanation.source == "live"
+        assert chunks, "the text arrived in pieces while it was generated"
+        assert "".join(chunks).strip() == screen.explanation.text
+        assert len(screen.explanation.items) == 20
+
+
+async def test_topk_breakdown_sort_and_lightgcn_comparison(session):
+    app = create_app(session)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3")
+        table = app.screen.query_one("#topk-table", DataTable)
+        assert table.row_count == 20
+        table.focus()
+        await pilot.press("down")
+        await pilot.pause()
+        explained = str(app.screen.query_one("#topk-explain").render())
+        assert "s = cos × (1 + π)" in explained and "rank over the 100 denoising steps" in explained
+        app.screen.query_one("#topk").sort_by("score")
+        scores = [float(table.get_row_at(i)[5]) for i in range(table.row_count)]
+        assert scores == sorted(scores, reverse=True)
+        await pilot.press("c")
+        await settle(app, pilot)
+        compare = app.screen.query_one("#compare-table", DataTable)
+        assert compare.row_count == 20
+        expected = session.baseline(app.screen.user_idx, "lightgcn", 20)
+        overlap = len({i.item_idx for i in expected} & {i.item_idx for i in app.screen.explanation.items})
+        assert f"overlap {overlap}" in str(app.screen.query_one("#topk-compare Label").render())
+
+
+async def test_export_every_user_from_the_app(session, tmp_path):
+    app = create_app(session)
+    out = tmp_path / "all.csv"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        dialog = app.screen
+        assert isinstance(dialog, ExportDialog)
+        dialog.query_one("#scope-all").value = True
+        dialog.query_one("#export-path", Input).value = str(out)
+        await pilot.click("#export-go")
+        await settle(app, pilot)
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 60 * 20
+    db = sqlite3.connect(session.run.catalog_path)
+    first = db.execute("select i.item_id, r.score from recommendations r join items i using (item_idx) "
+                       "join users u using (user_idx) where u.user_id = 'u0' and r.rank = 1").fetchone()
+    row = next(r for r in rows if r["user_id"] == "u0" and r["rank"] == "1")
+    assert row["item_id"] == first[0] and float(row["score"]) == pytest.approx(first[1], abs=1e-6)
+
+
+async def test_export_current_user(session, tmp_path):
+    app = create_app(session)
+    out = tmp_path / "one.csv"
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("e")
+        await pilot.pause()
+        app.screen.query_one("#export-path", Input).value = str(out)
+        await pilot.press("enter")
+        await settle(app, pilot)
+    rows = list(csv.DictReader(open(out, newline="")))
+    assert [r["user_id"] for r in rows] == ["u0"] * 20
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "title", "category", "cosine", "pi_bonus", "score"]
+
+
+class BrokenModelSession(RunSession):
+    """A real run whose model fails to load (e.g. a weight file removed after the app opened)."""
+
+    def model(self):
+        from data.errors import RunError
+        raise RunError("the run has no tokenizer weights", path=self.path / "tokenizer.safetensors")
+
+
+async def test_errors_show_in_a_dialog_and_the_app_keeps_running(tiny_run):
+    app = create_app(BrokenModelSession(tiny_run))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        assert isinstance(app.screen, ErrorDialog)
+        assert "no tokenizer weights" in str(app.screen.query_one("#error-message").render())
+        await pilot.press("escape")
+        await pilot.press("down")  # still answering keys; the cached result still shows
+        await settle(app, pilot)
+        if isinstance(app.screen, ErrorDialog):
+            await pilot.press("escape")
+        assert app.screen.explanation is not None and app.screen.explanation.source == "cache"
+
+
+async def test_help_screen_lists_the_bindings(session):
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_cf_only_run_opens_without_a_model(tmp_path, tiny_run):
+    run = tmp_path / "cf"
+    shutil.copytree(tiny_run, run)
+    import json
+    config = json.loads((run / "config.json").read_text())
+    config["models"] = [m for m in config["models"] if m != "deftrec"]
+    config["deftrec"] = None
+    (run / "config.json").write_text(json.dumps(config))
+    app = create_app(RunSession(run))
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        assert "no DeftRec model" in str(app.screen.query_one("#traj-stats").render())
+
+
+def test_tui_command_without_any_run(tmp_path):
+    from typer.testing import CliRunner
+
+    from deftrec_tui.cli import app
+    result = CliRunner().invoke(app, ["tui", "--runs", str(tmp_path / "runs")])
+    assert result.exit_code == 2
+    assert "no run under" in result.output and "deftrec train" in result.output
