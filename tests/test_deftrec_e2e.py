@@ -73,3 +73,81 @@ def test_export_defaults_to_deftrec_with_the_breakdown(tiny_run, tmp_path):
     too_long = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "x.csv"), "--k", "50"])
     assert too_long.exit_code == 2 and "fewer than --k 50" in too_long.output
     assert not (tmp_path / "x.csv").exists()
+
+
+def _copy_run(tiny_run, tmp_path):
+    import shutil
+    target = tmp_path / "copy"
+    shutil.copytree(tiny_run, target)
+    return target
+
+
+def _edit_config(run, **changes):
+    config = json.loads((run / "config.json").read_text())
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            config[section][field] = value
+        else:
+            config[section] = value
+    (run / "config.json").write_text(json.dumps(config))
+
+
+def test_recommend_streams_one_user_and_refuses_an_unknown_id(tiny_run):
+    result = CliRunner().invoke(app, ["recommend", str(tiny_run), "--user", "u3", "--k", "5"])
+    assert result.exit_code == 0, result.output
+    assert "preference:" in result.output and "cosine" in result.output
+    result = CliRunner().invoke(app, ["recommend", str(tiny_run), "--user", "nobody"])
+    assert result.exit_code == 2
+    assert "unknown user id 'nobody'" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_run_trained_on_another_llm_is_refused(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path)
+    _edit_config(run, deftrec__llm_fingerprint="0123456789abcdef")
+    result = CliRunner().invoke(app, ["recommend", str(run), "--user", "u3"])
+    assert result.exit_code == 2
+    assert "trained on another LLM" in result.output
+
+
+def test_catalog_of_another_dataset_is_refused(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path)
+    config = json.loads((run / "config.json").read_text())
+    config["dataset"]["checksum"] = "not-this-data"
+    (run / "config.json").write_text(json.dumps(config))
+    result = CliRunner().invoke(app, ["recommend", str(run), "--user", "u3"])
+    assert result.exit_code == 2
+    assert "another dataset" in result.output
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupt"])
+def test_missing_or_corrupt_deftrec_weights(tiny_run, tmp_path, damage):
+    run = _copy_run(tiny_run, tmp_path)
+    target = run / "denoiser.safetensors"
+    if damage == "missing":
+        target.unlink()
+    else:
+        target.write_bytes(b"\0" * 64)
+    before = {p.name: p.stat().st_mtime for p in run.iterdir()}
+    result = CliRunner().invoke(app, ["recommend", str(run), "--user", "u3"])
+    assert result.exit_code == 2
+    assert "denoiser.safetensors" in result.output
+    assert ("missing" in result.output) if damage == "missing" else ("checksum mismatch" in result.output)
+    assert {p.name: p.stat().st_mtime for p in run.iterdir()} == before  # nothing written
+
+
+def test_llm_that_is_not_a_causal_lm_is_refused_before_training(tmp_path):
+    folder = tmp_path / "bert"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
+    result = CliRunner().invoke(app, ["train", "--llm", str(folder), "--out", str(tmp_path / "runs"),
+                                      "--name", "x"])
+    assert result.exit_code == 2
+    assert "not a causal language model" in result.output
+    assert not (tmp_path / "runs" / "x").exists()
+
+
+def test_qlora_without_cuda_is_refused(tmp_path):
+    result = CliRunner().invoke(app, ["train", "--qlora", "--out", str(tmp_path / "runs"), "--name", "x"])
+    assert result.exit_code == 2
+    assert "--qlora needs a CUDA GPU" in result.output

@@ -45,11 +45,12 @@ class Profile:
     val_every: int  # optimizer steps between validation HR@10 checks (0: only the final model)
     val_users: int  # users in the validation subset checked during joint training
     val_patience: int  # checks without improvement before stopping early
+    refine_patience: int = 4  # refinement checks (every 3 epochs) without improvement before stopping
 
 
 PROFILES = {
     "quick": Profile("quick", steps=60, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
-                     max_length=160, refine_epochs=60, diffusion_repeats=8, describe_batch=48,
+                     max_length=160, refine_epochs=30, diffusion_repeats=8, describe_batch=48,
                      checkpoint_every=20, val_every=0, val_users=0, val_patience=0),
     "paper": Profile("paper", steps=20_000, batch_size=12, grad_accum=1, lr=1e-3, weight_decay=1e-5,
                      max_history=20, max_length=1024, refine_epochs=200, diffusion_repeats=4, describe_batch=64,
@@ -302,12 +303,16 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            if epoch % 5 == 0 or epoch == profile.refine_epochs:
+            if epoch % 3 == 0 or epoch == profile.refine_epochs:
                 metrics, _ = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)
                 if (metrics["HR@10"], metrics["NDCG@10"]) > best[:2]:
                     best = (metrics["HR@10"], metrics["NDCG@10"], epoch,
                             {k: v.clone() for k, v in heads.state_dict().items()})
                 progress.update(task, status=f"val HR@10 {metrics['HR@10']:.4f} (best {best[0]:.4f} @ {best[2]})")
+                if profile.refine_patience and epoch - best[2] >= 3 * profile.refine_patience:
+                    progress.update(task, advance=1)
+                    log(f"refine: early stop at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
+                    break
             progress.update(task, advance=1)
     heads.load_state_dict(best[3])
     return evaluate_cached(model, evaluator, conditions, categories, "valid", seed)[0], best[2]
