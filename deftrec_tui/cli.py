@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from deftrec_tui.commands.bench import bench
 from deftrec_tui.commands.data_info import data_info
 from deftrec_tui.commands.eval import eval_run
 from deftrec_tui.commands.export import export
@@ -23,6 +24,7 @@ app.command("eval")(eval_run)
 app.command("export")(export)
 app.command("recommend")(recommend)
 app.command("tui")(tui)
+app.command("bench")(bench)
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from engine.diffusion import DDPMSchedule, DiffusionConfig, Denoiser, RegressionHead
+from engine.diffusion import DDPMSchedule, Denoiser, DiffusionConfig, RegressionHead
 from engine.llm import ConditionConfig, ConditionHead
 from engine.prompts import INPUT_TEMPLATES
 from engine.tokenizer import ContinuousTokenizer, TokenizerConfig
@@ -43,6 +43,8 @@ class DeftRecConfig:
     denoiser_hidden: int = 512
     denoiser_layers: int = 3
     dropout: float = 0.1
+    condition_standardize: bool = False  # standardize c per dimension inside the denoiser (train sets True)
+    sampling_temperature: float = 1.0  # τ of the reverse sampler: 1 = paper (x_T ~ N(0, I)), 0 = deterministic
     pi: float = 0.1
     pi_match: str = "exact"  # 'exact' | 'overlap' ('|'-separated category sets)
     lora_r: int = 16
@@ -50,7 +52,7 @@ class DeftRecConfig:
     lora_dropout: float = 0.05
 
     @classmethod
-    def from_dict(cls, values: dict) -> "DeftRecConfig":
+    def from_dict(cls, values: dict) -> DeftRecConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in names})
 
@@ -82,7 +84,7 @@ class DeftRecHeads(nn.Module):
     def diffusion_config(self) -> DiffusionConfig:
         c = self.config
         return DiffusionConfig(cond_dim=c.llm_hidden, item_dim=c.item_dim, hidden_dim=c.denoiser_hidden,
-                               n_layers=c.denoiser_layers, dropout=c.dropout,
+                               n_layers=c.denoiser_layers, dropout=c.dropout, cond_standardize=c.condition_standardize,
                                num_train_timesteps=c.num_train_timesteps, num_inference_steps=c.num_inference_steps)
 
     def schedule(self) -> DDPMSchedule:
@@ -103,9 +105,13 @@ class DeftRecHeads(nn.Module):
             pieces += [user, items] if user_slot_first(template_id) else [items, user]
         return torch.cat(pieces)  # [N_ct,D]
 
-    def sample(self, cond: torch.Tensor, generator: "torch.Generator | list[torch.Generator]") -> torch.Tensor:
-        """Trajectory [steps+1, B, d] from noise to the preference vector (one state for the regression head)."""
+    def sample(self, cond: torch.Tensor, generator: torch.Generator | list[torch.Generator],
+               temperature: float | None = None) -> torch.Tensor:
+        """Trajectory [steps+1, B, d] from noise to the preference vector (one state for the regression head);
+        temperature None uses the run's sampling_temperature."""
         if self.regressor is not None:
             return self.regressor(cond.float()).unsqueeze(0)  # [1,B,d]
         denoiser = self.denoiser
-        return self.schedule().sample(lambda x, t, c: denoiser(x, t, c), cond.float(), generator)  # [S+1,B,d]
+        tau = self.config.sampling_temperature if temperature is None else temperature
+        return self.schedule().sample(lambda x, t, c: denoiser(x, t, c), cond.float(), generator,
+                                      temperature=tau)  # [S+1,B,d]

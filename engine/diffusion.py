@@ -28,6 +28,7 @@ class DiffusionConfig:
     time_embed_dim: int = 64
     dropout: float = 0.1
     n_layers: int = 2
+    cond_standardize: bool = False  # batch-standardize c inside the denoiser (running statistics at inference)
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
@@ -106,8 +107,9 @@ class DDPMSchedule:
                             dtype=torch.float64)  # [n]
 
     def step(self, eps_pred: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
-             generator: Generators) -> torch.Tensor:
-        """One ancestral step x_t -> x_{t_prev} of the respaced chain; t_prev = −1 returns x̂_0 with no noise."""
+             generator: Generators, temperature: float = 1.0) -> torch.Tensor:
+        """One ancestral step x_t -> x_{t_prev} of the respaced chain; t_prev = −1 returns x̂_0 with no noise.
+        `temperature` scales the added noise (1: the paper's sampler; 0: the deterministic posterior-mean path)."""
         t, t_prev = int(t), int(t_prev)
         if not -1 <= t_prev < t < self.num_train_timesteps:
             raise ValueError(f"need -1 <= t_prev < t < T, got t={t}, t_prev={t_prev}")
@@ -123,23 +125,32 @@ class DDPMSchedule:
         coef_xt = math.sqrt(1.0 - beta) * (1.0 - abar_prev) / (1.0 - abar_t)
         mean = coef_x0 * x0_pred + coef_xt * x_t  # [B, d]
         var = (1.0 - abar_prev) / (1.0 - abar_t) * beta  # β̃' (the posterior variance, "fixed small")
+        if temperature == 0.0:
+            return mean  # [B, d]
         noise = _draw_normal(tuple(x_t.shape), generator, x_t)  # [B, d]
-        return mean + math.sqrt(var) * noise  # [B, d]
+        # Reduced-temperature ancestral sampling (Kingma & Dhariwal 2018 §5): the noise is scaled by τ.
+        return mean + temperature * math.sqrt(var) * noise  # [B, d]
 
     @torch.no_grad()
     def sample(self, eps_fn: EpsFn, cond: torch.Tensor, generator: Generators,
-               num_inference_steps: int | None = None) -> torch.Tensor:
-        """Reverse trajectory [steps+1, B, d] from x_T ~ N(0, I) down to y, every x_t kept (float32, cond's device);
-        `generator` is one generator or one per row."""
+               num_inference_steps: int | None = None, temperature: float = 1.0) -> torch.Tensor:
+        """Reverse trajectory [steps+1, B, d] from x_T ~ N(0, τ²I) down to y, every x_t kept (float32, cond's
+        device); `generator` is one generator or one per row; τ = 1 is the paper's sampler, τ = 0 deterministic."""
+        if not 0.0 <= temperature <= 1.0:
+            raise ValueError(f"temperature must lie in [0, 1], got {temperature}")
         steps = self.timesteps(num_inference_steps)
         batch = cond.shape[0]
-        x = _draw_normal((batch, self.item_dim), generator, torch.empty(0, device=cond.device))  # [B, d]
+        if temperature == 0.0:
+            x = torch.zeros(batch, self.item_dim, device=cond.device)  # [B, d] the mean of x_T
+        else:
+            x = temperature * _draw_normal((batch, self.item_dim), generator,
+                                           torch.empty(0, device=cond.device))  # [B, d]
         trajectory = [x]
         for i, t in enumerate(steps):
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
             t_vec = torch.full((batch,), t, dtype=torch.long, device=cond.device)  # [B]
             eps_pred = eps_fn(x, t_vec, cond).to(x.dtype)  # [B, d]
-            x = self.step(eps_pred, t, t_prev, x, generator)  # [B, d]
+            x = self.step(eps_pred, t, t_prev, x, generator, temperature)  # [B, d]
             trajectory.append(x)
         return torch.stack(trajectory)  # [steps+1, B, d]
 
@@ -152,6 +163,24 @@ def timestep_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # [B, dim]
 
 
+def condition_standardizer(config: DiffusionConfig) -> nn.Module:
+    """Per-dimension standardization of c (BatchNorm without affine), or identity; a sigmoid-squashed c varies
+    little in most dimensions, which the denoiser's first layer otherwise has to undo."""
+    return ConditionStandardizer(config.cond_dim) if config.cond_standardize else nn.Identity()
+
+
+class ConditionStandardizer(nn.BatchNorm1d):
+    """BatchNorm1d without affine that falls back to its running statistics for a training batch of one."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(dim, affine=False)
+
+    def forward(self, cond: torch.Tensor) -> torch.Tensor:
+        if self.training and cond.shape[0] < 2:
+            return F.batch_norm(cond, self.running_mean, self.running_var, training=False, eps=self.eps)  # [1, D]
+        return super().forward(cond)  # [B, D]
+
+
 class Denoiser(nn.Module):
     """ε_θ(x_t, t, c): a small MLP over [x_t, t-embedding, projected condition]."""
 
@@ -160,6 +189,7 @@ class Denoiser(nn.Module):
         self.config = config
         te = config.time_embed_dim
         self.time_mlp = nn.Sequential(nn.Linear(te, te), nn.SiLU(), nn.Linear(te, te))
+        self.cond_norm = condition_standardizer(config)
         self.cond_proj = nn.Linear(config.cond_dim, config.hidden_dim)
         layers: list[nn.Module] = []
         width = config.item_dim + te + config.hidden_dim
@@ -172,7 +202,7 @@ class Denoiser(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         """Predicted noise for x_t [B, d] at 0-based steps t [B] under condition cond [B, D] -> [B, d]."""
         temb = self.time_mlp(timestep_embedding(t, self.config.time_embed_dim).to(x_t.dtype))  # [B, te]
-        c = self.cond_proj(cond.to(x_t.dtype))  # [B, hidden]
+        c = self.cond_proj(self.cond_norm(cond.to(x_t.dtype)))  # [B, hidden]
         return self.net(torch.cat([x_t, temb, c], dim=-1))  # [B, d]
 
 
@@ -182,12 +212,13 @@ class RegressionHead(nn.Module):
     def __init__(self, config: DiffusionConfig) -> None:
         super().__init__()
         self.config = config
+        self.cond_norm = condition_standardizer(config)
         self.net = nn.Sequential(nn.Linear(config.cond_dim, config.hidden_dim), nn.SiLU(),
                                  nn.Dropout(config.dropout), nn.Linear(config.hidden_dim, config.item_dim))
 
     def forward(self, cond: torch.Tensor) -> torch.Tensor:
         """Preference vector for cond [B, D] -> [B, d]."""
-        return self.net(cond)  # [B, d]
+        return self.net(self.cond_norm(cond))  # [B, d]
 
 
 def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

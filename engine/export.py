@@ -109,3 +109,225 @@ def export_deftrec_cached(run: Run, out: str | Path, k: int = 20, on_progress=No
     finally:
         db.conn.close()
     return count
+
+
+def select_users(run: Run, users: list[str] | None = None, shard: tuple[int, int] | None = None) -> list[int]:
+    """user_idx of the requested user ids (all when None), in catalog order, then the contiguous block of
+    shard (i, n) so that shards 0…n−1 together cover the selection exactly once."""
+    from data.errors import DeftrecError
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        index = {row[0]: row[1] for row in db.execute("select user_id, user_idx from users")}
+    finally:
+        db.conn.close()
+    if users is None:
+        chosen = sorted(index.values())
+    else:
+        unknown = [u for u in users if u not in index]
+        if unknown:
+            raise DeftrecError(f"unknown user id {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+                               path=run.catalog_path, hint="ids are the dataset's own user ids (see the users table)")
+        chosen = sorted({index[u] for u in users})
+    if shard is not None:
+        i, n = shard
+        chosen = chosen[i * len(chosen) // n:(i + 1) * len(chosen) // n]
+    return chosen
+
+
+def cached_users(run: Run, users: list[int], k: int) -> set[int]:
+    """Users whose DeftRec list of at least k items and preference text are cached in the catalog."""
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        done = {row[0] for row in db.execute(
+            "select r.user_idx from recommendations r join preferences p on p.user_idx = r.user_idx "
+            "where r.model = 'deftrec' group by r.user_idx having count(*) >= ?", (k,))}
+    finally:
+        db.conn.close()
+    return done.intersection(users)
+
+
+def forget_cached(run: Run, users: list[int]) -> None:
+    """Drop the cached DeftRec results of these users (for --recompute)."""
+    db = connect(run.catalog_path)
+    try:
+        with db.conn:
+            for start in range(0, len(users), 900):
+                chunk = users[start:start + 900]
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"delete from recommendations where model = 'deftrec' and user_idx in ({marks})", chunk)
+                db.execute(f"delete from preferences where user_idx in ({marks})", chunk)
+    finally:
+        db.conn.close()
+
+
+def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int = 32, on_progress=None) -> int:
+    """Run the full DeftRec pipeline for `users` in batches of similar prompt length and cache each batch's
+    preferences and top-k in the catalog in one short transaction (an interrupted export keeps its batches)."""
+    history, _ = test_history(run)
+    order = [users[i] for i in np.argsort(model.prompt_lengths(users), kind="stable")]
+    done = 0
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        results = model.recommend(batch, history, k=k)
+        db = connect(run.catalog_path)
+        try:
+            with db.conn:
+                db["preferences"].insert_all(
+                    ({"user_idx": r.preference.user_idx, "prompt": r.preference.prompt, "text": r.preference.text,
+                      "category": r.preference.category or "",
+                      "condition": r.preference.condition.float().numpy().tobytes()} for r in results),
+                    pk="user_idx", replace=True, alter=True)
+                marks = ",".join("?" * len(batch))
+                db.execute(f"delete from recommendations where model = 'deftrec' and user_idx in ({marks})", batch)
+                db["recommendations"].insert_all(
+                    ({"model": "deftrec", "user_idx": r.preference.user_idx, "rank": item.rank,
+                      "item_idx": item.item_idx, "cosine": item.cosine, "pi_bonus": item.pi_bonus,
+                      "score": item.score} for r in results for item in r.items),
+                    pk=("model", "user_idx", "rank"), replace=True)
+        finally:
+            db.conn.close()
+        done += len(batch)
+        if on_progress is not None:
+            on_progress(len(batch))
+    return done
+
+
+def read_cached_rows(run: Run, users: list[int], k: int) -> Iterator[list]:
+    """DEFTREC_COLUMNS rows of the cached lists of `users` (catalog order), ranks 1…k."""
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        db.execute("create temp table wanted (user_idx integer primary key)")
+        db.conn.executemany("insert into wanted values (?)", ((u,) for u in users))
+        yield from db.execute(
+            "select u.user_id, r.rank, i.item_id, i.title, i.category, r.cosine, r.pi_bonus, r.score "
+            "from wanted w join recommendations r on r.user_idx = w.user_idx and r.model = 'deftrec' "
+            "join users u on u.user_idx = r.user_idx join items i on i.item_idx = r.item_idx "
+            "where r.rank <= ? order by r.user_idx, r.rank", (k,))
+    finally:
+        db.conn.close()
+
+
+def write_table(out: str | Path, columns: list[str], rows: Iterator, fmt: str = "csv") -> int:
+    """Write rows atomically (temp file + rename) as csv (spreadsheet-safe cells) or parquet; returns the count."""
+    out = Path(out)
+    count = 0
+    if fmt == "csv":
+        with atomic_csv(out, columns) as writer:
+            for row in rows:
+                writer.writerow(deftrec_row(*row) if len(columns) == len(DEFTREC_COLUMNS) else row)
+                count += 1
+        return count
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    types = {"user_id": pa.string(), "rank": pa.int32(), "item_id": pa.string(), "title": pa.string(),
+             "category": pa.string(), "cosine": pa.float32(), "pi_bonus": pa.float32(), "score": pa.float32()}
+    schema = pa.schema([(name, types[name]) for name in columns])
+    try:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            chunk: list = []
+            for row in rows:
+                chunk.append(row)
+                if len(chunk) == 65536:
+                    writer.write_table(_arrow_chunk(pa, chunk, columns, schema))
+                    count += len(chunk)
+                    chunk = []
+            if chunk:
+                writer.write_table(_arrow_chunk(pa, chunk, columns, schema))
+                count += len(chunk)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return count
+
+
+def _arrow_chunk(pa, rows: list, columns: list[str], schema):
+    """A pyarrow table of rows, strings as str and numbers as Python numbers."""
+    text = {"user_id", "item_id", "title", "category"}
+    data = {name: [("" if r[i] is None else str(r[i])) if name in text else
+                   (r[i].item() if isinstance(r[i], np.generic) else r[i]) for r in rows]
+            for i, name in enumerate(columns)}
+    return pa.table(data, schema=schema)
+
+
+def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | None = None,
+                   shard: tuple[int, int] | None = None, recompute: bool = False, batch_size: int = 32,
+                   fmt: str = "csv", model_loader=None, on_start=None, on_progress=None) -> dict:
+    """Top-k of the selected users through the cache: users already cached are read, the others go through the
+    full pipeline (loaded once by model_loader) and are cached batch by batch, then the file is written at once."""
+    from data.errors import DeftrecError
+    n_items = run.config.get("cf", {}).get("n_items")
+    if n_items and k > n_items:
+        raise DeftrecError(f"--k {k} is more than the catalog's {n_items} items", path=run.path,
+                           hint=f"use --k {n_items} or less")
+    selected = select_users(run, users, shard)
+    if recompute:
+        forget_cached(run, selected)
+    have = cached_users(run, selected, k)
+    todo = [u for u in selected if u not in have]
+    if on_start is not None:
+        on_start(len(selected), len(have))
+    if todo:
+        if model_loader is None:
+            from engine.recommender import open_deftrec
+            model = open_deftrec(run)
+        else:
+            model = model_loader()
+        compute_and_cache(run, model, todo, k, batch_size, on_progress)
+    rows = write_table(out, DEFTREC_COLUMNS, read_cached_rows(run, selected, k), fmt)
+    return {"users": len(selected), "cached": len(have), "computed": len(todo), "rows": rows}
+
+
+def merge_exports(run: Run, parts: list[str | Path], out: str | Path, fmt: str = "csv") -> dict:
+    """Merge shard files (csv or parquet) of one run into one file ordered like a single export; each user
+    must come from exactly one shard."""
+    from data.errors import DeftrecError
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        position = {row[0]: row[1] for row in db.execute("select user_id, user_idx from users")}
+    finally:
+        db.conn.close()
+    by_user: dict[str, list] = {}
+    origin: dict[str, int] = {}
+    for number, part in enumerate(map(Path, parts)):
+        if not part.is_file():
+            raise DeftrecError("shard file not found", path=part)
+        frame = _read_part(part)
+        if list(frame.columns) != DEFTREC_COLUMNS:
+            raise DeftrecError(f"columns {list(frame.columns)} are not those of a DeftRec export", path=part)
+        for row in frame.itertuples(index=False):
+            user_id = str(row.user_id)
+            if user_id not in position:
+                raise DeftrecError(f"user {user_id!r} is not in this run", path=part, hint="merge shards of one run")
+            if origin.setdefault(user_id, number) != number:
+                raise DeftrecError(f"user {user_id!r} is in two shards ({Path(parts[origin[user_id]]).name} "
+                                   f"and {part.name})", path=part)
+            by_user.setdefault(user_id, []).append(list(row))
+    ordered = (row for user in sorted(by_user, key=position.__getitem__) for row in by_user[user])
+    count = write_table(out, DEFTREC_COLUMNS, ordered, fmt)
+    return {"users": len(by_user), "rows": count, "shards": len(parts)}
+
+
+def _unescape(cell: str) -> str:
+    """Undo spreadsheet_safe."""
+    return cell[1:] if cell[:1] == "'" and cell[1:2] in ("=", "+", "-", "@") else cell
+
+
+def _read_part(path: Path):
+    """A shard as a DataFrame with plain values (csv cells unescaped, numbers parsed)."""
+    import pandas as pd
+
+    from data.errors import DeftrecError
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+        for column in ("user_id", "item_id", "title", "category"):
+            if column in frame:
+                frame[column] = frame[column].map(_unescape)
+        for column, kind in (("rank", int), ("cosine", float), ("pi_bonus", float), ("score", float)):
+            if column in frame:
+                frame[column] = frame[column].astype(kind)
+        return frame
+    except (ValueError, OSError) as error:
+        raise DeftrecError(f"cannot read shard: {str(error).splitlines()[0]}", path=path) from error

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from transformers import (
 
 from data.errors import DeftrecError
 from engine.prompts import CT, INPUT_TEMPLATES, RESPONSE_TEMPLATES, ROLE_PLAY, build_prompt
+
+# peft asks transformers for `is_gradient_checkpointing`, deprecated in transformers 5: not ours to fix
+warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 log = logging.getLogger(__name__)
 

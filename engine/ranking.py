@@ -23,7 +23,7 @@ class HistoryIndex:
     indices: np.ndarray  # [nnz] item_idx
 
     @classmethod
-    def build(cls, n_users: int, users: np.ndarray, items: np.ndarray) -> "HistoryIndex":
+    def build(cls, n_users: int, users: np.ndarray, items: np.ndarray) -> HistoryIndex:
         order = np.lexsort((items, users))
         users, items = users[order], items[order]
         keep = np.ones(len(users), bool)
@@ -33,7 +33,7 @@ class HistoryIndex:
         np.add.at(indptr, users + 1, 1)
         return cls(indptr=np.cumsum(indptr), indices=items.astype(np.int64))
 
-    def with_extra(self, extra_item: np.ndarray) -> "HistoryIndex":
+    def with_extra(self, extra_item: np.ndarray) -> HistoryIndex:
         """Add one more item per user (the validation item when scoring test)."""
         n_users = len(self.indptr) - 1
         counts = np.diff(self.indptr)

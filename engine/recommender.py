@@ -3,14 +3,23 @@ retrieval, batched over users. Training, evaluation, export and the explorer all
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.llm import add_placeholder_token, apply_lora, embed_with_continuous_tokens, load_causal_lm, tiny_llama,\
-     encode_batch, fit_prompt, generate
+from engine.llm import (
+    add_placeholder_token,
+    apply_lora,
+    embed_with_continuous_tokens,
+    encode_batch,
+    fit_prompt,
+    generate,
+    load_causal_lm,
+    tiny_llama,
+)
 from engine.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.retriever import HybridRetriever, extract_category
 from engine.run import Run
@@ -110,7 +119,8 @@ class DeftRecModel:
         return out
 
     @torch.no_grad()
-    def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None) -> torch.Tensor:
+    def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None,
+                     temperature: float | None = None) -> torch.Tensor:
         """Denoising trajectories [steps+1, B, d] for conditions [B,D]; each user's noise comes from a generator
         seeded by (seed, user), so a user's result does not depend on the rest of the batch."""
         self.heads.eval()
@@ -119,7 +129,8 @@ class DeftRecModel:
         for start in range(0, len(users), 4096):
             rows = slice(start, start + 4096)
             generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(user)) for user in users[rows]]
-            paths.append(self.heads.sample(conditions[rows].to(self.device), generators).cpu())  # [S+1,b,d]
+            paths.append(self.heads.sample(conditions[rows].to(self.device), generators,
+                                           temperature).cpu())  # [S+1,b,d]
         return torch.cat(paths, dim=1)  # [S+1,B,d]
 
     def scores(self, final: torch.Tensor, categories: list[str | None]) -> torch.Tensor:
@@ -150,12 +161,12 @@ def load_llm(spec: str, *, qlora: bool = False):
         return tiny_llama(hidden_size=64, layers=2, heads=4, seed=0)
     # bf16 on GPUs; on these CPUs bf16 measured no faster than fp32 for SmolLM2-135M, so fp32 there
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
-    return load_causal_lm(None if spec == "smollm2" else spec, dtype=dtype,
-                          device="cuda" if torch.cuda.is_available() else "cpu", qlora=qlora)
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if torch.cuda.is_available() else "cpu"
+    return load_causal_lm(None if spec == "smollm2" else spec, dtype=dtype, device=device, qlora=qlora)
 
 
 def build_model(config: DeftRecConfig, split, user_q: torch.Tensor, item_q: torch.Tensor, seed: int,
-                *, qlora: bool = False, lora_dir=None) -> "DeftRecModel":
+                *, qlora: bool = False, lora_dir=None) -> DeftRecModel:
     """LLM + placeholder + LoRA (fresh, or loaded from lora_dir) + heads, as a DeftRecModel."""
     from peft import PeftModel
     llm, tokenizer = load_llm(config.llm, qlora=qlora)
@@ -163,7 +174,8 @@ def build_model(config: DeftRecConfig, split, user_q: torch.Tensor, item_q: torc
     if lora_dir is None:
         llm = apply_lora(llm, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
     else:
-        llm = PeftModel.from_pretrained(llm, str(lora_dir), is_trainable=False)
+        # inference only: fold the adapter into the weights, so a forward costs what the bare LLM's does
+        llm = PeftModel.from_pretrained(llm, str(lora_dir), is_trainable=False).merge_and_unload()
     heads = DeftRecHeads(config).to(next(llm.parameters()).device)
     titles, categories, histories = split
     return DeftRecModel(config, llm, tokenizer, ct_id, heads, user_q, item_q, titles, categories, histories,

@@ -30,7 +30,7 @@ class Run:
     config: dict
 
     @classmethod
-    def open(cls, path: str | Path, *, verify: bool = True) -> "Run":
+    def open(cls, path: str | Path, *, verify: bool = True) -> Run:
         path = Path(path)
         if not path.is_dir():
             raise RunError("not a run directory (no such directory)", path=path,

@@ -188,7 +188,6 @@ class RunSession:
         import torch
 
         from engine.baselines import cf_scorer
-        from engine.export import test_history
         from engine.ranking import top_k
         if model not in self.models:
             raise DeftrecError(f"the run has no model {model!r}", path=self.path)
@@ -314,11 +313,27 @@ class RunSession:
         return len(explanation.items)
 
     def export_all(self, out: str | Path, k: int = 20, on_progress=None) -> int:
-        """Every user's cached DeftRec list (or LightGCN's for a CF-only run), reporting progress per user."""
-        from engine.export import export_cf, export_deftrec_cached
-        if self.has_deftrec:
-            return export_deftrec_cached(self.run, out, k=k, on_progress=on_progress)
-        return export_cf(self.run, "lightgcn", out, k=k, on_progress=on_progress)
+        """Every user's DeftRec list through the cache (users not cached go through this session's model), or
+        LightGCN's for a CF-only run; on_progress(done, total) after each batch."""
+        from engine.export import export_cf, export_deftrec
+        if not self.has_deftrec:
+            return export_cf(self.run, "lightgcn", out, k=k, on_progress=on_progress)
+        state = {"done": 0, "total": 0}
+
+        def started(total: int, cached: int) -> None:
+            state.update(done=cached, total=total)
+            if on_progress is not None:
+                on_progress(cached, total)
+
+        def advanced(count: int) -> None:
+            state["done"] += count
+            if on_progress is not None:
+                on_progress(state["done"], state["total"])
+
+        summary = export_deftrec(self.run, out, k=k, model_loader=self.model, on_start=started, on_progress=advanced)
+        if on_progress is not None:
+            on_progress(summary["users"], summary["users"])
+        return summary["rows"]
 
     def item_map(self) -> tuple[np.ndarray, np.ndarray]:
         """2-D PCA coordinates of the (L2-normalized) item vectors [n_items,2] and the projection [d,2]."""

@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/deftrec train --dataset ml-100k --stage cf --name ml-100k --force
+.venv/bin/deftrec train --dataset ml-100k --name ml-100k --force
 .venv/bin/deftrec eval runs/ml-100k

@@ -37,9 +37,9 @@ def test_catalog_caches_preferences_and_breakdown(tiny_run):
 
 
 def test_reloaded_run_gives_identical_recommendations(tiny_run):
+    from engine.export import test_history
     from engine.recommender import open_deftrec
     from engine.run import Run
-    from engine.export import test_history
 
     run = Run.open(tiny_run)
     model = open_deftrec(run)
@@ -70,9 +70,15 @@ def test_export_defaults_to_deftrec_with_the_breakdown(tiny_run, tmp_path):
     assert len(rows) == 60 * 10
     for row in rows:
         assert float(row["score"]) == pytest.approx(float(row["cosine"]) * (1 + float(row["pi_bonus"])), abs=1e-5)
-    too_long = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "x.csv"), "--k", "50"])
-    assert too_long.exit_code == 2 and "fewer than --k 50" in too_long.output
+    too_long = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "x.csv"), "--k", "5000"])
+    assert too_long.exit_code == 2 and "--k 5000 is more than the catalog's" in too_long.output
     assert not (tmp_path / "x.csv").exists()
+    longer = _copy_run(tiny_run, tmp_path)  # lists longer than the cached 20 are computed and cached
+    result = CliRunner().invoke(app, ["export", str(longer), "--out", str(tmp_path / "y.csv"), "--k", "25"])
+    assert result.exit_code == 0 and "0 from the cache, 60 computed now" in result.output, result.output
+    again = CliRunner().invoke(app, ["export", str(longer), "--out", str(tmp_path / "z.csv"), "--k", "25"])
+    assert "60 from the cache, 0 computed now" in again.output
+    assert (tmp_path / "y.csv").read_bytes() == (tmp_path / "z.csv").read_bytes()
 
 
 def _copy_run(tiny_run, tmp_path):

@@ -211,3 +211,44 @@ def test_denoiser_and_head_shapes():
     assert sum(isinstance(m, torch.nn.Linear) for m in den.net) == 4
     assert RegressionHead(cfg)(torch.randn(2, 8)).shape == (2, 4)
     assert DiffusionConfig(cond_dim=576).num_inference_steps == 100
+
+
+def test_temperature_scales_start_and_step_noise():
+    sched = DDPMSchedule(item_dim=3)
+    x_t = torch.tensor([[0.2, -1.0, 0.7]])
+    eps = torch.tensor([[0.5, 0.1, -0.3]])
+    mean = sched.step(eps, 500, 490, x_t, torch.Generator().manual_seed(7), temperature=0.0)
+    full = sched.step(eps, 500, 490, x_t, torch.Generator().manual_seed(7))
+    half = sched.step(eps, 500, 490, x_t, torch.Generator().manual_seed(7), temperature=0.5)
+    assert torch.allclose(half, mean + 0.5 * (full - mean), atol=1e-6)
+    hand = hand_alphas_cumprod()
+    beta = 1 - hand[500] / hand[490]
+    hand_mean = (x_t.double() - beta / math.sqrt(1 - hand[500]) * eps.double()) / math.sqrt(1 - beta)
+    assert torch.allclose(mean.double(), hand_mean, atol=1e-6)
+    cond = torch.zeros(2, 5)
+    g = torch.Generator().manual_seed(3)
+    traj = sched.sample(dummy_eps, cond, g, num_inference_steps=10, temperature=0.0)
+    assert torch.equal(traj[0], torch.zeros(2, 3))  # x_T at the mean of N(0, I)
+    assert torch.equal(traj, sched.sample(dummy_eps, cond, torch.Generator().manual_seed(9), num_inference_steps=10,
+                                          temperature=0.0))  # no randomness left
+    assert torch.equal(torch.randn(1, generator=g), torch.randn(1, generator=torch.Generator().manual_seed(3)))
+    scaled = sched.sample(dummy_eps, cond, torch.Generator().manual_seed(3), num_inference_steps=10, temperature=0.5)
+    assert torch.equal(scaled[0], 0.5 * torch.randn(2, 3, generator=torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError):
+        sched.sample(dummy_eps, cond, g, temperature=1.5)
+
+
+def test_condition_standardizer_uses_batch_then_running_statistics():
+    cfg = DiffusionConfig(cond_dim=3, item_dim=2, hidden_dim=8, time_embed_dim=4, cond_standardize=True)
+    den = Denoiser(cfg)
+    cond = torch.tensor([[0.9, 0.1, 0.5], [0.7, 0.3, 0.5], [0.8, 0.2, 0.5]])
+    out = den.cond_norm(cond)
+    assert torch.allclose(out[:, 0], torch.tensor([1.2247, -1.2247, 0.0]), atol=1e-3)  # (x − mean)/biased std
+    assert den.cond_norm.running_mean.tolist() == pytest.approx([0.08, 0.02, 0.05])  # momentum 0.1 from 0
+    den(torch.randn(1, 2), torch.tensor([5]), cond[:1])  # a training batch of one uses the running statistics
+    den.eval()
+    single = den.cond_norm(cond[:1])
+    rm, rv = den.cond_norm.running_mean, den.cond_norm.running_var
+    assert torch.allclose(single, (cond[:1] - rm) / (rv + 1e-5).sqrt(), atol=1e-6)
+    assert "cond_norm.running_mean" in den.state_dict()
+    assert "cond_norm.running_mean" not in Denoiser(DiffusionConfig(cond_dim=3, item_dim=2)).state_dict()

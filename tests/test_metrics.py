@@ -60,7 +60,7 @@ def test_history_index_mask_and_extra():
 def test_rank_all_batches_equal_one_batch():
     rng = np.random.default_rng(1)
     users, items = rng.normal(size=(50, 8)), rng.normal(size=(20, 8))
-    scorer = lambda batch: torch.tensor(users[batch] @ items.T, dtype=torch.float32)  # noqa: E731
+    scorer = lambda batch: torch.tensor(users[batch] @ items.T, dtype=torch.float32)
     history = HistoryIndex.build(50, rng.integers(0, 50, 100), rng.integers(0, 20, 100))
     targets = rng.integers(0, 20, 50)
     assert (rank_all(scorer, 50, 20, history, targets, batch_size=7)

@@ -61,7 +61,7 @@ class RunBuilder:
             raise RunError("run directory already exists", path=final,
                            hint="choose another --name or pass --force to replace it")
 
-    def __enter__(self) -> "RunBuilder":
+    def __enter__(self) -> RunBuilder:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -22,8 +22,13 @@ from engine.recommender import DeftRecModel, Preference, build_model
 from train.cf import Evaluator, NegativeSampler
 from train.objective import JointBatch, JointObjective
 from train.progress import log, make_progress
-from train.resume import (ResumeState, optimizer_from_flat, optimizer_to_flat, random_state,
-                          restore_random_state)
+from train.resume import (
+    ResumeState,
+    optimizer_from_flat,
+    optimizer_to_flat,
+    random_state,
+    restore_random_state,
+)
 
 
 @dataclass(frozen=True)
@@ -69,10 +74,12 @@ def embedding_rms(llm) -> float:
 def make_accelerator(grad_accum: int = 1):
     """HF Accelerate: the device (CPU, one GPU, or this process's GPU under `accelerate launch`) and bf16
     autocast where the GPU supports it (on the CPUs measured here fp32 was faster than bf16 autocast)."""
-    from accelerate import Accelerator
+    from accelerate import Accelerator, DistributedDataParallelKwargs
     cuda = torch.cuda.is_available()
     mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+    # some heads' parameters (e.g. the unused condition layernorm) take no part in a step: DDP must not wait for them
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=not cuda, mixed_precision=mixed, kwargs_handlers=[ddp])
 
 
 class JointSampler:
@@ -143,8 +150,8 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
     checkpoints and (when the profile asks) validation HR@10 on a user subset for early stopping."""
     config = model.config
     accelerator = make_accelerator()
-    rng = np.random.default_rng([seed, accelerator.process_index])
-    generator = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng([seed, accelerator.process_index])  # each process draws its own users
+    generator = torch.Generator().manual_seed(seed + 7919 * accelerator.process_index)
     objective = JointObjective(model.llm, model.heads, config, model.ct_id, profile.diffusion_repeats)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=profile.lr, weight_decay=profile.weight_decay)
@@ -201,7 +208,7 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
                 if profile.val_patience and since_best >= profile.val_patience:
                     selection["stopped_early"] = True
             progress.update(task, advance=1, status=status)
-            if resume is not None and (step % profile.checkpoint_every == 0 or step == profile.steps
+            if resume is not None and accelerator.is_main_process and (step % profile.checkpoint_every == 0 or step == profile.steps
                                        or selection["stopped_early"]):
                 save_joint_checkpoint(resume, accelerator.unwrap_model(objective), optimizer, rng, generator,
                                       step, log_rows, selection, best_state)
@@ -257,9 +264,10 @@ def describe_all(model: DeftRecModel, profile: Profile, resume: ResumeState | No
 
 
 def evaluate_cached(model: DeftRecModel, evaluator: Evaluator, conditions: torch.Tensor,
-                    categories: list[str | None], which: str, seed: int) -> tuple[dict, np.ndarray]:
+                    categories: list[str | None], which: str, seed: int,
+                    temperature: float | None = None) -> tuple[dict, np.ndarray]:
     """Metrics of the current heads from cached conditions; the same generator seed every time."""
-    finals = model.trajectories(conditions, list(range(len(conditions))), seed)[-1]  # [U,d]
+    finals = model.trajectories(conditions, list(range(len(conditions))), seed, temperature)[-1]  # [U,d]
     scores = model.scores(finals, categories)  # [U,n_items]
     history = evaluator.train_history if which == "valid" else evaluator.test_history
     targets = evaluator.split.valid_item if which == "valid" else evaluator.split.test_item
@@ -269,16 +277,27 @@ def evaluate_cached(model: DeftRecModel, evaluator: Evaluator, conditions: torch
 
 
 def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, prefs: list[Preference],
-                    profile: Profile, seed: int) -> tuple[dict, int]:
-    """Phase 3: train the denoiser on (inference condition, train item) pairs; keep the best validation HR@10."""
+                    profile: Profile, seed: int, temperatures: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
+    """Phase 3: train the denoiser on (inference condition, train item) pairs; keep the epoch and sampling
+    temperature (among `temperatures`, default the config's) with the best validation HR@10, then NDCG@10."""
     config = model.config
     heads = model.heads
     conditions = torch.stack([p.condition for p in prefs])  # [U,D]
     categories = [p.category for p in prefs]
-    best_metrics, _ = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)
-    best = (best_metrics["HR@10"], best_metrics["NDCG@10"], 0, {k: v.clone() for k, v in heads.state_dict().items()})
+    temperatures = temperatures or (config.sampling_temperature,)
+    checks: list[dict] = []
+
+    def check(epoch: int, best: tuple | None) -> tuple:
+        for tau in temperatures:
+            metrics, _ = evaluate_cached(model, evaluator, conditions, categories, "valid", seed, tau)
+            checks.append({"epoch": epoch, "temperature": tau, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
+            if best is None or (metrics["HR@10"], metrics["NDCG@10"]) > best[:2]:
+                best = (metrics["HR@10"], metrics["NDCG@10"], epoch, {k: v.clone() for k, v in heads.state_dict().items()}, tau)
+        return best
+
+    best = check(0, None)
     if heads.denoiser is None or profile.refine_epochs == 0:
-        return best_metrics, 0
+        return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
     users, items = split.train_pairs()
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
@@ -304,18 +323,25 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
                 loss.backward()
                 optimizer.step()
             if epoch % 3 == 0 or epoch == profile.refine_epochs:
-                metrics, _ = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)
-                if (metrics["HR@10"], metrics["NDCG@10"]) > best[:2]:
-                    best = (metrics["HR@10"], metrics["NDCG@10"], epoch,
-                            {k: v.clone() for k, v in heads.state_dict().items()})
-                progress.update(task, status=f"val HR@10 {metrics['HR@10']:.4f} (best {best[0]:.4f} @ {best[2]})")
+                best = check(epoch, best)
+                progress.update(task, status=f"val HR@10 {checks[-1]['HR@10']:.4f} "
+                                             f"(best {best[0]:.4f} @ {best[2]}, τ={best[4]:g})")
                 if profile.refine_patience and epoch - best[2] >= 3 * profile.refine_patience:
                     progress.update(task, advance=1)
                     log(f"refine: early stop at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
                     break
             progress.update(task, advance=1)
-    heads.load_state_dict(best[3])
-    return evaluate_cached(model, evaluator, conditions, categories, "valid", seed)[0], best[2]
+    return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
+
+
+def _keep_best(model: DeftRecModel, best: tuple, evaluator: Evaluator, conditions: torch.Tensor,
+               categories: list[str | None], seed: int, checks: list[dict]) -> tuple[dict, int, dict]:
+    """Load the selected heads, fix the selected temperature into the model's config; (valid, epoch, record)."""
+    model.heads.load_state_dict(best[3])
+    model.config = replace(model.config, sampling_temperature=best[4])
+    model.heads.config = model.config
+    metrics = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)[0]
+    return metrics, best[2], {"epoch": best[2], "temperature": best[4], "checks": checks}
 
 
 @dataclass
@@ -327,13 +353,16 @@ class DeftRecOutcome:
     log: list[dict]
     selection: dict
     refine_epoch: int
+    refine: dict
     seconds: dict
 
 
 def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item_q: torch.Tensor,
                   config: DeftRecConfig, profile: Profile, seed: int, *, qlora: bool = False,
-                  resume: ResumeState | None = None) -> DeftRecOutcome:
-    """All DeftRec phases; returns the trained model and its metrics (selected on validation only)."""
+                  resume: ResumeState | None = None, temperatures: tuple[float, ...] = (),
+                  joint_only: bool = False) -> DeftRecOutcome | None:
+    """All DeftRec phases; returns the trained model and its metrics (selected on validation only); joint_only
+    (a non-main process of a multi-process training) stops after the joint phase."""
     torch.manual_seed(seed)
     timings = {}
     t0 = time.perf_counter()
@@ -354,19 +383,22 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
         f"{profile.steps} joint steps × {profile.batch_size} users")
     rows, selection = joint_training(model, split, evaluator, profile, seed, resume)
     timings["joint"] = time.perf_counter() - t0
+    if joint_only:
+        return None
     t1 = time.perf_counter()
     model.llm.eval()
     prefs = describe_all(model, profile, resume)
     timings["describe"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    valid, refine_epoch = refine_denoiser(model, split, evaluator, prefs, profile, seed)
+    valid, refine_epoch, refine_record = refine_denoiser(model, split, evaluator, prefs, profile, seed, temperatures)
+    log(f"deftrec: refinement kept epoch {refine_epoch}, sampling temperature {model.config.sampling_temperature:g}")
     timings["refine"] = time.perf_counter() - t2
     conditions = torch.stack([p.condition for p in prefs])
     test, _ = evaluate_cached(model, evaluator, conditions, [p.category for p in prefs], "test", seed)
     log(f"deftrec: valid HR@10 {valid['HR@10']:.4f} NDCG@10 {valid['NDCG@10']:.4f}; "
         f"test HR@10 {test['HR@10']:.4f} NDCG@10 {test['NDCG@10']:.4f}")
     return DeftRecOutcome(model=model, preferences=prefs, valid=valid, test=test, log=rows, selection=selection,
-                          refine_epoch=refine_epoch, seconds={k: round(v, 1) for k, v in timings.items()})
+                          refine_epoch=refine_epoch, refine=refine_record, seconds={k: round(v, 1) for k, v in timings.items()})
 
 
 def profile_dict(profile: Profile) -> dict:

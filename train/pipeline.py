@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -42,12 +43,31 @@ def default_run_name(dataset: str) -> str:
     return f"{slug[-40:]}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def train_run(request: TrainRequest) -> Path:
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process under `accelerate launch` / torchrun; (0, 1) otherwise."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def barrier() -> None:
+    """Wait for every process of a multi-process training (no-op in a single process)."""
+    if world()[1] > 1:
+        from accelerate import PartialState
+        PartialState().wait_for_everyone()
+
+
+def train_run(request: TrainRequest) -> Path | None:
     """Train and write a run; returns its directory. Finished phases are kept in runs/.NAME.resume/ until the
-    run is complete, so `--resume` continues an interrupted training."""
+    run is complete, so `--resume` continues an interrupted training. Under `accelerate launch` the main process
+    does everything and the others join the joint training only (returning None)."""
     if request.threads:
         torch.set_num_threads(request.threads)
     started = time.perf_counter()
+    rank, size = world()
+    if size > 1 and (request.stage != "all" or not request.name):
+        raise RunError("a multi-process training (accelerate launch) needs --stage all and --name",
+                       hint="every process must agree on the run's name")
+    if rank > 0:
+        return _join_joint_training(request)
     name = request.name or default_run_name(request.dataset)
     if request.resume and request.force:
         raise RunError("--resume and --force contradict each other", hint="--resume continues, --force starts over")
@@ -76,6 +96,7 @@ def train_run(request: TrainRequest) -> Path:
         write_catalog(run.catalog_path, split)
         evaluator = Evaluator(split)
         results = _cf_stage(split, evaluator, cf_config, resume)
+        barrier()  # the other processes read the CF embeddings from the resume folder
         for result in results[1:]:
             run.save_tensors(result.model, {"user": result.user_embeddings, "item": result.item_embeddings})
         db = connect(run.catalog_path)
@@ -105,6 +126,22 @@ def train_run(request: TrainRequest) -> Path:
     resume.remove()
     log(f"run written to {path} in {time.perf_counter() - started:.0f} s")
     return path
+
+
+def _join_joint_training(request: TrainRequest) -> None:
+    """A non-main process of `accelerate launch`: the same split, the main process's CF embeddings, then its
+    share of the joint training; it writes nothing."""
+    from engine.deftrec import DeftRecConfig
+    from train.deftrec import PROFILES, train_deftrec
+    split = prepare(load_dataset(request.dataset), min_count=request.min_count, seed=request.seed)
+    barrier()  # the main process has finished (or reloaded) the CF stage
+    saved = ResumeState(request.out_root, request.name).load("cf")
+    if saved is None:
+        raise RunError("the main process left no CF embeddings to share", path=request.out_root)
+    tensors, _ = saved
+    config = DeftRecConfig.from_dict(request.deftrec)
+    train_deftrec(split, Evaluator(split), tensors["lightgcn.user"], tensors["lightgcn.item"], config,
+                  PROFILES[request.profile], request.seed, qlora=request.qlora, resume=None, joint_only=True)
 
 
 def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
@@ -147,8 +184,9 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
 
     profile = PROFILES[request.profile]
     config = DeftRecConfig.from_dict(request.deftrec)
+    temperatures = tuple(request.deftrec.get("temperatures") or ())
     outcome = train_deftrec(split, evaluator, lightgcn.user_embeddings, lightgcn.item_embeddings, config, profile,
-                            request.seed, qlora=request.qlora, resume=resume)
+                            request.seed, qlora=request.qlora, resume=resume, temperatures=temperatures)
     model = outcome.model
     run.save_tensors("tokenizer", model.heads.tokenizer.state_dict())
     run.save_tensors("denoiser", {f"condition.{k}": v for k, v in model.heads.condition.state_dict().items()}
@@ -177,5 +215,5 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
     return {**model.config.to_dict(), "profile": profile_dict(profile), "refine_epoch": outcome.refine_epoch,
-            "selection": outcome.selection,
+            "refine": outcome.refine, "selection": outcome.selection,
             "seconds": outcome.seconds, "loss_log": outcome.log[-20:]}

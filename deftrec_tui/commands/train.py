@@ -24,6 +24,8 @@ def train(
     no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Ablation: one linear projection as tokenizer.")] = False,
     no_mask: Annotated[bool, typer.Option("--no-mask", help="Ablation: no Bernoulli mask in the tokenizer.")] = False,
     no_cf: Annotated[bool, typer.Option("--no-cf", help="Ablation: random user/item embeddings instead of LightGCN.")] = False,
+    temperature: Annotated[str, typer.Option(help="Sampling temperature τ of the reverse diffusion: 'auto' picks 1 (paper) or 0 (deterministic) on validation, or a number in [0, 1].")] = "auto",
+    standardize_condition: Annotated[bool, typer.Option(help="Standardize c per dimension inside the denoiser (--no-standardize-condition: the paper's sigmoid c as is).")] = True,
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -47,6 +49,15 @@ def train(
         raise DeftrecError(f"unknown profile {profile!r}", hint=f"use one of: {', '.join(PROFILES)}")
     if condition not in ("hidden", "embedding"):
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
+    if temperature == "auto":
+        temperatures = [1.0, 0.0]
+    else:
+        try:
+            temperatures = [float(temperature)]
+        except ValueError:
+            temperatures = [-1.0]
+        if not 0.0 <= temperatures[0] <= 1.0:
+            raise DeftrecError(f"bad --temperature {temperature!r}", hint="use auto or a number in [0, 1]")
     if qlora:
         import torch
         if not torch.cuda.is_available():
@@ -57,7 +68,9 @@ def train(
         resolve_model_dir(llm)  # a bad --llm fails now, before any training
     overrides = {"llm": llm, "k": k, "condition_source": condition, "diffusion": not no_diffusion,
                  "negative_loss": not no_bpr, "encoder": "linear" if no_encoder else "kway",
-                 "mask_ratio": 0.0 if no_mask else 0.2, "cf": "random" if no_cf else "lightgcn"}
+                 "mask_ratio": 0.0 if no_mask else 0.2, "cf": "random" if no_cf else "lightgcn",
+                 "condition_standardize": standardize_condition, "sampling_temperature": temperatures[0],
+                 "temperatures": temperatures}
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
                            profile=profile, deftrec=overrides, qlora=qlora, resume=resume)
@@ -66,4 +79,5 @@ def train(
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: the partial run is removed, finished phases stay for --resume
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     path = train_run(request)
-    print(path)
+    if path is not None:  # None: a helper process of `accelerate launch`, which writes nothing
+        print(path)

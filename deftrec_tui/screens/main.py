@@ -15,8 +15,15 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, ProgressBar, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from deftrec_tui.messages import (BaselineReady, ExplanationReady, ExportDone, ExportProgress, ModelLoaded,
-                                  TextChunk, WorkFailed)
+from deftrec_tui.messages import (
+    BaselineReady,
+    ExplanationReady,
+    ExportDone,
+    ExportProgress,
+    ModelLoaded,
+    TextChunk,
+    WorkFailed,
+)
 from deftrec_tui.screens.dialogs import ErrorDialog, ExportDialog
 from deftrec_tui.screens.help import HelpScreen
 from deftrec_tui.widgets.summary import RunSummary
@@ -72,10 +79,9 @@ class MainScreen(Screen):
         with Horizontal(id="body"):
             yield UserPicker(self.session.user_rows, k=TOP_K, id="users")
             with TabbedContent(id="tabs", initial="tab-user"):
-                with TabPane("user", id="tab-user"):
-                    with Vertical():
-                        yield HistoryPanel(id="history")
-                        yield PreferencePanel(id="preference")
+                with TabPane("user", id="tab-user"), Vertical():
+                    yield HistoryPanel(id="history")
+                    yield PreferencePanel(id="preference")
                 with TabPane("trajectory", id="tab-trajectory"):
                     yield TrajectoryPanel(id="trajectory")
                 with TabPane("top-K", id="tab-topk"):

@@ -1,0 +1,294 @@
+"""Measurements behind `deftrec bench`: per-user latency split into LLM prefill, generation, denoising and
+retrieval (the paper's Table 4 layout), batched throughput, prefill against the bare LLM forward, an
+autoregressive beam-search baseline (LlaRA-style: K item titles generated from the same fine-tuned LLM and
+mapped to catalog items) and approximate retrieval on a synthetic catalog."""
+
+from __future__ import annotations
+
+import re
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from engine.llm import encode_batch, position_ids_from_mask
+from engine.prompts import DEFAULT_INPUT_TEMPLATE
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class StageSeconds:
+    """Wall seconds of one recommendation call, by stage."""
+
+    prefill: float = 0.0
+    generation: float = 0.0
+    denoising: float = 0.0
+    retrieval: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.prefill + self.generation + self.denoising + self.retrieval
+
+    def shares(self) -> dict[str, float]:
+        total = self.total or 1.0
+        return {name: value / total for name, value in asdict(self).items()}
+
+
+@contextmanager
+def forward_timer(llm, device: torch.device):
+    """Record the wall time of every top-level forward of the LLM (the first one of a generate is the prefill)."""
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    durations: list[float] = []
+    started: list[float] = []
+
+    def before(_module, _args, _kwargs):
+        _sync(device)
+        started.append(time.perf_counter())
+
+    def after(_module, _args, _kwargs, _out):
+        _sync(device)
+        durations.append(time.perf_counter() - started[-1])
+
+    handles = [base.register_forward_pre_hook(before, with_kwargs=True),
+               base.register_forward_hook(after, with_kwargs=True)]
+    try:
+        yield durations
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def timed_recommend(model, users: list[int], history, k: int) -> tuple[list, StageSeconds]:
+    """model.recommend split by stage: prefill = the LLM's first forward, generation = the rest of describe
+    (decoding steps, prompt building, condition), denoising = the 100-step sampler, retrieval = FAISS + π."""
+    device = model.device
+    times = StageSeconds()
+    with forward_timer(model.llm, device) as forwards:
+        _sync(device)
+        t0 = time.perf_counter()
+        prefs = model.describe(users)
+        _sync(device)
+        describe_seconds = time.perf_counter() - t0
+    times.prefill = forwards[0] if forwards else 0.0
+    times.generation = describe_seconds - times.prefill
+    t1 = time.perf_counter()
+    paths = model.trajectories(torch.stack([p.condition for p in prefs]), users)  # [S+1,B,d]
+    _sync(device)
+    times.denoising = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    lists = model.retriever.search(paths[-1].numpy(), history, np.asarray(users), [p.category for p in prefs], k,
+                                   pi=model.config.pi, match=model.config.pi_match)
+    times.retrieval = time.perf_counter() - t2
+    return lists, times
+
+
+@torch.no_grad()
+def prefill_throughput(model, users: list[int], repeats: int = 3) -> dict:
+    """Tokens/s of the pipeline's prefill (continuous tokens spliced into the embeddings, then the LLM) and of
+    the bare LLM forward on the same token ids, same batch, same padding; best of `repeats`."""
+    template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
+    prompts, kept = model.build_prompts(users, [model.inference_history(u) for u in users], template_ids)
+    batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
+    device = model.device
+    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    tokens = int(mask.sum())
+
+    positions = position_ids_from_mask(mask)  # [B,L]
+
+    def pipeline() -> None:
+        embeds = model.embed(users, kept, template_ids, ids)  # [B,L,D]
+        model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+
+    def bare() -> None:
+        base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
+        base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+
+    def best(fn) -> float:
+        fn()  # warm-up
+        out = []
+        for _ in range(repeats):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            out.append(time.perf_counter() - t0)
+        return min(out)
+
+    seconds_bare, seconds_pipeline = best(bare), best(pipeline)
+    return {"users": len(users), "tokens": tokens, "bare_tokens_per_s": tokens / seconds_bare,
+            "pipeline_tokens_per_s": tokens / seconds_pipeline, "ratio": seconds_bare / seconds_pipeline}
+
+
+# ------------------------------------------------------------------------------------------ beam-search baseline
+
+TITLE_PROMPT = " Recommend the next movie for this user. Answer with its title only."
+
+
+def _norm_title(text: str) -> str:
+    return re.sub(r"[^0-9a-z]+", " ", text.casefold()).strip()
+
+
+@dataclass
+class TitleMatcher:
+    """Maps generated text to catalog items: exact normalized title, else the title sharing most words."""
+
+    titles: list[str]
+    exact: dict[str, int] = field(init=False)
+    words: list[set[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.exact = {}
+        for index, title in enumerate(self.titles):
+            self.exact.setdefault(_norm_title(title), index)
+        self.words = [set(_norm_title(t).split()) for t in self.titles]
+
+    def match(self, text: str) -> int | None:
+        key = _norm_title(text)
+        if not key:
+            return None
+        if key in self.exact:
+            return self.exact[key]
+        wanted = set(key.split())
+        overlap = [len(wanted & w) / (len(wanted | w) or 1) for w in self.words]
+        best = int(np.argmax(overlap))
+        return best if overlap[best] > 0 else None
+
+
+@torch.no_grad()
+def beam_search_titles(model, user: int, k: int, max_new_tokens: int = 20) -> tuple[list[str], float]:
+    """K titles for one user by beam search (num_beams = num_return_sequences = K) from the same fine-tuned LLM
+    and the same prompt with its continuous tokens; returns the texts and the wall seconds."""
+    from transformers import GenerationConfig
+    template_ids = [DEFAULT_INPUT_TEMPLATE]
+    prompts, kept = model.build_prompts([user], [model.inference_history(user)], template_ids)
+    prompts = [prompts[0] + TITLE_PROMPT]
+    batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length + 32)
+    device = model.device
+    embeds = model.embed([user], kept, template_ids, batch["input_ids"])  # [1,L,D]
+    mask = batch["attention_mask"].to(device)
+    config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=k, num_return_sequences=k,
+                              early_stopping=True, pad_token_id=model.tokenizer.pad_token_id,
+                              eos_token_id=model.tokenizer.eos_token_id)
+    _sync(device)
+    t0 = time.perf_counter()
+    out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)  # [K,new]
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    texts = [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
+    return texts, seconds
+
+
+def beam_search_recommend(model, matcher: TitleMatcher, user: int, k: int, masked: set[int]) -> tuple[list[int], float]:
+    """The baseline's top-K item ids (generated titles mapped to the catalog, history removed) and its seconds."""
+    texts, seconds = beam_search_titles(model, user, k)
+    t0 = time.perf_counter()
+    items: list[int] = []
+    for text in texts:
+        item = matcher.match(text)
+        if item is not None and item not in masked and item not in items:
+            items.append(item)
+    return items, seconds + time.perf_counter() - t0
+
+
+def _mean_stages(samples: list[StageSeconds]) -> StageSeconds:
+    return StageSeconds(**{name: float(np.mean([getattr(s, name) for s in samples]))
+                           for name in ("prefill", "generation", "denoising", "retrieval")})
+
+
+def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] = (1, 8, 32),
+              baseline: bool = True, seed: int = 0, on_step=None) -> dict:
+    """Every figure of `deftrec bench RUN` as a JSON-ready dict; the same users go through DeftRec and the
+    beam-search baseline in this one process."""
+    from engine.export import test_history
+    from engine.recommender import open_deftrec
+    step = on_step or (lambda _text: None)
+    t0 = time.perf_counter()
+    model = open_deftrec(run)
+    load_seconds = time.perf_counter() - t0
+    history, tables = test_history(run)
+    n_total = len(tables["users"])
+    rng = np.random.default_rng(seed)
+    sample = rng.permutation(n_total)[: max(n_users, max(batch_sizes))].tolist()
+    users = sample[:n_users]
+    timed_recommend(model, users[:1], history, k)  # warm-up (allocations, kernels), not counted
+    step("single-user latency")
+    singles, deftrec_lists = [], {}
+    for user in users:
+        lists, stages = timed_recommend(model, [user], history, k)
+        singles.append(stages)
+        deftrec_lists[user] = [r.item_idx for r in lists[0]]
+    latency = _mean_stages(singles)
+    throughput = []
+    for size in batch_sizes:
+        step(f"throughput at batch {size}")
+        chunk_users = sample[: max(size, min(len(sample), 2 * size))] if size > 1 else users[:4]
+        start = time.perf_counter()
+        for offset in range(0, len(chunk_users), size):
+            timed_recommend(model, chunk_users[offset:offset + size], history, k)
+        seconds = time.perf_counter() - start
+        throughput.append({"batch_size": size, "users": len(chunk_users), "seconds": seconds,
+                           "users_per_s": len(chunk_users) / seconds})
+    step("prefill against the bare LLM")
+    prefill = prefill_throughput(model, sample[: max(batch_sizes)])
+    from data.catalog import connect
+    db = connect(run.catalog_path, readonly=True)
+    targets = dict(db.execute("select user_idx, test_item_idx from users").fetchall())
+    db.conn.close()
+    result = {
+        "run": str(run.path), "device": str(model.device), "torch_threads": torch.get_num_threads(),
+        "llm": model.config.llm, "k": k, "users": len(users), "model_load_s": load_seconds,
+        "latency_s": {**asdict(latency), "total": latency.total}, "latency_share": latency.shares(),
+        "throughput": throughput, "prefill": prefill,
+        "deftrec_hits": sum(targets[u] in deftrec_lists[u] for u in users),
+    }
+    if baseline:
+        step("beam-search baseline")
+        matcher = TitleMatcher(model.titles)
+        seconds, hits, matched = [], 0, 0
+        for user in users:
+            masked = set(history.items_of(user).tolist())
+            items, took = beam_search_recommend(model, matcher, user, k, masked)
+            seconds.append(took)
+            matched += len(items)
+            hits += targets[user] in items
+        result["baseline"] = {"method": f"beam search, {k} beams, {k} titles, mapped to catalog titles",
+                              "seconds_per_user": float(np.mean(seconds)), "items_per_user": matched / len(users),
+                              "hits": hits}
+        result["speedup"] = result["baseline"]["seconds_per_user"] / latency.total
+    return result
+
+
+def bench_ann(n_items: int, n_users: int, n_queries: int = 1000, k: int = 20, kind: str = "ivf",
+              settings=None, seed: int = 0, on_step=None) -> dict:
+    """Recall@k of an approximate index against exact search on a synthetic clustered catalog, with timings."""
+    from engine.ann import AnnSettings, build_index, recall_at_k, search, synthetic_catalog, unit_rows
+    step = on_step or (lambda _text: None)
+    settings = settings or AnnSettings(kind=kind)
+    step(f"synthetic catalog: {n_items:,} items, {n_users:,} users")
+    items, users = synthetic_catalog(n_items, n_users, seed=seed)
+    items = unit_rows(items)
+    queries = unit_rows(users[np.random.default_rng(seed + 1).choice(n_users, n_queries, replace=False)])
+    del users
+    step("exact index")
+    exact = build_index(items, AnnSettings(kind="exact"))
+    t0 = time.perf_counter()
+    _, exact_ids = search(exact, queries, k)
+    exact_seconds = time.perf_counter() - t0
+    del exact
+    step(f"{settings.kind} index")
+    t1 = time.perf_counter()
+    approx = build_index(items, settings, seed)
+    build_seconds = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    _, approx_ids = search(approx, queries, k)
+    approx_seconds = time.perf_counter() - t2
+    return {"items": n_items, "users": n_users, "queries": n_queries, "k": k, "index": asdict(settings),
+            "recall_at_k": recall_at_k(exact_ids, approx_ids), "exact_search_s": exact_seconds,
+            "approx_build_s": build_seconds, "approx_search_s": approx_seconds,
+            "speedup": exact_seconds / approx_seconds if approx_seconds else float("inf")}
