@@ -74,12 +74,10 @@ def embedding_rms(llm) -> float:
 def make_accelerator(grad_accum: int = 1):
     """HF Accelerate: the device (CPU, one GPU, or this process's GPU under `accelerate launch`) and bf16
     autocast where the GPU supports it (on the CPUs measured here fp32 was faster than bf16 autocast)."""
-    from accelerate import Accelerator, DistributedDataParallelKwargs
+    from accelerate import Accelerator
     cuda = torch.cuda.is_available()
     mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    # some heads' parameters (e.g. the unused condition layernorm) take no part in a step: DDP must not wait for them
-    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
-    return Accelerator(cpu=not cuda, mixed_precision=mixed, kwargs_handlers=[ddp])
+    return Accelerator(cpu=not cuda, mixed_precision=mixed)
 
 
 class JointSampler:
@@ -156,6 +154,9 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=profile.lr, weight_decay=profile.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
+    if accelerator.num_processes > 1 and accelerator.is_main_process:
+        log(f"deftrec: joint training in {accelerator.num_processes} processes ({accelerator.distributed_type}), "
+            f"{profile.batch_size} users each per micro-batch")
     sampler = JointSampler(model, split, profile, rng)
     val_users = (np.random.default_rng(seed + 7).permutation(split.n_users)[: profile.val_users].tolist()
                  if profile.val_every else [])

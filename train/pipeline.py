@@ -52,7 +52,7 @@ def barrier() -> None:
     """Wait for every process of a multi-process training (no-op in a single process)."""
     if world()[1] > 1:
         from accelerate import PartialState
-        PartialState().wait_for_everyone()
+        PartialState(cpu=not torch.cuda.is_available()).wait_for_everyone()  # the state Accelerator will reuse
 
 
 def train_run(request: TrainRequest) -> Path | None:
