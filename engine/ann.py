@@ -68,7 +68,7 @@ def recall_at_k(exact_ids: np.ndarray, approx_ids: np.ndarray) -> float:
     return float(np.mean(hits) / k) if len(hits) else 1.0
 
 
-def synthetic_catalog(n_items: int, n_users: int, dim: int = 64, n_clusters: int = 256,
+def synthetic_catalog(n_items: int, n_users: int, dim: int = 64, n_clusters: int = 1024,
                       seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Clustered item and user vectors (a Gaussian mixture, like CF embeddings: many near-duplicates in a few
     directions), float32 [n_items,d] and [n_users,d]; built in chunks to bound memory."""
@@ -79,6 +79,6 @@ def synthetic_catalog(n_items: int, n_users: int, dim: int = 64, n_clusters: int
         for start in range(0, n, 262_144):
             size = min(262_144, n - start)
             which = rng.integers(0, n_clusters, size)
-            out[start:start + size] = centers[which] + 0.6 * rng.standard_normal((size, dim), dtype=np.float32)
+            out[start:start + size] = centers[which] + 1.0 * rng.standard_normal((size, dim), dtype=np.float32)
         return out
     return draw(n_items), draw(n_users)

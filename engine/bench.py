@@ -89,7 +89,7 @@ def timed_recommend(model, users: list[int], history, k: int) -> tuple[list, Sta
 
 
 @torch.no_grad()
-def prefill_throughput(model, users: list[int], repeats: int = 3) -> dict:
+def prefill_throughput(model, users: list[int], repeats: int = 5) -> dict:
     """Tokens/s of the pipeline's prefill (continuous tokens spliced into the embeddings, then the LLM) and of
     the bare LLM forward on the same token ids, same batch, same padding; best of `repeats`."""
     template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
@@ -109,18 +109,20 @@ def prefill_throughput(model, users: list[int], repeats: int = 3) -> dict:
         base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
         base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
 
-    def best(fn) -> float:
-        fn()  # warm-up
-        out = []
-        for _ in range(repeats):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            out.append(time.perf_counter() - t0)
-        return min(out)
+    def timed(fn) -> float:
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        return time.perf_counter() - t0
 
-    seconds_bare, seconds_pipeline = best(bare), best(pipeline)
+    bare(), pipeline()  # warm-up
+    # interleaved so that a slow spell of the machine hits both alike; the best of each is compared
+    bare_times, pipeline_times = [], []
+    for _ in range(repeats):
+        bare_times.append(timed(bare))
+        pipeline_times.append(timed(pipeline))
+    seconds_bare, seconds_pipeline = min(bare_times), min(pipeline_times)
     return {"users": len(users), "tokens": tokens, "bare_tokens_per_s": tokens / seconds_bare,
             "pipeline_tokens_per_s": tokens / seconds_pipeline, "ratio": seconds_bare / seconds_pipeline}
 

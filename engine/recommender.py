@@ -123,15 +123,7 @@ class DeftRecModel:
                      temperature: float | None = None) -> torch.Tensor:
         """Denoising trajectories [steps+1, B, d] for conditions [B,D]; each user's noise comes from a generator
         seeded by (seed, user), so a user's result does not depend on the rest of the batch."""
-        self.heads.eval()
-        seed = self.seed if seed is None else seed
-        paths = []
-        for start in range(0, len(users), 4096):
-            rows = slice(start, start + 4096)
-            generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(user)) for user in users[rows]]
-            paths.append(self.heads.sample(conditions[rows].to(self.device), generators,
-                                           temperature).cpu())  # [S+1,b,d]
-        return torch.cat(paths, dim=1)  # [S+1,B,d]
+        return denoise(self.heads, conditions, users, self.seed if seed is None else seed, temperature)
 
     def scores(self, final: torch.Tensor, categories: list[str | None]) -> torch.Tensor:
         """Hybrid scores s = cos·(1+π) of every item [B, n_items] (for evaluation ranks)."""
@@ -145,6 +137,30 @@ class DeftRecModel:
         lists = self.retriever.search(paths[-1].numpy(), history, np.asarray(users),
                                       [p.category for p in prefs], k, pi=self.config.pi, match=self.config.pi_match)
         return [UserResult(preference=p, trajectory=paths[:, row], items=lists[row]) for row, p in enumerate(prefs)]
+
+
+def denoise(heads: DeftRecHeads, conditions: torch.Tensor, users: list[int], seed: int,
+            temperature: float | None = None) -> torch.Tensor:
+    """The reverse diffusion of a batch of users, [steps+1, B, d] on the CPU, user u's noise drawn from a
+    generator seeded by (seed, u)."""
+    heads.eval()
+    device = next(heads.parameters()).device
+    paths = []
+    for start in range(0, len(users), 4096):
+        rows = slice(start, start + 4096)
+        generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(user)) for user in users[rows]]
+        paths.append(heads.sample(conditions[rows].to(device), generators, temperature).cpu())  # [S+1,b,d]
+    return torch.cat(paths, dim=1)  # [S+1,B,d]
+
+
+def load_heads(run: Run, heads: DeftRecHeads) -> None:
+    """The run's tokenizer, condition head and denoiser (or regression head) weights into `heads`."""
+    heads.tokenizer.load_state_dict(run.tensors("tokenizer"))
+    weights = run.tensors("denoiser")
+    heads.condition.load_state_dict({k[10:]: v for k, v in weights.items() if k.startswith("condition.")})
+    head = heads.denoiser or heads.regressor
+    head.load_state_dict({k[9:]: v for k, v in weights.items() if k.startswith("denoiser.")})
+    heads.eval()
 
 
 def cpu_supports_bf16() -> bool:
@@ -217,11 +233,6 @@ def open_deftrec(run: Run) -> DeftRecModel:
                        path=run.path)
     model = build_model(config, ([r["title"] for r in items], [r["category"] for r in items], histories),
                         cf["user"], cf["item"], int(run.config.get("seed", 0)), lora_dir=run.path / "lora")
-    model.heads.tokenizer.load_state_dict(run.tensors("tokenizer"))
-    weights = run.tensors("denoiser")
-    model.heads.condition.load_state_dict({k[10:]: v for k, v in weights.items() if k.startswith("condition.")})
-    head = model.heads.denoiser or model.heads.regressor
-    head.load_state_dict({k[9:]: v for k, v in weights.items() if k.startswith("denoiser.")})
+    load_heads(run, model.heads)
     model.llm.eval()
-    model.heads.eval()
     return model

@@ -1,4 +1,4 @@
-"""`deftrec eval`: the metrics table of a run, every model, validation and test."""
+"""`deftrec eval`: the metrics table of a run, every model, validation and test, under a masking policy."""
 
 from __future__ import annotations
 
@@ -16,27 +16,59 @@ METRIC_ORDER = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 def eval_run(
     run: Annotated[Path, typer.Argument(help="A run directory written by deftrec train.")],
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    mask_history: Annotated[str, typer.Option(help="train+valid (ours: the user's train items, and the validation item for test, are not ranked) | none (the authors' code: everything ranked).")] = "train+valid",
+    paper: Annotated[bool, typer.Option("--paper", help="Put the test metrics beside the paper's Table 2 for this dataset, with the deltas.")] = False,
 ) -> None:
-    """Show HR@K and NDCG@K of every model in the run, with the protocol they were measured under."""
+    """Show HR@K and NDCG@K of every model in the run, with the protocol and masking policy they were measured under."""
     import json
 
+    import pandas as pd
     from rich.console import Console
+    from rich.table import Table
 
-    from data.catalog import connect, read_metrics
+    from data.errors import DeftrecError
+    from engine.evaluation import MASK_POLICIES, POLICY_TEXT, paper_comparison, paper_dataset, run_metrics
     from engine.run import Run
     from train.evaluate import metrics_table
 
+    if mask_history not in MASK_POLICIES:
+        raise DeftrecError(f"unknown --mask-history {mask_history!r}", hint=f"use one of: {', '.join(MASK_POLICIES)}")
     opened = Run.open(run)
-    db = connect(opened.catalog_path, readonly=True)
-    metrics = read_metrics(db)
-    db.conn.close()
+    dataset = opened.config["dataset"]["name"]
+    table2 = paper_dataset(dataset) if paper else None
+    if paper and table2 is None:
+        raise DeftrecError(f"the paper's Table 2 has no rows for dataset {dataset!r}",
+                           hint="Table 2 covers paper:…/software, paper:…/beauty and paper:…/lastfm")
+    nested = run_metrics(opened, mask_history)
     if json_out:
-        nested: dict = {}
-        for row in metrics.itertuples():
-            nested.setdefault(row.model, {}).setdefault(row.split, {})[row.metric] = row.value
-        print(json.dumps({"run": str(opened.path), "dataset": opened.config["dataset"]["name"],
-                          "protocol": opened.config["protocol"], "metrics": nested}, indent=2))
+        out = {"run": str(opened.path), "dataset": dataset, "protocol": opened.config["protocol"],
+               "mask_history": mask_history, "metrics": nested}
+        if table2:
+            out["paper_table2"] = paper_comparison(nested, table2)
+        print(json.dumps(out, indent=2))
         return
     console = Console()
-    console.print(metrics_table(metrics, title=f"{opened.path.name} ({opened.config['dataset']['name']})"))
+    frame = pd.DataFrame([{"model": m, "split": s, "metric": k, "value": v}
+                          for m, splits in nested.items() for s, values in splits.items() for k, v in values.items()])
+    console.print(metrics_table(frame, title=f"{opened.path.name} ({dataset}), mask: {mask_history}"))
     console.print(f"protocol: {opened.config['protocol']}", highlight=False)
+    console.print(f"masking policy {mask_history}: {POLICY_TEXT[mask_history]}", highlight=False)
+    if table2:
+        table = Table(title=f"test, beside the paper's Table 2 ({table2}); Δ = this run − paper")
+        table.add_column("model")
+        table.add_column("source")
+        for metric in METRIC_ORDER:
+            table.add_column(metric, justify="right")
+        for row in paper_comparison(nested, table2):
+            cells = []
+            for metric in METRIC_ORDER:
+                value = row.get(metric)
+                text = "—" if value is None else f"{value:.4f}"
+                delta = row.get("delta", {}).get(metric)
+                if delta is not None:
+                    text += f" ({delta:+.4f})"
+                cells.append(text)
+            table.add_row(row["model"], row["source"], *cells, end_section=row["source"] == "this run")
+        console.print(table)
+        console.print("the paper's protocol is not fully stated; its authors' code ranks every item without masking "
+                      "the history at test (compare with --mask-history none)", highlight=False)

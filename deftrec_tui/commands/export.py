@@ -89,15 +89,18 @@ def export(
         return
     from engine.export import export_deftrec
     from train.progress import make_progress
+    import time
     with make_progress() as progress:
-        task = None
+        task, started, computed = None, time.perf_counter(), 0
 
         def on_start(total: int, cached: int) -> None:
             nonlocal task
             task = progress.add_task("export", total=total - cached, status=f"{cached} of {total} users cached")
 
         def on_progress(done: int) -> None:
-            progress.update(task, advance=done)
+            nonlocal computed
+            computed += done
+            progress.update(task, advance=done, status=f"{computed / (time.perf_counter() - started):.1f} users/s")
 
         summary = export_deftrec(opened, out, k=k, users=selection, shard=shard_of, recompute=recompute,
                                  batch_size=batch_size, fmt=fmt, on_start=on_start, on_progress=on_progress)

@@ -1,0 +1,88 @@
+"""Metrics under the two history-masking policies, DeftRec re-ranked from cached conditions, and the paper's
+Table 2 beside a run."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from deftrec_tui.cli import app
+
+
+def test_train_valid_policy_is_what_training_stored_and_heads_only_reranking_reproduces_it(tiny_run):
+    from engine.evaluation import deftrec_scorer, run_metrics, stored_metrics
+    from engine.export import test_history
+    from engine.metrics import metrics_from_ranks
+    from engine.ranking import rank_all
+    from engine.run import Run
+    import sqlite3
+
+    run = Run.open(tiny_run)
+    assert run_metrics(run, "train+valid") == stored_metrics(run)
+    history, tables = test_history(run)  # train + validation masked, as for the stored test metrics
+    targets = np.array(sqlite3.connect(tiny_run / "catalog.sqlite").execute(
+        "select test_item_idx from users order by user_idx").fetchall()).ravel()
+    ranks = rank_all(deftrec_scorer(run), len(tables["users"]), len(tables["items"]), history, targets)
+    assert metrics_from_ranks(ranks) == pytest.approx(stored_metrics(run)["deftrec"]["test"], abs=1e-9)
+
+
+def test_no_masking_ranks_every_item_like_brute_force(tiny_run):
+    from engine.evaluation import run_metrics
+    from engine.run import Run
+    import sqlite3
+
+    run = Run.open(tiny_run)
+    unmasked = run_metrics(run, "none")
+    assert set(unmasked) == {"deftrec", "lightgcn", "mf", "pop"}
+    weights = run.tensors("lightgcn")
+    scores = (weights["user"].float() @ weights["item"].float().T).numpy()  # [U, I]
+    test = np.array(sqlite3.connect(tiny_run / "catalog.sqlite").execute(
+        "select test_item_idx from users order by user_idx").fetchall()).ravel()
+    hits10, ndcg10 = [], []
+    for user, target in enumerate(test):
+        row = scores[user]
+        better = int((row > row[target]).sum() + ((row == row[target]) & (np.arange(len(row)) < target)).sum())
+        hits10.append(better < 10)
+        ndcg10.append(1 / np.log2(better + 2) if better < 10 else 0.0)
+    assert unmasked["lightgcn"]["test"]["HR@10"] == pytest.approx(np.mean(hits10))
+    assert unmasked["lightgcn"]["test"]["NDCG@10"] == pytest.approx(np.mean(ndcg10))
+    for model in unmasked.values():
+        assert all(0.0 <= v <= 1.0 for split in model.values() for v in split.values())
+
+
+def test_eval_cli_states_the_policy_and_refuses_unknown_ones(tiny_run):
+    result = CliRunner().invoke(app, ["eval", str(tiny_run), "--mask-history", "none"])
+    assert result.exit_code == 0, result.output
+    assert "mask: none" in result.output and "nothing masked" in result.output
+    as_json = json.loads(CliRunner().invoke(app, ["eval", str(tiny_run), "--json", "--mask-history", "none"]).output)
+    assert as_json["mask_history"] == "none"
+    bad = CliRunner().invoke(app, ["eval", str(tiny_run), "--mask-history", "all"])
+    assert bad.exit_code == 2 and "unknown --mask-history 'all'" in bad.output
+    no_table = CliRunner().invoke(app, ["eval", str(tiny_run), "--paper"])
+    assert no_table.exit_code == 2 and "has no rows for dataset" in no_table.output
+
+
+def test_paper_comparison_deltas_by_hand():
+    from engine.evaluation import PAPER_TABLE2, paper_comparison, paper_dataset
+    assert paper_dataset("paper:software") == "software" and paper_dataset("paper:LastFM") == "lastfm"
+    assert paper_dataset("ml-100k") is None
+    measured = {"lightgcn": {"test": {"HR@10": 0.2, "NDCG@10": 0.1, "HR@20": 0.3, "NDCG@20": 0.12}}}
+    rows = paper_comparison(measured, "beauty")
+    ours = [r for r in rows if r["source"] == "this run"]
+    assert len(rows) == len(PAPER_TABLE2["beauty"]) + 1 and ours[0]["model"] == "lightgcn"
+    assert ours[0]["delta"] == pytest.approx({"HR@10": 0.2 - 0.0400, "NDCG@10": 0.1 - 0.0219})  # Beauty: @10 only
+
+
+def test_denoise_is_batch_independent(tiny_run):
+    from engine.deftrec import DeftRecConfig, DeftRecHeads
+    from engine.recommender import denoise, load_heads
+    from engine.run import Run
+    run = Run.open(tiny_run)
+    heads = DeftRecHeads(DeftRecConfig.from_dict(run.config["deftrec"]))
+    load_heads(run, heads)
+    conditions = torch.rand(5, heads.config.llm_hidden)
+    together = denoise(heads, conditions, [3, 1, 4, 0, 2], seed=0, temperature=1.0)
+    alone = denoise(heads, conditions[2:3], [4], seed=0, temperature=1.0)
+    assert torch.allclose(together[:, 2], alone[:, 0], atol=1e-5)
