@@ -252,9 +252,11 @@ def _arrow_chunk(pa, rows: list, columns: list[str], schema):
 
 def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | None = None,
                    shard: tuple[int, int] | None = None, recompute: bool = False, batch_size: int = 32,
-                   fmt: str = "csv", model_loader=None, on_start=None, on_progress=None) -> dict:
+                   fmt: str = "csv", model_loader=None, on_start=None, on_progress=None, index: str = "exact") -> dict:
     """Top-k of the selected users through the cache: users already cached are read, the others go through the
-    full pipeline (loaded once by model_loader) and are cached batch by batch, then the file is written at once."""
+    full pipeline (loaded once by model_loader) and are cached batch by batch, then the file is written at once.
+    index ivf|hnsw retrieves through an approximate index; its recall@k against exact search is measured on
+    (at most 256 of) the users computed now."""
     from data.errors import DeftrecError
     n_items = run.config.get("cf", {}).get("n_items")
     if n_items and k > n_items:
@@ -273,9 +275,41 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
             model = open_deftrec(run)
         else:
             model = model_loader()
-        compute_and_cache(run, model, todo, k, batch_size, on_progress)
+        exact = model.retriever
+        if index != "exact":
+            from engine.ann import AnnSettings
+            model.retriever = exact.with_ann(AnnSettings(kind=index))
+        try:
+            compute_and_cache(run, model, todo, k, batch_size, on_progress)
+            recall = None if index == "exact" else ann_recall(run, model, exact, todo[:256], k)
+        finally:
+            model.retriever = exact
     rows = write_table(out, DEFTREC_COLUMNS, read_cached_rows(run, selected, k), fmt)
-    return {"users": len(selected), "cached": len(have), "computed": len(todo), "rows": rows}
+    summary = {"users": len(selected), "cached": len(have), "computed": len(todo), "rows": rows}
+    if todo and index != "exact":
+        summary["recall"] = recall
+    return summary
+
+
+def ann_recall(run: Run, model, exact, users: list[int], k: int) -> float:
+    """Recall@k of the model's (approximate) retriever against exact search, from the users' cached conditions."""
+    from engine.ann import recall_at_k
+    history, _ = test_history(run)
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        rows = {u: (c, cat) for u, c, cat in db.execute(
+            f"select user_idx, condition, category from preferences where user_idx in ({','.join('?' * len(users))})",
+            users)}
+    finally:
+        db.conn.close()
+    conditions = torch.from_numpy(np.stack([np.frombuffer(rows[u][0], dtype=np.float32) for u in users]))
+    categories = [rows[u][1] or None for u in users]
+    finals = model.trajectories(conditions, users)[-1].numpy()  # [U,d]
+    kwargs = {"pi": model.config.pi, "match": model.config.pi_match}
+    approx = model.retriever.search(finals, history, np.asarray(users), categories, k, **kwargs)
+    truth = exact.search(finals, history, np.asarray(users), categories, k, **kwargs)
+    pad = lambda lists: np.array([[r.item_idx for r in row] + [-1] * (k - len(row)) for row in lists])  # noqa: E731
+    return recall_at_k(pad(truth), pad(approx))
 
 
 def merge_exports(run: Run, parts: list[str | Path], out: str | Path, fmt: str = "csv") -> dict:

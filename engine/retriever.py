@@ -155,6 +155,17 @@ class HybridRetriever:
         self._cpu_index = index
         self.index = faiss.index_cpu_to_all_gpus(index) if self.device == "gpu" else index
         self._max_pool = min(n, GPU_MAX_POOL) if self.device == "gpu" else n
+        self.approximate = False  # True: one candidate pool from an ANN index, re-ranked exactly, no proof
+
+    def with_ann(self, settings, seed: int = 0) -> HybridRetriever:
+        """A copy that takes its candidates from an approximate index (engine.ann settings: ivf | hnsw): one pool
+        of 4·(k + history) + margin items per user, re-scored exactly; the result may miss items exact search finds."""
+        from engine.ann import build_index
+        unit = np.ascontiguousarray(self._columns.T.cpu().numpy().astype(np.float32))  # [n, d]
+        other = HybridRetriever.__new__(HybridRetriever)
+        other._setup(unit, self.item_categories, "cpu", self.margin, self.tol, index=build_index(unit, settings, seed))
+        other.approximate = True
+        return other
 
     # ---------------------------------------------------------------- exact scores
 
@@ -254,6 +265,12 @@ class HybridRetriever:
         results: list[list[Recommendation] | None] = [None] * len(q32)
         active = np.arange(len(q32))
         pool = min(self.n_items, k + max((len(m) for m in masks), default=0) + self.margin)
+        if self.approximate:
+            short = self._rank_pool(q32, q64, masks, codes, table, any_match, active, min(self.n_items, 4 * pool),
+                                    k, pi, results, accept=True)
+            if len(short):  # the index returned too few items for these rows: rank them over the whole catalog
+                self._rank_pool(q32, q64, masks, codes, table, any_match, short, None, k, pi, results)
+            return results  # type: ignore[return-value]
         while len(active):
             if pool >= self._max_pool:  # the whole catalog, exact, in blocks of rows
                 step = max(1, DENSE_ELEMENTS // self.n_items)
@@ -267,7 +284,7 @@ class HybridRetriever:
 
     def _rank_pool(self, q32: np.ndarray, q64: torch.Tensor, masks: list[np.ndarray], codes: torch.Tensor,
                    table: torch.Tensor, any_match: np.ndarray, active: np.ndarray, pool: int | None, k: int,
-                   pi: float, results: list) -> np.ndarray:
+                   pi: float, results: list, accept: bool = False) -> np.ndarray:
         """Rank rows `active` over their top-`pool` FAISS cosines (None: all items); fill the proven rows, return the rest."""
         factor = 1.0 + pi
         act = torch.as_tensor(active, dtype=torch.long, device=self._torch_device)  # [b]
@@ -279,6 +296,8 @@ class HybridRetriever:
         else:
             width = pool
             found, labels = self.index.search(np.ascontiguousarray(q32[active]), pool)  # [b, pool] each
+            if accept:  # an ANN index may return fewer than pool ids (-1): repeat a real one, masked below as a copy
+                labels = np.where(labels < 0, np.maximum(labels.max(axis=1, keepdims=True), 0), labels)
             labels = np.sort(labels, axis=1)  # label order, so the stable sort below breaks ties by lower index
             label_t = torch.as_tensor(labels, dtype=torch.long, device=self._torch_device)  # [b, pool]
             cos64 = self._exact_cosines(q64[act], label_t)  # [b, pool]
@@ -287,6 +306,8 @@ class HybridRetriever:
         for row, i in enumerate(active):
             if len(masks[i]):
                 masked[row] = np.isin(labels[row], masks[i])
+        if accept:
+            masked |= np.concatenate([np.zeros((len(active), 1), bool), labels[:, 1:] == labels[:, :-1]], axis=1)
         score64 = torch.where(hits, cos64 * factor, cos64)  # [b, width]
         score32 = score64.float().masked_fill(torch.as_tensor(masked, device=self._torch_device),
                                               float("-inf"))  # [b, width]
@@ -294,6 +315,8 @@ class HybridRetriever:
         available = (score32 > float("-inf")).sum(dim=1).cpu().numpy()  # [b]
         if pool is None:
             done = np.ones(len(active), bool)
+        elif accept:  # approximate: accepted unless the pool held fewer than k rankable items
+            done = available >= np.minimum(k, np.array([self.n_items - len(masks[i]) for i in active]))
         else:
             # an unpooled item's FAISS cosine is ≤ the pool's last one, so its exact cosine is ≤ ceiling and its
             # s ≤ bound; (1+π)·c < c when c < 0, hence the max. Strict '>' leaves no tie with an unpooled item.

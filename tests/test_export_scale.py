@@ -151,3 +151,38 @@ def test_bench_splits_the_time_and_times_the_baseline(tiny_run, tmp_path):
     assert "faster per user than the beam-search baseline" in result.output
     bad = invoke("bench", tiny_run, "--batch-sizes", "0")
     assert bad.exit_code == 2 and "bad --batch-sizes" in bad.output
+
+
+def test_approximate_retriever_equals_exact_when_it_sees_every_item():
+    from engine.ann import AnnSettings
+    from engine.ranking import HistoryIndex
+    from engine.retriever import HybridRetriever
+    rng = np.random.default_rng(0)
+    items = rng.standard_normal((500, 8)).astype(np.float32)
+    categories = [f"c{i % 7}" for i in range(500)]
+    exact = HybridRetriever(items, categories)
+    users = np.arange(20)
+    history = HistoryIndex.build(20, np.repeat(users, 5), rng.integers(0, 500, 100))
+    queries = rng.standard_normal((20, 8)).astype(np.float32)
+    extracted = [f"c{u % 7}" if u % 3 else None for u in users]
+    truth = exact.search(queries, history, users, extracted, 10, pi=0.1)
+    full = exact.with_ann(AnnSettings(kind="ivf", nlist=8, nprobe=8, train_size=500))
+    assert full.approximate and not exact.approximate
+    got = full.search(queries, history, users, extracted, 10, pi=0.1)
+    assert [[(r.item_idx, r.score, r.pi_bonus) for r in row] for row in got] == \
+           [[(r.item_idx, r.score, r.pi_bonus) for r in row] for row in truth]
+    narrow = exact.with_ann(AnnSettings(kind="ivf", nlist=64, nprobe=1, train_size=500))
+    rough = narrow.search(queries, history, users, extracted, 10, pi=0.1)
+    assert all(len(row) == 10 and len({r.item_idx for r in row}) == 10 for row in rough)  # no duplicates
+    masked = [set(history.items_of(int(u)).tolist()) for u in users]
+    assert all(not ({r.item_idx for r in row} & masked[u]) for u, row in enumerate(rough))
+
+
+def test_export_with_an_approximate_index_prints_its_recall(run_copy, tmp_path):
+    result = invoke("export", run_copy, "--out", tmp_path / "a.csv", "--k", 5, "--recompute", "--index", "hnsw",
+                    "--users", ",".join(r[0] for r in sqlite3.connect(run_copy / "catalog.sqlite").execute(
+                        "select user_id from users limit 6")))
+    assert result.exit_code == 0, result.output
+    assert "hnsw retrieval: recall@5" in result.output and "on 6 of the users computed now" in result.output
+    bad = invoke("export", run_copy, "--out", tmp_path / "b.csv", "--index", "lsh")
+    assert bad.exit_code == 2 and "unknown index 'lsh'" in bad.output

@@ -57,6 +57,7 @@ def export(
     recompute: Annotated[bool, typer.Option(help="Ignore cached DeftRec lists and run the model again for the selected users.")] = False,
     batch_size: Annotated[int, typer.Option(help="Users per LLM call when DeftRec has to run.", min=1)] = 32,
     fmt: Annotated[str | None, typer.Option("--format", help="csv | parquet (default: from --out's suffix).")] = None,
+    index: Annotated[str, typer.Option(help="Retrieval for users computed now: exact (FAISS flat, default) | ivf | hnsw (approximate, for catalogs of millions; recall@K against exact is printed).")] = "exact",
 ) -> None:
     """Write top-K lists (train and validation items masked). DeftRec lists come from the run's cache where
     present and are computed and cached otherwise, so an interrupted export resumes where it stopped."""
@@ -64,6 +65,8 @@ def export(
     from engine.run import Run
 
     fmt = fmt or ("parquet" if out.suffix == ".parquet" else "csv")
+    if index not in ("exact", "ivf", "hnsw"):
+        raise DeftrecError(f"unknown index {index!r}", hint="use exact, ivf or hnsw")
     if fmt not in ("csv", "parquet"):
         raise DeftrecError(f"unknown format {fmt!r}", hint="use csv or parquet")
     if not out.parent.exists():
@@ -103,6 +106,10 @@ def export(
             progress.update(task, advance=done, status=f"{computed / (time.perf_counter() - started):.1f} users/s")
 
         summary = export_deftrec(opened, out, k=k, users=selection, shard=shard_of, recompute=recompute,
-                                 batch_size=batch_size, fmt=fmt, on_start=on_start, on_progress=on_progress)
+                                 batch_size=batch_size, fmt=fmt, on_start=on_start, on_progress=on_progress,
+                                 index=index)
     print(f"{summary['rows']} rows of {summary['users']} users written to {out} "
           f"({summary['cached']} from the cache, {summary['computed']} computed now)")
+    if summary.get("recall") is not None:
+        print(f"{index} retrieval: recall@{k} {summary['recall']:.4f} against exact search "
+              f"on {min(summary['computed'], 256)} of the users computed now")
