@@ -1,6 +1,7 @@
 """--resume: an interrupted training continues from its last checkpoint and ends with the run an uninterrupted
 training writes; a checkpoint from other data or another LLM is refused."""
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -91,3 +92,18 @@ def test_resume_cli_errors(base):
                                       "--name", "never", "--llm", "tiny", "--profile", "tiny", "--resume"])
     assert result.exit_code == 2
     assert "nothing to resume" in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_a_second_training_of_the_same_run_refuses_while_the_first_holds_the_lock(tmp_path):
+    from typer.testing import CliRunner
+
+    from deftrec_tui.cli import app
+    from train.checkpoint import training_lock
+    with training_lock(tmp_path / "runs", "busy"):
+        result = CliRunner().invoke(app, ["train", "--dataset", "ml-100k", "--stage", "cf", "--out",
+                                          str(tmp_path / "runs"), "--name", "busy"])
+        assert result.exit_code == 2
+        assert f"another training is writing run 'busy' (PID {os.getpid()})" in result.output
+    assert not (tmp_path / "runs").exists()  # the lock is gone and nothing else was written
+    with training_lock(tmp_path / "runs", "busy"):  # free again
+        pass

@@ -4,11 +4,14 @@ looks complete."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from data.errors import RunError
@@ -34,6 +37,38 @@ def _pid_alive(pid: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+@contextmanager
+def training_lock(root: str | Path, name: str) -> Iterator[None]:
+    """Hold `root/.name.lock` (an flock, released by the OS if the process dies) for a whole training, so that a
+    second training pointed at the same run refuses at once instead of corrupting it."""
+    root = Path(root)
+    created = not root.exists()
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f".{name}.lock"
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115  held open for the lock's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip()
+        handle.close()
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise RunError(f"another training is writing run {name!r}" + (f" (PID {holder})" if holder else ""),
+                       path=root / name, hint="wait for it to finish, or choose another --name") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)
+        handle.close()
+        if created and not any(root.iterdir()):  # a failed first training leaves no empty runs/ behind
+            root.rmdir()
 
 
 class RunBuilder:

@@ -14,7 +14,7 @@ from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
 from train.cf import CFResult, CFTrainConfig, Evaluator, train_bpr_model, train_popularity
-from train.checkpoint import RunBuilder
+from train.checkpoint import RunBuilder, training_lock
 from train.progress import log
 from train.resume import ResumeState
 
@@ -69,6 +69,13 @@ def train_run(request: TrainRequest) -> Path | None:
     if rank > 0:
         return _join_joint_training(request)
     name = request.name or default_run_name(request.dataset)
+    RunBuilder.check_target(request.out_root, name, force=request.force)
+    with training_lock(request.out_root, name):
+        return _train_run(request, name, started)
+
+
+def _train_run(request: TrainRequest, name: str, started: float) -> Path:
+    """train_run for the main process, holding the run's training lock."""
     if request.resume and request.force:
         raise RunError("--resume and --force contradict each other", hint="--resume continues, --force starts over")
     RunBuilder.check_target(request.out_root, name, force=request.force)
