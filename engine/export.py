@@ -160,6 +160,28 @@ def forget_cached(run: Run, users: list[int]) -> None:
         db.conn.close()
 
 
+def cache_results(run: Run, results: list) -> None:
+    """Replace the cached preference and DeftRec list of each result's user, in one short transaction."""
+    users = [r.preference.user_idx for r in results]
+    db = connect(run.catalog_path)
+    try:
+        with db.conn:
+            db["preferences"].insert_all(
+                ({"user_idx": r.preference.user_idx, "prompt": r.preference.prompt, "text": r.preference.text,
+                  "category": r.preference.category or "",
+                  "condition": r.preference.condition.float().numpy().tobytes()} for r in results),
+                pk="user_idx", replace=True, alter=True)
+            marks = ",".join("?" * len(users))
+            db.execute(f"delete from recommendations where model = 'deftrec' and user_idx in ({marks})", users)
+            db["recommendations"].insert_all(
+                ({"model": "deftrec", "user_idx": r.preference.user_idx, "rank": item.rank,
+                  "item_idx": item.item_idx, "cosine": item.cosine, "pi_bonus": item.pi_bonus,
+                  "score": item.score} for r in results for item in r.items),
+                pk=("model", "user_idx", "rank"), replace=True)
+    finally:
+        db.conn.close()
+
+
 def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int = 32, on_progress=None) -> int:
     """Run the full DeftRec pipeline for `users` in batches of similar prompt length and cache each batch's
     preferences and top-k in the catalog in one short transaction (an interrupted export keeps its batches)."""
@@ -168,24 +190,7 @@ def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int
     done = 0
     for start in range(0, len(order), batch_size):
         batch = order[start:start + batch_size]
-        results = model.recommend(batch, history, k=k)
-        db = connect(run.catalog_path)
-        try:
-            with db.conn:
-                db["preferences"].insert_all(
-                    ({"user_idx": r.preference.user_idx, "prompt": r.preference.prompt, "text": r.preference.text,
-                      "category": r.preference.category or "",
-                      "condition": r.preference.condition.float().numpy().tobytes()} for r in results),
-                    pk="user_idx", replace=True, alter=True)
-                marks = ",".join("?" * len(batch))
-                db.execute(f"delete from recommendations where model = 'deftrec' and user_idx in ({marks})", batch)
-                db["recommendations"].insert_all(
-                    ({"model": "deftrec", "user_idx": r.preference.user_idx, "rank": item.rank,
-                      "item_idx": item.item_idx, "cosine": item.cosine, "pi_bonus": item.pi_bonus,
-                      "score": item.score} for r in results for item in r.items),
-                    pk=("model", "user_idx", "rank"), replace=True)
-        finally:
-            db.conn.close()
+        cache_results(run, model.recommend(batch, history, k=k))
         done += len(batch)
         if on_progress is not None:
             on_progress(len(batch))

@@ -116,15 +116,22 @@ class JointSampler:
             x_neg=(model.item_q[torch.as_tensor(negatives)].mean(1) / scale).to(device))  # [B,d]
 
 
+def _is_running_statistic(name: str) -> bool:
+    return name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+
+
 def trainable_state(objective: torch.nn.Module) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in objective.named_parameters() if p.requires_grad}
+    """What training changes: the trainable parameters and the running statistics of normalization layers."""
+    state = {name: p.detach().clone() for name, p in objective.named_parameters() if p.requires_grad}
+    state |= {name: b.detach().clone() for name, b in objective.named_buffers() if _is_running_statistic(name)}
+    return state
 
 
 def load_trainable_state(objective: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    params = dict(objective.named_parameters())
+    tensors = dict(objective.named_parameters()) | dict(objective.named_buffers())
     with torch.no_grad():
         for name, value in state.items():
-            params[name].copy_(value.to(params[name].device, params[name].dtype))
+            tensors[name].copy_(value.to(tensors[name].device, tensors[name].dtype))
 
 
 def validation_hr(model: DeftRecModel, evaluator: Evaluator, users: list[int], profile: Profile,
