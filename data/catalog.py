@@ -4,7 +4,8 @@ cached per-user results. WAL mode and a busy timeout so the explorer reads while
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,20 @@ def connect(path: str | Path, *, readonly: bool = False) -> sqlite_utils.Databas
     return db
 
 
+@contextmanager
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """One atomic write: BEGIN IMMEDIATE takes the write lock up front (waiting up to the busy timeout), so a
+    transaction that reads before it writes can never fail with 'database is locked' when another writer wins."""
+    db.conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        if db.conn.in_transaction:
+            db.conn.execute("ROLLBACK")
+        raise
+    db.conn.execute("COMMIT")
+
+
 def write_catalog(path: str | Path, split: Split) -> None:
     """Create the catalog of a split in one transaction."""
     db = connect(path)
@@ -45,7 +60,7 @@ def write_catalog(path: str | Path, split: Split) -> None:
         "test_item_idx": split.test_item,
     })
     inter = split.interactions
-    with db.conn:
+    with write_transaction(db):
         db["meta"].insert_all([{"key": "schema_version", "value": str(SCHEMA_VERSION)},
                                {"key": "dataset", "value": split.name},
                                {"key": "protocol", "value": split.protocol},
@@ -75,7 +90,7 @@ def write_catalog(path: str | Path, split: Split) -> None:
 
 
 def put_metrics(db: sqlite_utils.Database, model: str, split_name: str, metrics: dict[str, float]) -> None:
-    with db.conn:
+    with write_transaction(db):
         db["metrics"].insert_all([{"model": model, "split": split_name, "metric": k, "value": float(v)}
                                   for k, v in metrics.items()], pk=("model", "split", "metric"), replace=True)
 
@@ -87,7 +102,7 @@ def read_metrics(db: sqlite_utils.Database) -> pd.DataFrame:
 
 def put_recommendations(db: sqlite_utils.Database, model: str, rows: Iterable[dict]) -> None:
     """Cache ranked lists: dicts with user_idx, rank, item_idx, cosine, pi_bonus, score."""
-    with db.conn:
+    with write_transaction(db):
         db["recommendations"].insert_all(({"model": model, **row} for row in rows),
                                          pk=("model", "user_idx", "rank"), replace=True, batch_size=5000)
 

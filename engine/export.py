@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.catalog import connect
+from data.catalog import connect, write_transaction
 from engine.ranking import HistoryIndex, batches, top_k
 from engine.run import Run
 
@@ -150,7 +150,7 @@ def forget_cached(run: Run, users: list[int]) -> None:
     """Drop the cached DeftRec results of these users (for --recompute)."""
     db = connect(run.catalog_path)
     try:
-        with db.conn:
+        with write_transaction(db):
             for start in range(0, len(users), 900):
                 chunk = users[start:start + 900]
                 marks = ",".join("?" * len(chunk))
@@ -165,7 +165,7 @@ def cache_results(run: Run, results: list) -> None:
     users = [r.preference.user_idx for r in results]
     db = connect(run.catalog_path)
     try:
-        with db.conn:
+        with write_transaction(db):
             db["preferences"].insert_all(
                 ({"user_idx": r.preference.user_idx, "prompt": r.preference.prompt, "text": r.preference.text,
                   "category": r.preference.category or "",

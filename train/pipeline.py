@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from data.catalog import connect, put_metrics, write_catalog
+from data.catalog import connect, put_metrics, write_catalog, write_transaction
 from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
@@ -204,7 +204,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     model.retriever.save(str(run.path / "items.faiss"))
     put_metrics(db, "deftrec", "valid", outcome.valid)
     put_metrics(db, "deftrec", "test", outcome.test)
-    with db.conn:
+    with write_transaction(db):
         db["preferences"].insert_all(({"user_idx": p.user_idx, "prompt": p.prompt, "text": p.text,
                                        "category": p.category or "",
                                        "condition": p.condition.float().numpy().tobytes()}  # float32 [D]
