@@ -128,8 +128,7 @@ def read_items(path: Path, notes: list[str]) -> pd.DataFrame:
         notes.append(f"{path.name} has no category column: the π-bonus does not apply")
     width = max(index.values()) + 1
     ids, titles, categories = [], [], []
-    seen: set[str] = set()
-    duplicates = untitled = 0
+    seen: dict[str, int] = {}
     for line, row in records:
         if len(row) < width:
             raise _field_count_error(path, line, row, width)
@@ -137,20 +136,16 @@ def read_items(path: Path, notes: list[str]) -> pd.DataFrame:
         if not item:
             raise DataError("empty item_id", path=path, line=line, hint="every row needs an item_id")
         if item in seen:
-            duplicates += 1
-            continue
-        seen.add(item)
+            raise DataError(f"item_id {item!r} appears twice (first on line {seen[item]})", path=path, line=line,
+                            hint="keep one row per item")
+        seen[item] = line
         title = " ".join(row[index["title"]].split())
         if not title:
-            title = item
-            untitled += 1
+            raise DataError(f"item {item!r} has no title", path=path, line=line,
+                            hint="every item needs a title: the LLM reads it in the prompt")
         ids.append(item)
         titles.append(title)
         categories.append(" ".join(row[index["category"]].split()) if has_category else "")
-    if duplicates:
-        notes.append(f"{path.name}: {duplicates} repeated item_id rows ignored (the first row of an id is used)")
-    if untitled:
-        notes.append(f"{path.name}: {untitled} items have an empty title: the item_id is used as the title")
     return pd.DataFrame({"item_id": ids, "title": titles, "category": categories}, dtype=object)
 
 
