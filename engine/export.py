@@ -182,15 +182,17 @@ def cache_results(run: Run, results: list) -> None:
         db.conn.close()
 
 
-def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int = 32, on_progress=None) -> int:
+def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int = 32, on_progress=None,
+                      on_smaller=None) -> int:
     """Run the full DeftRec pipeline for `users` in batches of similar prompt length and cache each batch's
-    preferences and top-k in the catalog in one short transaction (an interrupted export keeps its batches)."""
+    preferences and top-k in the catalog in one short transaction (an interrupted export keeps its batches).
+    Out of memory, the batch size is halved and the export goes on (on_smaller(new_size, error) is told)."""
+    from engine.memory import adaptive_batches
     history, _ = test_history(run)
     order = [users[i] for i in np.argsort(model.prompt_lengths(users), kind="stable")]
     done = 0
-    for start in range(0, len(order), batch_size):
-        batch = order[start:start + batch_size]
-        cache_results(run, model.recommend(batch, history, k=k))
+    for batch, results in adaptive_batches(order, batch_size, lambda b: model.recommend(b, history, k=k), on_smaller):
+        cache_results(run, results)
         done += len(batch)
         if on_progress is not None:
             on_progress(len(batch))
@@ -257,7 +259,8 @@ def _arrow_chunk(pa, rows: list, columns: list[str], schema):
 
 def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | None = None,
                    shard: tuple[int, int] | None = None, recompute: bool = False, batch_size: int = 32,
-                   fmt: str = "csv", model_loader=None, on_start=None, on_progress=None, index: str = "exact") -> dict:
+                   fmt: str = "csv", model_loader=None, on_start=None, on_progress=None, index: str = "exact",
+                   on_smaller=None) -> dict:
     """Top-k of the selected users through the cache: users already cached are read, the others go through the
     full pipeline (loaded once by model_loader) and are cached batch by batch, then the file is written at once.
     index ivf|hnsw retrieves through an approximate index; its recall@k against exact search is measured on
@@ -285,7 +288,7 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
             from engine.ann import AnnSettings
             model.retriever = exact.with_ann(AnnSettings(kind=index))
         try:
-            compute_and_cache(run, model, todo, k, batch_size, on_progress)
+            compute_and_cache(run, model, todo, k, batch_size, on_progress, on_smaller)
             recall = None if index == "exact" else ann_recall(run, model, exact, todo[:256], k)
         finally:
             model.retriever = exact

@@ -257,17 +257,20 @@ def describe_all(model: DeftRecModel, profile: Profile, resume: ResumeState | No
     with make_progress() as progress:
         task = progress.add_task("describe users", total=n_users, status="", completed=len(done))
         started = time.perf_counter()
-        for start in range(0, len(todo), profile.describe_batch):
-            users = todo[start:start + profile.describe_batch]
-            for pref in model.describe(users):
+        from engine.memory import adaptive_batches
+        finished = 0
+        for users, prefs in adaptive_batches(todo, profile.describe_batch, model.describe, lambda size, error: log(
+                f"describe: out of memory ({str(error).splitlines()[0][:80]}), continuing with batches of {size}")):
+            for pref in prefs:
                 done[pref.user_idx] = pref
             if resume is not None:
                 ordered = list(done.values())
                 resume.save("describe", {"conditions": torch.stack([p.condition for p in ordered])},
                             {"preferences": [{"user_idx": p.user_idx, "prompt": p.prompt, "text": p.text,
                                               "category": p.category} for p in ordered]})
+            finished += len(users)
             progress.update(task, advance=len(users),
-                            status=f"{(start + len(users)) / (time.perf_counter() - started):.1f} users/s")
+                            status=f"{finished / (time.perf_counter() - started):.1f} users/s")
     return [done[u] for u in range(n_users)]
 
 

@@ -91,7 +91,7 @@ def export(
         print(f"{rows} rows written to {out}")
         return
     from engine.export import export_deftrec
-    from train.progress import make_progress
+    from train.progress import log, make_progress
     import time
     with make_progress() as progress:
         task, started, computed = None, time.perf_counter(), 0
@@ -107,7 +107,9 @@ def export(
 
         summary = export_deftrec(opened, out, k=k, users=selection, shard=shard_of, recompute=recompute,
                                  batch_size=batch_size, fmt=fmt, on_start=on_start, on_progress=on_progress,
-                                 index=index)
+                                 index=index, on_smaller=lambda size, error: log(
+                                     f"out of memory ({str(error).splitlines()[0][:80]}): continuing with batches "
+                                     f"of {size} users"))
     print(f"{summary['rows']} rows of {summary['users']} users written to {out} "
           f"({summary['cached']} from the cache, {summary['computed']} computed now)")
     if summary.get("recall") is not None:
