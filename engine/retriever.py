@@ -10,6 +10,7 @@ proposes a candidate pool of the best cosines; the pool doubles until it provabl
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -120,6 +121,16 @@ def _gpu_available() -> bool:
     return hasattr(faiss, "get_num_gpus") and faiss.get_num_gpus() > 0 and torch.cuda.is_available()
 
 
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """One warning per process for a missing optional accelerator."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+
 class HybridRetriever:
     """Exact Eq. 14 top-K: FAISS inner-product candidates over normalized item vectors, re-ranked by cos·(1+π)."""
 
@@ -139,6 +150,8 @@ class HybridRetriever:
         if device == "gpu" and not _gpu_available():
             raise RuntimeError("device='gpu' needs faiss with GPU support and CUDA")
         self.device = "gpu" if device == "gpu" or (device == "auto" and _gpu_available()) else "cpu"
+        if device == "auto" and self.device == "cpu" and torch.cuda.is_available():
+            _warn_once("faiss has no GPU support here (install faiss-gpu): item retrieval runs on the CPU")
         self.n_items, self.dim, self.margin = n, d, int(margin)
         self.item_categories = np.array([c if isinstance(c, str) else "" for c in item_categories], dtype=object)
         self._distinct, self._inverse = _category_table(self.item_categories)
