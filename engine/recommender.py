@@ -65,10 +65,10 @@ class DeftRecModel:
         return next(self.heads.parameters()).device
 
     def inference_history(self, user: int) -> np.ndarray:
-        """The user's prompt history at inference: a seeded shuffle of the unique train items, at most max_history."""
-        unique = np.unique(self.histories[user])
+        """The user's prompt history at inference: a seeded shuffle of the train interactions (a repeated item
+        stays repeated, as the user bought it twice), at most max_history."""
         rng = np.random.default_rng([self.seed, user])
-        return rng.permutation(unique)[: self.config.max_history]
+        return rng.permutation(np.sort(self.histories[user]))[: self.config.max_history]  # sorted: order-free input
 
     def build_prompts(self, users: list[int], histories: list[np.ndarray], template_ids: list[int],
                       responses: list[str] | None = None) -> tuple[list[str], list[np.ndarray]]:

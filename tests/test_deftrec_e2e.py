@@ -157,3 +157,19 @@ def test_qlora_without_cuda_is_refused(tmp_path):
     result = CliRunner().invoke(app, ["train", "--qlora", "--out", str(tmp_path / "runs"), "--name", "x"])
     assert result.exit_code == 2
     assert "--qlora needs a CUDA GPU" in result.output
+
+
+def test_repeated_items_stay_in_the_prompt_and_are_masked_once(tiny_run):
+    import numpy as np
+
+    from engine.ranking import HistoryIndex
+    from engine.recommender import open_deftrec
+    from engine.run import Run
+    model = open_deftrec(Run.open(tiny_run))
+    model.histories[0] = np.array([3, 5, 3, 7, 3])  # item 3 bought three times
+    history = model.inference_history(0)
+    assert sorted(history.tolist()) == [3, 3, 3, 5, 7]
+    prompt, kept = model.build_prompts([0], [history], [0])
+    assert prompt[0].count(model.titles[3]) == 3
+    index = HistoryIndex.build(1, np.zeros(5, np.int64), model.histories[0])
+    assert index.items_of(0).tolist() == [3, 5, 7]  # masked once

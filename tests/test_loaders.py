@@ -306,3 +306,15 @@ def test_paper_software_in_place():
     assert (split.valid_item == split.test_item).sum() == 234
     assert raw.interactions["item_id"].iloc[0] == "B005S4Y65I"  # org_id of remap_id 0, not "0"
     assert raw.interactions["user_id"].iloc[0] == "A100UD67AHFODS"
+
+
+@pytest.mark.skipif(not (PAPER_DATA / "lastfm").is_dir(), reason="the paper's lastfm data is not present")
+def test_paper_lastfm_in_place_category_before_title():
+    raw = load_paper(PAPER_DATA / "lastfm")
+    split = prepare(raw)
+    assert (split.after.users, split.after.items, split.after.interactions) == (1091, 3685, 52670)
+    header = (PAPER_DATA / "lastfm" / "item_list.txt").read_text(encoding="utf-8").splitlines()[0].split()
+    assert header.index("category") < header.index("title")  # the column order differs from software's
+    items = raw.items.set_index("item_id")
+    assert (items["title"] != "").all() and (items["category"] != "").mean() > 0.9
+    assert not raw.notes or all("category" not in note for note in raw.notes)

@@ -87,7 +87,7 @@ class JointSampler:
         self.model, self.split, self.profile, self.rng = model, split, profile, rng
         users_all, items_all = split.train_pairs()
         self.negatives = NegativeSampler(split.n_items, users_all, items_all, rng)
-        self.histories = [np.unique(h) for h in model.histories]
+        self.histories = [np.sort(h) for h in model.histories]  # repeats kept, as in the prompts at inference
 
     def batch(self) -> JointBatch:
         model, rng, config = self.model, self.rng, self.model.config
