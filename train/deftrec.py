@@ -15,6 +15,7 @@ from data.protocol import Split
 from engine.deftrec import DeftRecConfig, DeftRecHeads
 from engine.diffusion import contrastive_diffusion_losses
 from engine.llm import encode_batch, llm_fingerprint
+from engine.memory import is_out_of_memory
 from engine.metrics import metrics_from_ranks
 from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response
 from engine.ranking import target_ranks
@@ -89,9 +90,9 @@ class JointSampler:
         self.negatives = NegativeSampler(split.n_items, users_all, items_all, rng)
         self.histories = [np.sort(h) for h in model.histories]  # repeats kept, as in the prompts at inference
 
-    def batch(self) -> JointBatch:
+    def batch(self, size: int | None = None) -> JointBatch:
         model, rng, config = self.model, self.rng, self.model.config
-        users = rng.choice(self.split.n_users, self.profile.batch_size, replace=False).tolist()
+        users = rng.choice(self.split.n_users, size or self.profile.batch_size, replace=False).tolist()
         targets, kept_histories, template_ids, responses = [], [], [], []
         for user in users:
             items = self.histories[user]
@@ -184,25 +185,30 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
         log(f"deftrec: resuming joint training after step {state['step']}")
     objective.train()
     started = time.perf_counter()
+    micro_batch, grad_accum = profile.batch_size, profile.grad_accum
     with make_progress() as progress:
         task = progress.add_task("deftrec joint", total=profile.steps, status="", completed=first_step - 1)
         for step in range(first_step, profile.steps + 1):
-            parts = {"loss": 0.0, "l_diff": 0.0, "l_llm": 0.0, "l_neg": 0.0}
-            for micro in range(profile.grad_accum):
-                batch = sampler.batch()
-                sync = micro == profile.grad_accum - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(objective):
-                    losses = objective(batch, generator)
-                    accelerator.backward(losses["loss"] / profile.grad_accum)
-                for key in parts:
-                    parts[key] += float(losses[key].detach()) / profile.grad_accum
+            while True:  # out of memory: the same step again with half the micro-batch and twice the accumulation
+                try:
+                    parts = accumulate_step(objective, sampler, accelerator, generator, micro_batch, grad_accum)
+                    break
+                except BaseException as error:  # noqa: BLE001  only out-of-memory is handled
+                    if not is_out_of_memory(error) or micro_batch == 1:
+                        raise
+                    optimizer.zero_grad(set_to_none=True)
+                    if torch.cuda.is_available():
+                        torch.cuda.empty_cache()
+                    micro_batch, grad_accum = max(1, micro_batch // 2), grad_accum * 2
+                    log(f"deftrec: out of memory at step {step}; continuing with micro-batches of {micro_batch} "
+                        f"users × {grad_accum} accumulation steps")
             accelerator.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             row = {"step": step, **{k: round(v, 5) for k, v in parts.items()}}
             log_rows.append(row)
             done = step - first_step + 1
-            rate = done * profile.batch_size * profile.grad_accum / (time.perf_counter() - started)
+            rate = done * micro_batch * grad_accum / (time.perf_counter() - started)
             status = (f"L {row['loss']:.3f} diff {row['l_diff']:.3f} llm {row['l_llm']:.3f} "
                       f"neg {row['l_neg']:.3f} {rate:.1f} samples/s")
             if profile.val_every and (step % profile.val_every == 0 or step == profile.steps):
@@ -227,6 +233,21 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
         load_trainable_state(accelerator.unwrap_model(objective), best_state)
     model.llm.eval()
     return log_rows, selection
+
+
+def accumulate_step(objective, sampler: JointSampler, accelerator, generator: torch.Generator, micro_batch: int,
+                    grad_accum: int) -> dict[str, float]:
+    """Forward and backward of grad_accum micro-batches (gradients synchronized on the last one only)."""
+    parts = {"loss": 0.0, "l_diff": 0.0, "l_llm": 0.0, "l_neg": 0.0}
+    for micro in range(grad_accum):
+        batch = sampler.batch(micro_batch)
+        sync = micro == grad_accum - 1
+        with contextlib.nullcontext() if sync else accelerator.no_sync(objective):
+            losses = objective(batch, generator)
+            accelerator.backward(losses["loss"] / grad_accum)
+        for key in parts:
+            parts[key] += float(losses[key].detach()) / grad_accum
+    return parts
 
 
 def save_joint_checkpoint(resume: ResumeState, objective: torch.nn.Module, optimizer, rng, generator, step: int,

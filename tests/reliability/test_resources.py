@@ -54,3 +54,28 @@ def test_export_continues_with_smaller_batches_after_out_of_memory(tiny_run, tmp
     # other batch sizes pad prompts differently: scores agree to float32 noise
     assert all(abs(float(x[7]) - float(y[7])) < 1e-5 for x, y in zip(rows_a[1:], rows_b[1:]))
     tally("out-of-memory cases survived")
+
+
+def test_joint_training_halves_the_micro_batch_and_doubles_accumulation(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from deftrec_tui.cli import app
+    from tests.conftest import write_clustered_csv
+    from train.objective import JointObjective
+    real = JointObjective.forward
+
+    def forward(self, batch, generator):
+        if batch.x_pos.shape[0] > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(self, batch, generator)
+
+    monkeypatch.setattr(JointObjective, "forward", forward)
+    write_clustered_csv(tmp_path / "data")
+    result = CliRunner().invoke(app, ["train", "--dataset", f"csv:{tmp_path / 'data'}", "--out", str(tmp_path / "runs"),
+                                      "--name", "oom", "--llm", "tiny", "--profile", "tiny", "--cf-epochs", "5",
+                                      "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert "out of memory at step 1; continuing with micro-batches of 2 users × 2 accumulation steps" in \
+        " ".join(result.output.split())
+    assert (tmp_path / "runs" / "oom" / "config.json").exists()
+    tally("out-of-memory cases survived")
