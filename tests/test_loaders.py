@@ -318,3 +318,13 @@ def test_paper_lastfm_in_place_category_before_title():
     items = raw.items.set_index("item_id")
     assert (items["title"] != "").all() and (items["category"] != "").mean() > 0.9
     assert not raw.notes or all("category" not in note for note in raw.notes)
+
+
+@pytest.mark.parametrize("name,counts", [("beauty", (22363, 12101, 198502)), ("industrial", (9791, 5317, 68186)),
+                                         ("ml1m", (6038, 3307, 835789))])
+def test_paper_datasets_have_the_paper_counts(name, counts):
+    if not (PAPER_DATA / name).is_dir():
+        pytest.skip(f"the paper's {name} data is not present")
+    split = prepare(load_paper(PAPER_DATA / name))
+    assert (split.after.users, split.after.items, split.after.interactions) == counts
+    assert len(split.test_item) == counts[0]
