@@ -39,3 +39,14 @@ def adaptive_batches(items: Sequence[T], batch_size: int, work: Callable[[list[T
             continue
         yield batch, result
         start += len(batch)
+
+
+def limit_memory(gigabytes: float) -> None:
+    """Cap this process's address space (RLIMIT_AS) so that a CPU run over budget gets allocation errors, which
+    the batch loops answer by halving, instead of the machine's OOM killer ending it (or something else)."""
+    import resource
+    limit = int(gigabytes * 1024 ** 3)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))

@@ -57,6 +57,7 @@ def export(
     recompute: Annotated[bool, typer.Option(help="Ignore cached DeftRec lists and run the model again for the selected users.")] = False,
     batch_size: Annotated[int, typer.Option(help="Users per LLM call when DeftRec has to run.", min=1)] = 32,
     fmt: Annotated[str | None, typer.Option("--format", help="csv | parquet (default: from --out's suffix).")] = None,
+    max_memory: Annotated[float | None, typer.Option(help="Cap this process's memory at this many GB (CPU runs): batches shrink instead of the machine running out.", min=1.0)] = None,
     index: Annotated[str, typer.Option(help="Retrieval for users computed now: exact (FAISS flat, default) | ivf | hnsw (approximate, for catalogs of millions; recall@K against exact is printed).")] = "exact",
 ) -> None:
     """Write top-K lists (train and validation items masked). DeftRec lists come from the run's cache where
@@ -71,6 +72,9 @@ def export(
         raise DeftrecError(f"unknown format {fmt!r}", hint="use csv or parquet")
     if not out.parent.exists():
         raise DeftrecError("output folder does not exist", path=out.parent)
+    if max_memory:
+        from engine.memory import limit_memory
+        limit_memory(max_memory)
     opened = Run.open(run)
     if merge:
         from engine.export import merge_exports

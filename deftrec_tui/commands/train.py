@@ -35,6 +35,7 @@ def train(
     cf_lr: Annotated[float, typer.Option(help="Adam learning rate of LightGCN / MF.")] = 1e-2,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
+    max_memory: Annotated[float | None, typer.Option(help="Cap this process's memory at this many GB (CPU runs): batches shrink instead of the machine running out.", min=1.0)] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted training of --name from its last checkpoint.")] = False,
 ) -> None:
     """Train on a dataset and write runs/NAME (config.json, catalog.sqlite, weights)."""
@@ -74,6 +75,9 @@ def train(
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
                            profile=profile, deftrec=overrides, qlora=qlora, resume=resume)
+    if max_memory:
+        from engine.memory import limit_memory
+        limit_memory(max_memory)
     import signal
     import sys
     # SIGTERM (a scheduler's kill) unwinds like Ctrl-C: the partial run is removed, finished phases stay for --resume

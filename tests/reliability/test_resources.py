@@ -79,3 +79,15 @@ def test_joint_training_halves_the_micro_batch_and_doubles_accumulation(tmp_path
         " ".join(result.output.split())
     assert (tmp_path / "runs" / "oom" / "config.json").exists()
     tally("out-of-memory cases survived")
+
+
+def test_max_memory_turns_an_oversized_allocation_into_an_error_the_loops_handle():
+    import subprocess
+    import sys
+    code = ("import torch\nfrom engine.memory import is_out_of_memory, limit_memory\nlimit_memory(6)\n"
+            "small = torch.ones(1024, 1024)\n"
+            "try:\n    torch.empty(8 * 1024 ** 3, dtype=torch.uint8)\nexcept BaseException as e:\n"
+            "    print('caught', is_out_of_memory(e))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "caught True" in done.stdout, done.stdout + done.stderr
+    tally("out-of-memory cases survived")
