@@ -10,6 +10,8 @@ import sys
 
 def main() -> None:
     hook, count, signal_name, *cli_args = sys.argv[1:]
+    # as in a terminal: a job started in the background of a script inherits SIGINT ignored, Ctrl-C does not
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     module_name, path = hook.split(":")
     owner = importlib.import_module(module_name)
     *parents, attr = path.split(".")
