@@ -149,8 +149,53 @@ def read_items(path: Path, notes: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"item_id": ids, "title": titles, "category": categories}, dtype=object)
 
 
+CHUNK_ROWS = 1 << 20  # interactions collected before a chunk is compacted into arrays
+
+
+class _InteractionColumns:
+    """Interactions as integer codes in numpy chunks (24 bytes a row, not Python strings); each full chunk keeps
+    one row per (user, item) pair, the earliest by (timestamp, line), so heavy repetition costs no memory. The
+    protocol's own 'earliest duplicate kept' gives the same result on what is left."""
+
+    def __init__(self) -> None:
+        self.user_codes: dict[str, int] = {}
+        self.pending: list[tuple[int, int, int, int]] = []
+        self.chunks: list[np.ndarray] = []
+        self.rows_read = 0
+
+    def add(self, user: str, item_code: int, timestamp: int, line: int) -> None:
+        code = self.user_codes.setdefault(user, len(self.user_codes))
+        self.pending.append((code, item_code, timestamp, line))
+        self.rows_read += 1
+        if len(self.pending) >= CHUNK_ROWS:
+            self._compact()
+
+    def _compact(self) -> None:
+        if self.pending:
+            self.chunks.append(_earliest_per_pair(np.array(self.pending, dtype=np.int64)))
+            self.pending = []
+        if len(self.chunks) > 1:
+            self.chunks = [_earliest_per_pair(np.concatenate(self.chunks))]
+
+    def table(self) -> np.ndarray:
+        """[n, 4] int64 rows (user code, item code, timestamp, line), one per pair, in file order."""
+        self._compact()
+        rows = self.chunks[0] if self.chunks else np.zeros((0, 4), np.int64)
+        return rows[np.argsort(rows[:, 3], kind="stable")]
+
+
+def _earliest_per_pair(rows: np.ndarray) -> np.ndarray:
+    """One row per (user, item): the smallest (timestamp, line)."""
+    order = np.lexsort((rows[:, 3], rows[:, 2], rows[:, 1], rows[:, 0]))
+    rows = rows[order]
+    first = np.ones(len(rows), bool)
+    first[1:] = (rows[1:, 0] != rows[:-1, 0]) | (rows[1:, 1] != rows[:-1, 1])
+    return rows[first]
+
+
 def load_csv_pair(directory: Path) -> RawDataset:
-    """interactions.csv in file order (timestamps optional) and items.csv."""
+    """interactions.csv in file order (timestamps optional) and items.csv; streamed, so memory follows the
+    number of distinct (user, item) pairs, not the file's size."""
     directory = Path(directory)
     interactions_path = directory / INTERACTIONS_FILE
     items_path = directory / ITEMS_FILE
@@ -158,9 +203,11 @@ def load_csv_pair(directory: Path) -> RawDataset:
     records, index = _open_table(interactions_path, ("user_id", "item_id"), "user_id,item_id[,timestamp]")
     if not items_path.is_file():  # fail early, before reading a large interactions file
         raise DataError("file not found", path=items_path, hint=_LAYOUT_HINT)
+    item_frame = read_items(items_path, notes)
+    item_code = {item: code for code, item in enumerate(item_frame["item_id"])}
     has_timestamps = "timestamp" in index
     width = max(index.values()) + 1
-    users, items, times, lines = [], [], [], []
+    columns = _InteractionColumns()
     for line, row in records:
         if len(row) < width:
             raise _field_count_error(interactions_path, line, row, width)
@@ -169,30 +216,30 @@ def load_csv_pair(directory: Path) -> RawDataset:
             if not value:
                 raise DataError(f"empty {name}", path=interactions_path, line=line,
                                 hint="every row needs a user_id and an item_id")
-        if has_timestamps:
-            times.append(_parse_timestamp(row[index["timestamp"]], interactions_path, line))
-        users.append(user)
-        items.append(item)
-        lines.append(line)
-    if not users:
+        code = item_code.get(item)
+        if code is None:
+            raise DataError(f"item {item!r} is not in {ITEMS_FILE}", path=interactions_path, line=line,
+                            hint=f"add the missing items to {ITEMS_FILE} or remove those rows")
+        timestamp = _parse_timestamp(row[index["timestamp"]], interactions_path, line) if has_timestamps else 0
+        columns.add(user, code, timestamp, line)
+    if not columns.rows_read:
         raise DataError("the file has a header but no rows", path=interactions_path,
                         hint="add one user_id,item_id[,timestamp] row per interaction")
-    item_frame = read_items(items_path, notes)
-    known = set(item_frame["item_id"])
-    unknown = [k for k, item in enumerate(items) if item not in known]
-    if unknown:
-        first = unknown[0]
-        raise DataError(f"item {items[first]!r} is not in {ITEMS_FILE} ({len(unknown)} interaction rows name items "
-                        f"missing from {ITEMS_FILE})", path=interactions_path, line=lines[first],
-                        hint=f"add the missing items to {ITEMS_FILE} or remove those rows")
+    table = columns.table()
+    collapsed = columns.rows_read - len(table)
+    if collapsed:
+        notes.append(f"{INTERACTIONS_FILE}: {collapsed} repeated (user, item) rows collapsed while reading "
+                     f"(the earliest kept, as the protocol does)")
+    user_names = np.array(list(columns.user_codes), dtype=object)
+    item_names = item_frame["item_id"].to_numpy(dtype=object)
     if has_timestamps:
-        timestamp = pd.Series(np.asarray(times, dtype=np.int64))
+        timestamp = pd.Series(table[:, 2])
     else:
-        timestamp = pd.Series(pd.NA, index=range(len(users)), dtype="Int64")
+        timestamp = pd.Series(pd.NA, index=range(len(table)), dtype="Int64")
         notes.append(f"{INTERACTIONS_FILE} has no timestamp column: histories are ordered by a seeded shuffle")
     interactions = pd.DataFrame({
-        "user_id": pd.Series(users, dtype=object),
-        "item_id": pd.Series(items, dtype=object),
+        "user_id": pd.Series(user_names[table[:, 0]], dtype=object),
+        "item_id": pd.Series(item_names[table[:, 1]], dtype=object),
         "timestamp": timestamp,
     })
     name = directory.name or directory.resolve().name
