@@ -81,3 +81,29 @@ def test_killed_export_reruns_to_the_uninterrupted_file(base, tmp_path, count, s
     assert f"{8 * count} from the cache, {60 - 8 * count} computed now" in again.stdout
     assert (tmp_path / "cut.csv").read_bytes() == (tmp_path / "whole.csv").read_bytes()
     tally("interruptions survived with identical results")
+
+
+def test_training_killed_at_random_moments_resumes_to_the_same_result(base):
+    """SIGKILL after a random delay (a new draw each run, printed): during start-up, CF, joint steps,
+    generation, refinement or writing; then --resume (or a fresh start when nothing was saved yet)."""
+    import random
+    import time
+    draw = random.Random()
+    delays = [round(draw.uniform(0.5, 9.0), 2) for _ in range(3)]
+    print(f"kill delays (s): {delays}")
+    reference = results_of(base / "runs" / "whole")
+    for number, delay in enumerate(delays):
+        name = f"random-{number}"
+        process = subprocess.Popen([sys.executable, "-m", "deftrec_tui.cli", *map(str, train_args(base, name))],
+                                   env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        run = base / "runs" / name
+        if not (run / "config.json").exists():
+            assert not run.exists()  # never a run that looks complete
+            resumable = (base / "runs" / f".{name}.resume").is_dir()
+            again = deftrec(*train_args(base, name), *(["--resume"] if resumable else []))
+            assert again.returncode == 0, (delay, again.stderr[-2000:])
+        assert results_of(run) == reference, f"killed after {delay} s"
+        tally("interruptions survived with identical results")
