@@ -86,3 +86,19 @@ def test_exported_formulas_are_escaped(tmp_path):
     assert all(cell[:1] not in ("=", "+", "-", "@") for cell in cells)
     assert "'=u1" in {row[0] for row in rows}
     tally("untrusted-file checks passed")
+
+
+def test_sql_never_interpolates_text():
+    """Every f-string handed to SQLite interpolates only '?' placeholders or constants; user text (ids, the
+    explorer's filter, titles) travels as parameters."""
+    allowed = {"marks", "BUSY_TIMEOUT_MS", "','.join('?' * len(users))"}
+    statement = re.compile(r"""(?:execute|query)\(\s*f(["'])(.*?)\1""", re.S)
+    found = 0
+    for folder in ("engine", "train", "data", "deftrec_tui"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for match in statement.finditer(path.read_text(encoding="utf-8")):
+                found += 1
+                for name in re.findall(r"\{([^}]*)\}", match.group(2)):
+                    assert name in allowed, f"{path.relative_to(ROOT)} interpolates {{{name}}} into SQL"
+    assert found >= 3
+    tally("untrusted-file checks passed")
