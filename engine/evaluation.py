@@ -116,3 +116,44 @@ def paper_comparison(measured: dict, dataset: str) -> list[dict]:
             rows.append({"model": model, "source": "this run", **{m: ours.get(m) for m in PAPER_METRICS},
                          "delta": {m: ours[m] - paper[m] for m in PAPER_METRICS if paper[m] is not None and m in ours}})
     return rows
+
+
+def _flatten(prefix: str, value, out: dict) -> None:
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), inner, out)
+    else:
+        out[prefix] = value
+
+
+SETTING_KEYS = ("seed", "min_count", "stage", "cf", "deftrec")
+VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "deftrec.selection", "cf.n_users",
+            "cf.n_items")
+
+
+def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
+    """Two runs of one dataset: their metrics row by row and every setting that differs (timings left out)."""
+    checksum_a = (a.config.get("dataset") or {}).get("checksum")
+    checksum_b = (b.config.get("dataset") or {}).get("checksum")
+    if checksum_a != checksum_b:
+        raise DeftrecError("the two runs were trained on different datasets; their metrics do not compare",
+                           path=b.path, hint="compare runs of the same dataset")
+    flat_a: dict = {}
+    flat_b: dict = {}
+    for key in SETTING_KEYS:
+        value_a, value_b = a.config.get(key), b.config.get(key)
+        if key == "deftrec" and (value_a is None) != (value_b is None):  # one run has no DeftRec at all
+            flat_a[key], flat_b[key] = ("trained" if value_a else "not trained"), ("trained" if value_b else "not trained")
+            continue
+        _flatten(key, value_a, flat_a)
+        _flatten(key, value_b, flat_b)
+    differ = {k: (flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))
+              if flat_a.get(k) != flat_b.get(k) and not k.startswith(VOLATILE)}
+    rows = []
+    models = [m for m in ("deftrec", "lightgcn", "mf", "pop") if m in metrics_a or m in metrics_b]
+    for split in ("test", "valid"):
+        for model in models:
+            rows.append({"model": model, "split": split, "a": (metrics_a.get(model) or {}).get(split, {}),
+                         "b": (metrics_b.get(model) or {}).get(split, {})})
+    return {"dataset": a.config["dataset"]["name"], "a": {"name": a.path.name, "path": str(a.path)},
+            "b": {"name": b.path.name, "path": str(b.path)}, "rows": rows, "settings": differ}

@@ -86,3 +86,28 @@ def test_denoise_is_batch_independent(tiny_run):
     together = denoise(heads, conditions, [3, 1, 4, 0, 2], seed=0, temperature=1.0)
     alone = denoise(heads, conditions[2:3], [4], seed=0, temperature=1.0)
     assert torch.allclose(together[:, 2], alone[:, 0], atol=1e-5)
+
+
+def test_two_runs_side_by_side_with_their_differing_settings(tiny_run, tmp_path):
+    from tests.conftest import train_tiny_run
+    other = train_tiny_run(tmp_path, name="paper-sampler", extra=("--temperature", "1"))
+    result = CliRunner().invoke(app, ["eval", str(tiny_run), str(other), "--json"])
+    assert result.exit_code == 0, result.output
+    comparison = json.loads(result.output)
+    settings = comparison["settings"]
+    assert settings["deftrec.sampling_temperature"][1] == 1.0
+    assert "deftrec.seconds.joint" not in settings  # timings are not settings
+    lightgcn = [r for r in comparison["rows"] if r["model"] == "lightgcn" and r["split"] == "test"][0]
+    assert lightgcn["a"] == lightgcn["b"]  # same data, same seed: the CF stage is identical
+    table = CliRunner().invoke(app, ["eval", str(tiny_run), str(other)])
+    assert "B − A" in table.output and "settings that differ" in table.output
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "data").mkdir(parents=True)
+    import shutil
+    for name in ("interactions.csv", "items.csv"):
+        shutil.copy(tiny_run.parent.parent / "data" / name, elsewhere / "data" / name)
+    lines = (elsewhere / "data" / "interactions.csv").read_text().splitlines()
+    (elsewhere / "data" / "interactions.csv").write_text("\n".join(lines[:-1]) + "\n")  # one interaction fewer
+    third = train_tiny_run(elsewhere, name="fewer")
+    refused = CliRunner().invoke(app, ["eval", str(tiny_run), str(third)])
+    assert refused.exit_code == 2 and "different datasets" in refused.output

@@ -15,6 +15,7 @@ METRIC_ORDER = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 @cli_errors
 def eval_run(
     run: Annotated[Path, typer.Argument(help="A run directory written by deftrec train.")],
+    other: Annotated[Path | None, typer.Argument(help="A second run of the same dataset, shown beside the first with the differences of settings and metrics.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     mask_history: Annotated[str, typer.Option(help="train+valid (ours: the user's train items, and the validation item for test, are not ranked) | none (the authors' code: everything ranked).")] = "train+valid",
     paper: Annotated[bool, typer.Option("--paper", help="Put the test metrics beside the paper's Table 2 for this dataset, with the deltas.")] = False,
@@ -40,6 +41,15 @@ def eval_run(
         raise DeftrecError(f"the paper's Table 2 has no rows for dataset {dataset!r}",
                            hint="Table 2 covers paper:…/software, paper:…/beauty and paper:…/lastfm")
     nested = run_metrics(opened, mask_history)
+    if other is not None:
+        from engine.evaluation import compare_runs
+        second = Run.open(other)
+        comparison = compare_runs(opened, nested, second, run_metrics(second, mask_history))
+        if json_out:
+            print(json.dumps({"mask_history": mask_history, **comparison}, indent=2, default=str))
+            return
+        _print_comparison(comparison, mask_history)
+        return
     if json_out:
         out = {"run": str(opened.path), "dataset": dataset, "protocol": opened.config["protocol"],
                "mask_history": mask_history, "metrics": nested}
@@ -72,3 +82,31 @@ def eval_run(
         console.print(table)
         console.print("the paper's protocol is not fully stated; its authors' code ranks every item without masking "
                       "the history at test (compare with --mask-history none)", highlight=False)
+
+
+def _print_comparison(comparison: dict, mask_history: str) -> None:
+    """Metrics of two runs side by side (A, B, B − A), one row per metric, and the settings that differ."""
+    from rich.console import Console
+    from rich.table import Table
+    console = Console()
+    a, b = comparison["a"]["name"], comparison["b"]["name"]
+    table = Table(title=f"A = {a}, B = {b} ({comparison['dataset']}, mask: {mask_history})")
+    for column in ("model", "split", "metric", "A", "B", "B − A"):
+        table.add_column(column, justify="right" if column in ("A", "B", "B − A") else "left")
+    for row in comparison["rows"]:
+        for metric in METRIC_ORDER:
+            va, vb = row["a"].get(metric), row["b"].get(metric)
+            text = lambda v: "—" if v is None else f"{v:.4f}"  # noqa: E731
+            delta = "" if va is None or vb is None else f"{vb - va:+.4f}"
+            table.add_row(row["model"], row["split"], metric, text(va), text(vb), delta,
+                          end_section=metric == METRIC_ORDER[-1])
+    console.print(table)
+    if comparison["settings"]:
+        settings = Table(title="settings that differ")
+        for column in ("setting", "A", "B"):
+            settings.add_column(column)
+        for key, (va, vb) in comparison["settings"].items():
+            settings.add_row(key, str(va), str(vb))
+        console.print(settings)
+    else:
+        console.print("the two runs have the same settings", highlight=False)
