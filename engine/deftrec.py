@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
-from engine.diffusion import DDPMSchedule, Denoiser, DiffusionConfig, RegressionHead
+from engine.diffusion import DDPMSchedule, DenoisingObjective, Denoiser, DiffusionConfig, RegressionHead, guided
 from engine.llm import ConditionConfig, ConditionHead
 from engine.prompts import INPUT_TEMPLATES
 from engine.tokenizer import ContinuousTokenizer, TokenizerConfig
@@ -24,12 +24,21 @@ class DeftRecConfig:
     item_dim: int = 64
     k: int = 2  # continuous tokens per user/item
     mask_ratio: float = 0.2
-    encoder: str = "kway"  # 'kway' | 'linear' (w/o Encoder)
+    encoder: str = "kway"  # tokenizer: 'kway' | 'linear' (w/o Encoder) | 'sigma-vae' (ContRec)
+    sigma_scale: float = 0.5  # σ-VAE: σ ~ |N(0, C_σ²)| per example, in units of the token RMS (0: plain AE)
+    gamma3: float = 0.5  # σ-VAE: weight of the reconstruction loss in the joint objective
+    tokenizer_pretrain_epochs: int = 0  # σ-VAE: epochs of reconstruction-only training before the joint stage
     token_scale: float = 1.0  # RMS of the LLM's word embeddings; continuous tokens are scaled to it
     condition_norm: str = "sigmoid"
     condition_source: str = "hidden"  # 'hidden' (paper) | 'embedding' (authors' code, ablation)
     diffusion: bool = True  # False: regression head (w/o Diffusion)
     negative_loss: bool = True  # False: w/o BPR
+    diffusion_loss: str = "bpr"  # auxiliary loss of the denoiser: 'bpr' (L_Neg, Eq. 13) | 'dispersive' (ContRec)
+    dispersive_weight: float = 0.5  # λ of L_disp (Wang & He 2025's default)
+    dispersive_tau: float = 0.5  # τ of L_disp
+    prediction: str = "eps"  # denoiser parameterization: 'eps' (paper) | 'x0'
+    cond_dropout: float = 0.0  # probability of training with the null condition (classifier-free guidance)
+    guidance: float = 1.0  # CFG weight w at sampling (1: the conditional model alone)
     cf: str = "lightgcn"  # 'lightgcn' | 'random' (w/o CF)
     gamma1: float = 0.5
     gamma2: float = 0.1
@@ -59,6 +68,50 @@ class DeftRecConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def denoising_objective(self) -> DenoisingObjective:
+        """The auxiliary diffusion loss these settings ask for ('none' under the w/o BPR ablation)."""
+        loss = self.diffusion_loss if (self.diffusion_loss != "bpr" or self.negative_loss) else "none"
+        return DenoisingObjective(loss=loss, dispersive_tau=self.dispersive_tau)
+
+    def aux_weight(self) -> float:
+        """Weight of the auxiliary diffusion loss: γ2 for L_Neg, λ for L_disp."""
+        return self.dispersive_weight if self.diffusion_loss == "dispersive" else self.gamma2
+
+
+VARIANTS = {
+    # DeftRec as the paper (arXiv 2504.12007 v1) describes it
+    "deftrec": {"encoder": "kway", "diffusion_loss": "bpr", "prediction": "eps", "cond_dropout": 0.0,
+                "tokenizer_pretrain_epochs": 0},
+    # ContRec (v3–v5): σ-VAE tokenizer (pre-trained on reconstruction), dispersive loss, x0 + CFG
+    "contrec": {"encoder": "sigma-vae", "diffusion_loss": "dispersive", "prediction": "x0", "cond_dropout": 0.1,
+                "tokenizer_pretrain_epochs": 50},
+}
+
+
+def variant_of(config: DeftRecConfig | dict) -> str:
+    """'deftrec' or 'contrec' when the model settings are exactly that variant's, else 'custom'."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    defaults = DeftRecConfig().to_dict()
+    for name, settings in VARIANTS.items():
+        if all(values.get(k, defaults[k]) == v for k, v in settings.items()):
+            return name
+    return "custom"
+
+
+def variant_label(config: DeftRecConfig | dict) -> str:
+    """One line naming the variant and its two modules, e.g. 'contrec: σ-VAE tokenizer · dispersive x0 diffusion'."""
+    values = {**DeftRecConfig().to_dict(), **(config if isinstance(config, dict) else config.to_dict())}
+    tokenizer = {"kway": "K-way tokenizer", "linear": "linear tokenizer", "sigma-vae": "σ-VAE tokenizer"}.get(
+        values["encoder"], values["encoder"])
+    if not values["diffusion"]:
+        head = "regression head (no diffusion)"
+    else:
+        loss = "dispersive" if values["diffusion_loss"] == "dispersive" else ("BPR" if values["negative_loss"] else "plain")
+        head = f"{loss} {values['prediction']}-diffusion"
+        if values["cond_dropout"] > 0:
+            head += f", CFG w={values['guidance']:g}"
+    return f"{variant_of(values)}: {tokenizer} · {head}"
+
 
 def user_slot_first(template_id: int) -> bool:
     """Whether the template names the user before the items (placeholders are spliced in prompt order)."""
@@ -74,7 +127,8 @@ class DeftRecHeads(nn.Module):
         self.config = config
         self.tokenizer = ContinuousTokenizer(TokenizerConfig(
             out_dim=config.llm_hidden, in_dim=config.item_dim, k=config.k, dropout=config.dropout,
-            mask_ratio=config.mask_ratio, kind=config.encoder, out_scale=config.token_scale))
+            mask_ratio=config.mask_ratio, kind=config.encoder, out_scale=config.token_scale,
+            sigma_scale=config.sigma_scale))
         self.condition = ConditionHead(config.llm_hidden, ConditionConfig(norm=config.condition_norm,
                                                                           source=config.condition_source))
         diffusion_config = self.diffusion_config()
@@ -85,7 +139,8 @@ class DeftRecHeads(nn.Module):
         c = self.config
         return DiffusionConfig(cond_dim=c.llm_hidden, item_dim=c.item_dim, hidden_dim=c.denoiser_hidden,
                                n_layers=c.denoiser_layers, dropout=c.dropout, cond_standardize=c.condition_standardize,
-                               num_train_timesteps=c.num_train_timesteps, num_inference_steps=c.num_inference_steps)
+                               num_train_timesteps=c.num_train_timesteps, num_inference_steps=c.num_inference_steps,
+                               prediction=c.prediction, cond_dropout=c.cond_dropout)
 
     def schedule(self) -> DDPMSchedule:
         return DDPMSchedule.from_config(self.diffusion_config())
@@ -105,13 +160,17 @@ class DeftRecHeads(nn.Module):
             pieces += [user, items] if user_slot_first(template_id) else [items, user]
         return torch.cat(pieces)  # [N_ct,D]
 
+    def reconstruction_loss(self, user_q: torch.Tensor, item_q: torch.Tensor) -> torch.Tensor:
+        """σ-VAE reconstruction MSE of a batch's users [B,d] and items [N,d], in units of the targets' RMS."""
+        return self.tokenizer.reconstruction_loss(user_q, item_q) / self.config.target_scale ** 2  # []
+
     def sample(self, cond: torch.Tensor, generator: torch.Generator | list[torch.Generator],
-               temperature: float | None = None) -> torch.Tensor:
+               temperature: float | None = None, guidance: float | None = None) -> torch.Tensor:
         """Trajectory [steps+1, B, d] from noise to the preference vector (one state for the regression head);
-        temperature None uses the run's sampling_temperature."""
+        temperature / guidance None use the run's sampling_temperature / guidance."""
         if self.regressor is not None:
             return self.regressor(cond.float()).unsqueeze(0)  # [1,B,d]
-        denoiser = self.denoiser
         tau = self.config.sampling_temperature if temperature is None else temperature
-        return self.schedule().sample(lambda x, t, c: denoiser(x, t, c), cond.float(), generator,
+        weight = self.config.guidance if guidance is None else guidance
+        return self.schedule().sample(guided(self.denoiser, weight), cond.float(), generator,
                                       temperature=tau)  # [S+1,B,d]

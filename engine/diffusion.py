@@ -1,5 +1,6 @@
-"""Contrastive denoising diffusion of DeftRec §2.4.2: the DDPM schedule and respaced sampler, the ε-denoiser,
-the "w/o Diffusion" regression head and the losses of Eq. 10 and Eq. 13."""
+"""Contrastive denoising diffusion of DeftRec §2.4.2: the DDPM schedule and respaced sampler, the denoiser,
+the "w/o Diffusion" regression head and the losses of Eq. 10 and Eq. 13; and ContRec's options beside them:
+x0-prediction, classifier-free guidance and the dispersive loss of Wang & He 2025 ("Diffuse and Disperse")."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+PREDICTIONS = ("eps", "x0")
 
 
 @dataclass(frozen=True)
@@ -29,8 +31,14 @@ class DiffusionConfig:
     dropout: float = 0.1
     n_layers: int = 2
     cond_standardize: bool = False  # batch-standardize c inside the denoiser (running statistics at inference)
+    prediction: str = "eps"  # what the denoiser predicts: 'eps' (the paper's ε_θ) | 'x0' (the clean vector)
+    cond_dropout: float = 0.0  # training probability of replacing c by a learned null condition (for CFG)
 
     def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
+        if not 0.0 <= self.cond_dropout < 1.0:
+            raise ValueError(f"cond_dropout must lie in [0, 1), got {self.cond_dropout}")
         if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
             raise ValueError("num_inference_steps must lie in [1, num_train_timesteps]")
         if not 0.0 < self.beta_start <= self.beta_end < 1.0:
@@ -64,7 +72,10 @@ class DDPMSchedule:
     """
 
     def __init__(self, num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-                 num_inference_steps: int = 100, item_dim: int = 64) -> None:
+                 num_inference_steps: int = 100, item_dim: int = 64, prediction: str = "eps") -> None:
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        self.prediction = prediction  # what the model output handed to `step` is: ε̂ or x̂_0
         self.num_train_timesteps = num_train_timesteps
         self.num_inference_steps = num_inference_steps
         self.item_dim = item_dim
@@ -78,7 +89,7 @@ class DDPMSchedule:
     def from_config(cls, config: DiffusionConfig) -> DDPMSchedule:
         """The schedule a DiffusionConfig describes."""
         return cls(config.num_train_timesteps, config.beta_start, config.beta_end,
-                   config.num_inference_steps, config.item_dim)
+                   config.num_inference_steps, config.item_dim, config.prediction)
 
     def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """q(x_t | x_0) sample for each row: x0 [B, ...], noise like x0, t int64 [B] (0-based)."""
@@ -106,17 +117,21 @@ class DDPMSchedule:
         return torch.tensor([1.0 - self._abar(s[i]) / self._abar(s[i - 1] if i else -1) for i in range(len(s))],
                             dtype=torch.float64)  # [n]
 
-    def step(self, eps_pred: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
+    def step(self, model_output: torch.Tensor, t: int, t_prev: int, x_t: torch.Tensor,
              generator: Generators, temperature: float = 1.0) -> torch.Tensor:
         """One ancestral step x_t -> x_{t_prev} of the respaced chain; t_prev = −1 returns x̂_0 with no noise.
-        `temperature` scales the added noise (1: the paper's sampler; 0: the deterministic posterior-mean path)."""
+        `model_output` is ε̂ or x̂_0 (the schedule's `prediction`); `temperature` scales the added noise
+        (1: the paper's sampler; 0: the deterministic posterior-mean path)."""
         t, t_prev = int(t), int(t_prev)
         if not -1 <= t_prev < t < self.num_train_timesteps:
             raise ValueError(f"need -1 <= t_prev < t < T, got t={t}, t_prev={t_prev}")
         abar_t, abar_prev = self._abar(t), self._abar(t_prev)
         beta = 1.0 - abar_t / abar_prev  # β' of the respaced chain (Nichol & Dhariwal 2021 §4)
-        # Invert paper Eq. 8 (Ho et al. 2020 Eq. 15): x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε̂) / sqrt(ᾱ_t).
-        x0_pred = (x_t - math.sqrt(1.0 - abar_t) * eps_pred) / math.sqrt(abar_t)  # [B, d]
+        if self.prediction == "x0":
+            x0_pred = model_output  # [B, d] the denoiser's own x̂_0 (ContRec's x0-parameterization)
+        else:
+            # Invert paper Eq. 8 (Ho et al. 2020 Eq. 15): x̂_0 = (x_t − sqrt(1 − ᾱ_t)·ε̂) / sqrt(ᾱ_t).
+            x0_pred = (x_t - math.sqrt(1.0 - abar_t) * model_output) / math.sqrt(abar_t)  # [B, d]
         if t_prev < 0:
             return x0_pred  # [B, d]
         # Posterior q(x_{t_prev} | x_t, x̂_0) of the Gaussian forward process (paper Eq. 7; Ho et al. Eq. 6–7);
@@ -149,8 +164,8 @@ class DDPMSchedule:
         for i, t in enumerate(steps):
             t_prev = steps[i + 1] if i + 1 < len(steps) else -1
             t_vec = torch.full((batch,), t, dtype=torch.long, device=cond.device)  # [B]
-            eps_pred = eps_fn(x, t_vec, cond).to(x.dtype)  # [B, d]
-            x = self.step(eps_pred, t, t_prev, x, generator, temperature)  # [B, d]
+            model_output = eps_fn(x, t_vec, cond).to(x.dtype)  # [B, d] ε̂ or x̂_0
+            x = self.step(model_output, t, t_prev, x, generator, temperature)  # [B, d]
             trajectory.append(x)
         return torch.stack(trajectory)  # [steps+1, B, d]
 
@@ -182,7 +197,8 @@ class ConditionStandardizer(nn.BatchNorm1d):
 
 
 class Denoiser(nn.Module):
-    """ε_θ(x_t, t, c): a small MLP over [x_t, t-embedding, projected condition]."""
+    """ε_θ(x_t, t, c) (or x0_θ): a small MLP over [x_t, t-embedding, projected condition]; with cond_dropout > 0
+    a learned null condition stands in for dropped rows (classifier-free guidance, Ho & Salimans 2022)."""
 
     def __init__(self, config: DiffusionConfig) -> None:
         super().__init__()
@@ -191,6 +207,7 @@ class Denoiser(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(te, te), nn.SiLU(), nn.Linear(te, te))
         self.cond_norm = condition_standardizer(config)
         self.cond_proj = nn.Linear(config.cond_dim, config.hidden_dim)
+        self.null_cond = nn.Parameter(torch.zeros(config.hidden_dim)) if config.cond_dropout > 0 else None
         layers: list[nn.Module] = []
         width = config.item_dim + te + config.hidden_dim
         for _ in range(config.n_layers):
@@ -198,12 +215,44 @@ class Denoiser(nn.Module):
             width = config.hidden_dim
         layers.append(nn.Linear(width, config.item_dim))
         self.net = nn.Sequential(*layers)
+        # the dispersive loss reads the output of the middle hidden block (Linear, SiLU, Dropout per block)
+        self.hidden_index = 3 * ((config.n_layers + 1) // 2) - 1
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        """Predicted noise for x_t [B, d] at 0-based steps t [B] under condition cond [B, D] -> [B, d]."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor,
+                uncond: torch.Tensor | None = None, return_hidden: bool = False):
+        """Prediction for x_t [B, d] at 0-based steps t [B] under condition cond [B, D] -> [B, d]; rows where the
+        bool mask `uncond` [B] is set use the null condition; return_hidden adds the middle block's output [B, H]."""
         temb = self.time_mlp(timestep_embedding(t, self.config.time_embed_dim).to(x_t.dtype))  # [B, te]
         c = self.cond_proj(self.cond_norm(cond.to(x_t.dtype)))  # [B, hidden]
-        return self.net(torch.cat([x_t, temb, c], dim=-1))  # [B, d]
+        if uncond is not None:
+            if self.null_cond is None:
+                raise ValueError("this denoiser was built without a null condition (cond_dropout = 0)")
+            c = torch.where(uncond[:, None], self.null_cond.to(c.dtype).expand_as(c), c)  # [B, hidden]
+        h = torch.cat([x_t, temb, c], dim=-1)  # [B, d + te + hidden]
+        hidden = None
+        for index, layer in enumerate(self.net):
+            h = layer(h)
+            if index == self.hidden_index:
+                hidden = h  # [B, hidden]
+        return (h, hidden) if return_hidden else h  # [B, d]
+
+
+def guided(denoiser: Denoiser, guidance: float) -> EpsFn:
+    """The model function of classifier-free guidance: ŷ = ŷ(∅) + w·(ŷ(c) − ŷ(∅)) (Ho & Salimans 2022 Eq. 6,
+    written with w = 1 + their w), so w = 1 is the plain conditional model; both halves in one batched pass."""
+    if guidance == 1.0:
+        return lambda x, t, c: denoiser(x, t, c)
+    if denoiser.null_cond is None:
+        raise ValueError("guidance != 1 needs a denoiser trained with condition dropout")
+
+    def model_fn(x: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        batch = x.shape[0]
+        uncond = torch.cat([torch.zeros(batch, dtype=torch.bool, device=x.device),
+                            torch.ones(batch, dtype=torch.bool, device=x.device)])  # [2B]
+        both = denoiser(torch.cat([x, x]), torch.cat([t, t]), torch.cat([c, c]), uncond)  # [2B, d]
+        conditional, unconditional = both[:batch], both[batch:]  # [B, d], [B, d]
+        return unconditional + guidance * (conditional - unconditional)  # [B, d]
+    return model_fn
 
 
 class RegressionHead(nn.Module):
@@ -227,13 +276,14 @@ def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
 
 
 def negative_loss(eps_pred_pos: torch.Tensor, eps_pred_neg: torch.Tensor, eps: torch.Tensor,
-                  reduction: str = "mean") -> torch.Tensor:
-    """L_Neg of Eq. 13 per sample, −log σ(−‖ε̂⁺−ε‖² + ‖ε̂⁻−ε‖²), averaged over the batch ('none' keeps [B]).
+                  target_neg: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+    """L_Neg of Eq. 13 per sample, −log σ(−‖ε̂⁺−ε‖² + ‖ε̂⁻−ε‖²), averaged over the batch ('none' keeps [B]);
+    target_neg (default ε) is the negative branch's target when it differs (x0-prediction: q⁻).
 
     ‖·‖² is the mean (not the sum) over the d dims so that the logit's scale does not grow with d.
     """
     err_pos = (eps_pred_pos - eps).pow(2).mean(dim=-1)  # [B]
-    err_neg = (eps_pred_neg - eps).pow(2).mean(dim=-1)  # [B]
+    err_neg = (eps_pred_neg - (eps if target_neg is None else target_neg)).pow(2).mean(dim=-1)  # [B]
     per_sample = F.softplus(err_pos - err_neg)  # [B]; softplus(z) = −log σ(−z)
     if reduction == "none":
         return per_sample  # [B]
@@ -256,3 +306,61 @@ def contrastive_diffusion_losses(denoiser: nn.Module, schedule: DDPMSchedule, x0
     eps_pred = denoiser(torch.cat([q_pos, q_neg]), torch.cat([t, t]), torch.cat([cond, cond]))  # [2B, d]
     eps_pos, eps_neg = eps_pred[:batch], eps_pred[batch:]  # [B, d], [B, d]
     return diffusion_loss(eps_pos, eps), negative_loss(eps_pos, eps_neg, eps)
+
+
+def dispersive_loss(hidden: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
+    """L_disp = log mean_{i,j} exp(−‖h_i − h_j‖² / τ) over a batch of representations hidden [B, H] (Wang & He 2025,
+    the InfoNCE variant without positives); ‖·‖² is the mean over the H dims, as in their released code, so τ
+    does not depend on the width. i = j is included, so a batch of one gives log 1 = 0 and no gradient."""
+    flat = hidden.reshape(hidden.shape[0], -1).float()  # [B, H]
+    # squared differences, not torch.cdist: cdist's sqrt has an infinite gradient at distance 0
+    sq_dist = (flat[:, None, :] - flat[None, :, :]).pow(2).mean(dim=-1)  # [B, B]
+    return torch.logsumexp(-sq_dist.flatten() / tau, dim=0) - math.log(sq_dist.numel())  # []
+
+
+@dataclass(frozen=True)
+class DenoisingObjective:
+    """Which auxiliary loss goes beside L_Diff and how the condition is dropped: the choices a run records."""
+
+    loss: str = "bpr"  # 'bpr' (DeftRec's L_Neg, Eq. 13) | 'dispersive' (ContRec) | 'none'
+    dispersive_tau: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.loss not in DIFFUSION_LOSSES:
+            raise ValueError(f"loss must be one of {DIFFUSION_LOSSES}, got {self.loss!r}")
+
+
+DIFFUSION_LOSSES = ("bpr", "dispersive", "none")
+
+
+def denoising_losses(denoiser: Denoiser, schedule: DDPMSchedule, x0_pos: torch.Tensor, x0_neg_mean: torch.Tensor,
+                     cond: torch.Tensor, generator: torch.Generator,
+                     objective: DenoisingObjective = DenoisingObjective()) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L_Diff, auxiliary loss) of one batch for either parameterization and auxiliary loss.
+
+    The paper's setting (ε-prediction, L_Neg, no condition dropout) is exactly `contrastive_diffusion_losses`.
+    With x0-prediction L_Diff is ‖x̂_0 − q⁺‖² and L_Neg compares x0-errors: −log σ(−‖x̂_0⁺−q⁺‖² + ‖x̂_0⁻−q⁻‖²).
+    """
+    config = denoiser.config
+    if config.prediction == "eps" and config.cond_dropout == 0.0 and objective.loss == "bpr":
+        return contrastive_diffusion_losses(denoiser, schedule, x0_pos, x0_neg_mean, cond, generator)
+    batch = x0_pos.shape[0]
+    t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator,
+                      device=generator.device).to(x0_pos.device)  # [B]
+    eps = _draw_normal(tuple(x0_pos.shape), generator, x0_pos)  # [B, d]
+    uncond = None
+    if config.cond_dropout > 0:
+        uncond = (torch.rand(batch, generator=generator, device=generator.device)
+                  < config.cond_dropout).to(x0_pos.device)  # [B]
+    q_pos = schedule.add_noise(x0_pos, eps, t)  # [B, d]
+    target_pos = eps if config.prediction == "eps" else x0_pos  # [B, d]
+    if objective.loss == "bpr":
+        q_neg = schedule.add_noise(x0_neg_mean, eps, t)  # [B, d]
+        both_uncond = None if uncond is None else torch.cat([uncond, uncond])  # [2B]
+        pred = denoiser(torch.cat([q_pos, q_neg]), torch.cat([t, t]), torch.cat([cond, cond]), both_uncond)  # [2B, d]
+        pred_pos, pred_neg = pred[:batch], pred[batch:]  # [B, d], [B, d]
+        target_neg = eps if config.prediction == "eps" else x0_neg_mean  # [B, d]
+        return diffusion_loss(pred_pos, target_pos), negative_loss(pred_pos, pred_neg, target_pos, target_neg)
+    pred_pos, hidden = denoiser(q_pos, t, cond, uncond, return_hidden=True)  # [B, d], [B, H]
+    aux = dispersive_loss(hidden, objective.dispersive_tau) if objective.loss == "dispersive" else pred_pos.new_zeros(())
+    return diffusion_loss(pred_pos, target_pos), aux

@@ -120,10 +120,10 @@ class DeftRecModel:
 
     @torch.no_grad()
     def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None,
-                     temperature: float | None = None) -> torch.Tensor:
+                     temperature: float | None = None, guidance: float | None = None) -> torch.Tensor:
         """Denoising trajectories [steps+1, B, d] for conditions [B,D]; each user's noise comes from a generator
         seeded by (seed, user), so a user's result does not depend on the rest of the batch."""
-        return denoise(self.heads, conditions, users, self.seed if seed is None else seed, temperature)
+        return denoise(self.heads, conditions, users, self.seed if seed is None else seed, temperature, guidance)
 
     def scores(self, final: torch.Tensor, categories: list[str | None]) -> torch.Tensor:
         """Hybrid scores s = cos·(1+π) of every item [B, n_items] (for evaluation ranks)."""
@@ -140,7 +140,7 @@ class DeftRecModel:
 
 
 def denoise(heads: DeftRecHeads, conditions: torch.Tensor, users: list[int], seed: int,
-            temperature: float | None = None) -> torch.Tensor:
+            temperature: float | None = None, guidance: float | None = None) -> torch.Tensor:
     """The reverse diffusion of a batch of users, [steps+1, B, d] on the CPU, user u's noise drawn from a
     generator seeded by (seed, u)."""
     heads.eval()
@@ -149,7 +149,7 @@ def denoise(heads: DeftRecHeads, conditions: torch.Tensor, users: list[int], see
     for start in range(0, len(users), 4096):
         rows = slice(start, start + 4096)
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(user)) for user in users[rows]]
-        paths.append(heads.sample(conditions[rows].to(device), generators, temperature).cpu())  # [S+1,b,d]
+        paths.append(heads.sample(conditions[rows].to(device), generators, temperature, guidance).cpu())  # [S+1,b,d]
     return torch.cat(paths, dim=1)  # [S+1,B,d]
 
 

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from data.protocol import Split
-from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.diffusion import contrastive_diffusion_losses
+from engine.deftrec import DeftRecConfig, DeftRecHeads, variant_of
+from engine.diffusion import denoising_losses
 from engine.llm import encode_batch, llm_fingerprint
 from engine.memory import is_out_of_memory
 from engine.metrics import metrics_from_ranks
@@ -209,8 +209,9 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
             log_rows.append(row)
             done = step - first_step + 1
             rate = done * micro_batch * grad_accum / (time.perf_counter() - started)
-            status = (f"L {row['loss']:.3f} diff {row['l_diff']:.3f} llm {row['l_llm']:.3f} "
-                      f"neg {row['l_neg']:.3f} {rate:.1f} samples/s")
+            status = " ".join(f"{key.removeprefix('l_')} {row[key]:.3f}" for key in
+                              ("loss", "l_diff", "l_llm", "l_neg", "l_disp", "l_rec") if key in row)
+            status = f"{status} {rate:.1f} samples/s".replace("loss ", "L ", 1)
             if profile.val_every and (step % profile.val_every == 0 or step == profile.steps):
                 metrics = validation_hr(model, evaluator, val_users, profile, seed)
                 selection["checks"].append({"step": step, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
@@ -238,15 +239,15 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
 def accumulate_step(objective, sampler: JointSampler, accelerator, generator: torch.Generator, micro_batch: int,
                     grad_accum: int) -> dict[str, float]:
     """Forward and backward of grad_accum micro-batches (gradients synchronized on the last one only)."""
-    parts = {"loss": 0.0, "l_diff": 0.0, "l_llm": 0.0, "l_neg": 0.0}
+    parts: dict[str, float] = {}
     for micro in range(grad_accum):
         batch = sampler.batch(micro_batch)
         sync = micro == grad_accum - 1
         with contextlib.nullcontext() if sync else accelerator.no_sync(objective):
             losses = objective(batch, generator)
             accelerator.backward(losses["loss"] / grad_accum)
-        for key in parts:
-            parts[key] += float(losses[key].detach()) / grad_accum
+        for key, value in losses.items():
+            parts[key] = parts.get(key, 0.0) + float(value.detach()) / grad_accum
     return parts
 
 
@@ -297,9 +298,9 @@ def describe_all(model: DeftRecModel, profile: Profile, resume: ResumeState | No
 
 def evaluate_cached(model: DeftRecModel, evaluator: Evaluator, conditions: torch.Tensor,
                     categories: list[str | None], which: str, seed: int,
-                    temperature: float | None = None) -> tuple[dict, np.ndarray]:
+                    temperature: float | None = None, guidance: float | None = None) -> tuple[dict, np.ndarray]:
     """Metrics of the current heads from cached conditions; the same generator seed every time."""
-    finals = model.trajectories(conditions, list(range(len(conditions))), seed, temperature)[-1]  # [U,d]
+    finals = model.trajectories(conditions, list(range(len(conditions))), seed, temperature, guidance)[-1]  # [U,d]
     scores = model.scores(finals, categories)  # [U,n_items]
     history = evaluator.train_history if which == "valid" else evaluator.test_history
     targets = evaluator.split.valid_item if which == "valid" else evaluator.split.test_item
@@ -309,22 +310,28 @@ def evaluate_cached(model: DeftRecModel, evaluator: Evaluator, conditions: torch
 
 
 def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, prefs: list[Preference],
-                    profile: Profile, seed: int, temperatures: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
-    """Phase 3: train the denoiser on (inference condition, train item) pairs; keep the epoch and sampling
-    temperature (among `temperatures`, default the config's) with the best validation HR@10, then NDCG@10."""
+                    profile: Profile, seed: int, temperatures: tuple[float, ...] = (),
+                    guidances: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
+    """Phase 3: train the denoiser on (inference condition, train item) pairs; keep the epoch, sampling
+    temperature and guidance weight (among `temperatures` / `guidances`, default the config's) with the best
+    validation HR@10, then NDCG@10."""
     config = model.config
     heads = model.heads
     conditions = torch.stack([p.condition for p in prefs])  # [U,D]
     categories = [p.category for p in prefs]
     temperatures = temperatures or (config.sampling_temperature,)
+    guidances = guidances if (guidances and config.cond_dropout > 0) else (config.guidance,)
     checks: list[dict] = []
 
     def check(epoch: int, best: tuple | None) -> tuple:
         for tau in temperatures:
-            metrics, _ = evaluate_cached(model, evaluator, conditions, categories, "valid", seed, tau)
-            checks.append({"epoch": epoch, "temperature": tau, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
-            if best is None or (metrics["HR@10"], metrics["NDCG@10"]) > best[:2]:
-                best = (metrics["HR@10"], metrics["NDCG@10"], epoch, {k: v.clone() for k, v in heads.state_dict().items()}, tau)
+            for weight in guidances:
+                metrics, _ = evaluate_cached(model, evaluator, conditions, categories, "valid", seed, tau, weight)
+                checks.append({"epoch": epoch, "temperature": tau, "guidance": weight, "HR@10": metrics["HR@10"],
+                               "NDCG@10": metrics["NDCG@10"]})
+                if best is None or (metrics["HR@10"], metrics["NDCG@10"]) > best[:2]:
+                    best = (metrics["HR@10"], metrics["NDCG@10"], epoch,
+                            {k: v.clone() for k, v in heads.state_dict().items()}, tau, weight)
         return best
 
     best = check(0, None)
@@ -336,6 +343,7 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
     sampler = NegativeSampler(split.n_items, users, items, rng)
     optimizer = torch.optim.AdamW(heads.denoiser.parameters(), lr=1e-3, weight_decay=1e-5)
     schedule = heads.schedule()
+    objective = config.denoising_objective()
     device = model.device
     with make_progress() as progress:
         task = progress.add_task("refine denoiser", total=profile.refine_epochs, status="")
@@ -348,16 +356,16 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
                 negatives = sampler.sample(np.repeat(u, config.n_negatives)).reshape(len(u), -1)
                 x_pos = (model.item_q[torch.as_tensor(items[batch])] / config.target_scale).to(device)
                 x_neg = (model.item_q[torch.as_tensor(negatives)].mean(1) / config.target_scale).to(device)
-                l_diff, l_neg = contrastive_diffusion_losses(heads.denoiser, schedule, x_pos, x_neg,
-                                                             conditions[torch.as_tensor(u)].to(device), generator)
-                loss = l_diff + (config.gamma2 * l_neg if config.negative_loss else 0.0)
+                l_diff, l_aux = denoising_losses(heads.denoiser, schedule, x_pos, x_neg,
+                                                 conditions[torch.as_tensor(u)].to(device), generator, objective)
+                loss = l_diff + (config.aux_weight() * l_aux if objective.loss != "none" else 0.0)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
             if epoch % 3 == 0 or epoch == profile.refine_epochs:
                 best = check(epoch, best)
                 progress.update(task, status=f"val HR@10 {checks[-1]['HR@10']:.4f} "
-                                             f"(best {best[0]:.4f} @ {best[2]}, τ={best[4]:g})")
+                                             f"(best {best[0]:.4f} @ {best[2]}, τ={best[4]:g}, w={best[5]:g})")
                 if profile.refine_patience and epoch - best[2] >= 3 * profile.refine_patience:
                     progress.update(task, advance=1)
                     log(f"refine: early stop at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
@@ -368,12 +376,13 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
 
 def _keep_best(model: DeftRecModel, best: tuple, evaluator: Evaluator, conditions: torch.Tensor,
                categories: list[str | None], seed: int, checks: list[dict]) -> tuple[dict, int, dict]:
-    """Load the selected heads, fix the selected temperature into the model's config; (valid, epoch, record)."""
+    """Load the selected heads, fix the selected temperature and guidance into the model's config;
+    (valid, epoch, record)."""
     model.heads.load_state_dict(best[3])
-    model.config = replace(model.config, sampling_temperature=best[4])
+    model.config = replace(model.config, sampling_temperature=best[4], guidance=best[5])
     model.heads.config = model.config
     metrics = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)[0]
-    return metrics, best[2], {"epoch": best[2], "temperature": best[4], "checks": checks}
+    return metrics, best[2], {"epoch": best[2], "temperature": best[4], "guidance": best[5], "checks": checks}
 
 
 @dataclass
@@ -387,12 +396,13 @@ class DeftRecOutcome:
     refine_epoch: int
     refine: dict
     seconds: dict
+    tokenizer: dict  # σ-VAE pre-training record and the final tokens' collapse statistics
 
 
 def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item_q: torch.Tensor,
                   config: DeftRecConfig, profile: Profile, seed: int, *, qlora: bool = False,
                   resume: ResumeState | None = None, temperatures: tuple[float, ...] = (),
-                  joint_only: bool = False) -> DeftRecOutcome | None:
+                  guidances: tuple[float, ...] = (), joint_only: bool = False) -> DeftRecOutcome | None:
     """All DeftRec phases; returns the trained model and its metrics (selected on validation only); joint_only
     (a non-main process of a multi-process training) stops after the joint phase."""
     torch.manual_seed(seed)
@@ -411,8 +421,10 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
                                       "llm_fingerprint": llm_fingerprint(config.llm)})
     model.config = config
     model.heads = DeftRecHeads(config).to(model.device)
-    log(f"deftrec: LLM {config.llm} (hidden {config.llm_hidden}), K={config.k}, profile {profile.name}: "
-        f"{profile.steps} joint steps × {profile.batch_size} users")
+    log(f"deftrec: LLM {config.llm} (hidden {config.llm_hidden}), K={config.k}, variant {variant_of(config)}, "
+        f"profile {profile.name}: {profile.steps} joint steps × {profile.batch_size} users")
+    pretrain = pretrain_tokenizer(model, config.tokenizer_pretrain_epochs, seed) if model.heads.tokenizer.has_decoder else {}
+    timings["tokenizer_pretrain"] = time.perf_counter() - t0
     rows, selection = joint_training(model, split, evaluator, profile, seed, resume)
     timings["joint"] = time.perf_counter() - t0
     if joint_only:
@@ -422,15 +434,88 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
     prefs = describe_all(model, profile, resume)
     timings["describe"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    valid, refine_epoch, refine_record = refine_denoiser(model, split, evaluator, prefs, profile, seed, temperatures)
-    log(f"deftrec: refinement kept epoch {refine_epoch}, sampling temperature {model.config.sampling_temperature:g}")
+    valid, refine_epoch, refine_record = refine_denoiser(model, split, evaluator, prefs, profile, seed, temperatures,
+                                                         guidances)
+    log(f"deftrec: refinement kept epoch {refine_epoch}, sampling temperature {model.config.sampling_temperature:g}"
+        f", guidance {model.config.guidance:g}")
     timings["refine"] = time.perf_counter() - t2
     conditions = torch.stack([p.condition for p in prefs])
     test, _ = evaluate_cached(model, evaluator, conditions, [p.category for p in prefs], "test", seed)
     log(f"deftrec: valid HR@10 {valid['HR@10']:.4f} NDCG@10 {valid['NDCG@10']:.4f}; "
         f"test HR@10 {test['HR@10']:.4f} NDCG@10 {test['NDCG@10']:.4f}")
     return DeftRecOutcome(model=model, preferences=prefs, valid=valid, test=test, log=rows, selection=selection,
-                          refine_epoch=refine_epoch, refine=refine_record, seconds={k: round(v, 1) for k, v in timings.items()})
+                          refine_epoch=refine_epoch, refine=refine_record, seconds={k: round(v, 1) for k, v in timings.items()},
+                          tokenizer=pretrain | tokenizer_health(model))
+
+
+def pretrain_tokenizer(model: DeftRecModel, epochs: int, seed: int, batch_size: int = 256) -> dict:
+    """σ-VAE pre-training: reconstruction only, over every user and item embedding (ContRec's optional warm-up);
+    returns {epochs, reconstruction MSE over all embeddings before and after}."""
+    heads = model.heads
+    if epochs <= 0:
+        return {"pretrain_epochs": 0}
+    tokenizer = heads.tokenizer
+    generator = torch.Generator().manual_seed(seed + 3)
+    rng = np.random.default_rng(seed + 3)
+    device = model.device
+    user_q, item_q = model.user_q.to(device), model.item_q.to(device)
+    optimizer = torch.optim.AdamW(tokenizer.parameters(), lr=1e-3, weight_decay=1e-5)
+
+    def full_loss() -> float:
+        tokenizer.eval()
+        with torch.no_grad():
+            return float(heads.reconstruction_loss(user_q, item_q))
+
+    before = full_loss()
+    with make_progress() as progress:
+        task = progress.add_task("σ-VAE pre-training", total=epochs, status="")
+        for _ in range(epochs):
+            tokenizer.train()
+            users, items = rng.permutation(len(user_q)), rng.permutation(len(item_q))
+            n_batches = max(1, -(-max(len(users), len(items)) // batch_size))
+            for b in range(n_batches):
+                u = torch.as_tensor(users[b * batch_size:(b + 1) * batch_size])
+                i = torch.as_tensor(items[b * batch_size:(b + 1) * batch_size])
+                loss = heads.reconstruction_loss(user_q[u], item_q[i])  # an empty side is skipped
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            progress.update(task, advance=1, status=f"reconstruction {float(loss):.4f}")
+    after = full_loss()
+    log(f"deftrec: σ-VAE pre-training {epochs} epochs, reconstruction MSE {before:.4f} -> {after:.4f}")
+    return {"pretrain_epochs": epochs, "reconstruction_before": round(before, 5), "reconstruction_after": round(after, 5)}
+
+
+@torch.no_grad()
+def tokenizer_health(model: DeftRecModel) -> dict:
+    """Collapse statistics of the trained tokenizer's inference tokens over all users and items: the effective
+    rank (exp of the entropy of the normalized singular values) and the mean pairwise cosine of the tokens."""
+    tokenizer = model.heads.tokenizer
+    tokenizer.eval()
+    device = model.device
+    record = {}
+    for side, encode, q in (("user", tokenizer.encode_users, model.user_q), ("item", tokenizer.encode_items, model.item_q)):
+        tokens = encode(q.to(device)).flatten(1).float().cpu()  # [N, K*D]
+        record[f"{side}_effective_rank"] = round(effective_rank(tokens), 2)
+        unit = torch.nn.functional.normalize(tokens - tokens.mean(0), dim=1)  # [N, K*D]
+        sample = unit[:2000]
+        cos = sample @ sample.T  # [n, n]
+        n = len(sample)
+        record[f"{side}_mean_abs_cosine"] = round(float((cos.abs().sum() - n) / max(n * (n - 1), 1)), 4)
+        if tokenizer.has_decoder:
+            side_vae = tokenizer.user if side == "user" else tokenizer.item
+            record[f"{side}_reconstruction"] = round(float(
+                torch.nn.functional.mse_loss(side_vae.decode(side_vae.encode(q.to(device))[0]), q.to(device)).cpu()
+                / model.config.target_scale ** 2), 5)
+    return record
+
+
+def effective_rank(matrix: torch.Tensor) -> float:
+    """Roy & Vetterli 2007: exp(H(p)) with p the singular values of the centered matrix [N, F] divided by their sum."""
+    singular = torch.linalg.svdvals(matrix - matrix.mean(0))  # [min(N, F)]
+    p = singular / singular.sum().clamp_min(1e-12)
+    entropy = -(p * p.clamp_min(1e-12).log()).sum()
+    return float(entropy.exp())
 
 
 def profile_dict(profile: Profile) -> dict:

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.diffusion import contrastive_diffusion_losses, diffusion_loss
+from engine.diffusion import denoising_losses, diffusion_loss
 from engine.llm import embed_with_continuous_tokens, lm_forward
 
 
@@ -29,7 +29,8 @@ class JointBatch:
 
 
 class JointObjective(nn.Module):
-    """L = L_diff + γ1·L_LLM + γ2·L_neg (Eq. 15); forward returns the total and its parts."""
+    """L = L_diff + γ1·L_LLM + γ2·L_neg (Eq. 15), or with ContRec's options λ·L_disp for γ2·L_neg and + γ3·L_rec
+    (σ-VAE reconstruction); forward returns the total and its parts (l_neg, l_disp, l_rec only when used)."""
 
     def __init__(self, llm: nn.Module, heads: DeftRecHeads, config: DeftRecConfig, ct_id: int,
                  diffusion_repeats: int = 1) -> None:
@@ -46,13 +47,27 @@ class JointObjective(nn.Module):
         embeds = embed_with_continuous_tokens(self.llm, batch.input_ids, self.ct_id, tokens)  # [B,L,D]
         out = lm_forward(self.llm, embeds, batch.attention_mask, batch.labels)
         cond = self.heads.condition(out.last_hidden, batch.response_mask, embeds)  # [B,D]
+        parts: dict[str, torch.Tensor] = {"l_llm": out.loss}
         if self.heads.denoiser is not None:
             r = self.diffusion_repeats  # several (t, ε) draws per condition: cheap extra diffusion signal
-            l_diff, l_neg = contrastive_diffusion_losses(
+            objective = config.denoising_objective()
+            l_diff, l_aux = denoising_losses(
                 self.heads.denoiser, self.heads.schedule(), batch.x_pos.repeat(r, 1), batch.x_neg.repeat(r, 1),
-                cond.repeat(r, 1), generator)
+                cond.repeat(r, 1), generator, objective)
+            if objective.loss == "dispersive":
+                parts["l_disp"] = l_aux
+            else:
+                parts["l_neg"] = l_aux if objective.loss == "bpr" else torch.zeros((), device=cond.device)
         else:
             l_diff = diffusion_loss(self.heads.regressor(cond), batch.x_pos)  # w/o Diffusion: regress q⁺
-            l_neg = torch.zeros((), device=cond.device)
-        loss = l_diff + config.gamma1 * out.loss + (config.gamma2 * l_neg if config.negative_loss else 0.0)
-        return {"loss": loss, "l_diff": l_diff, "l_llm": out.loss, "l_neg": l_neg}
+            parts["l_neg"] = torch.zeros((), device=cond.device)
+        loss = l_diff + config.gamma1 * out.loss
+        if "l_disp" in parts:
+            loss = loss + config.dispersive_weight * parts["l_disp"]
+        elif config.negative_loss:
+            loss = loss + config.gamma2 * parts["l_neg"]
+        if self.heads.tokenizer.has_decoder:
+            history = torch.cat(batch.history_q) if batch.history_q else batch.user_q.new_zeros(0, batch.user_q.shape[1])
+            parts["l_rec"] = self.heads.reconstruction_loss(batch.user_q, history)
+            loss = loss + config.gamma3 * parts["l_rec"]
+        return {"loss": loss, "l_diff": l_diff, **parts}

@@ -192,8 +192,10 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     profile = PROFILES[request.profile]
     config = DeftRecConfig.from_dict(request.deftrec)
     temperatures = tuple(request.deftrec.get("temperatures") or ())
+    guidances = tuple(request.deftrec.get("guidances") or ())
     outcome = train_deftrec(split, evaluator, lightgcn.user_embeddings, lightgcn.item_embeddings, config, profile,
-                            request.seed, qlora=request.qlora, resume=resume, temperatures=temperatures)
+                            request.seed, qlora=request.qlora, resume=resume, temperatures=temperatures,
+                            guidances=guidances)
     model = outcome.model
     run.save_tensors("tokenizer", model.heads.tokenizer.state_dict())
     run.save_tensors("denoiser", {f"condition.{k}": v for k, v in model.heads.condition.state_dict().items()}
@@ -221,6 +223,8 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     put_recommendations(db, "deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
-    return {**model.config.to_dict(), "profile": profile_dict(profile), "refine_epoch": outcome.refine_epoch,
+    from engine.deftrec import variant_of
+    return {**model.config.to_dict(), "variant": variant_of(model.config), "profile": profile_dict(profile),
+            "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
             "refine": outcome.refine, "selection": outcome.selection,
             "seconds": outcome.seconds, "loss_log": outcome.log[-20:]}

@@ -26,6 +26,15 @@ def train(
     no_cf: Annotated[bool, typer.Option("--no-cf", help="Ablation: random user/item embeddings instead of LightGCN.")] = False,
     temperature: Annotated[str, typer.Option(help="Sampling temperature τ of the reverse diffusion: 'auto' picks 1 (paper) or 0 (deterministic) on validation, or a number in [0, 1].")] = "auto",
     standardize_condition: Annotated[bool, typer.Option(help="Standardize c per dimension inside the denoiser (--no-standardize-condition: the paper's sigmoid c as is).")] = True,
+    variant: Annotated[str, typer.Option(help="deftrec (this paper: K-way tokenizer, BPR ε-diffusion) | contrec (its later version: σ-VAE tokenizer, dispersive x0-diffusion with CFG); the options below override single choices.")] = "deftrec",
+    tokenizer: Annotated[str | None, typer.Option(help="kway | sigma-vae (default: the variant's).")] = None,
+    diffusion_loss: Annotated[str | None, typer.Option(help="Auxiliary denoiser loss: bpr (L_neg, Eq. 13) | dispersive (Wang & He 2025) (default: the variant's).")] = None,
+    prediction: Annotated[str | None, typer.Option(help="Denoiser target: eps | x0 (default: the variant's).")] = None,
+    guidance: Annotated[str, typer.Option(help="Classifier-free guidance weight w: 'auto' picks 1 or 2 on validation when the condition is dropped in training, else a number >= 0 (1 = no guidance).")] = "auto",
+    cond_dropout: Annotated[float | None, typer.Option(help="Training probability of the null condition, for guidance (default: the variant's: 0 or 0.1).", min=0.0, max=0.9)] = None,
+    sigma: Annotated[float, typer.Option(help="σ-VAE: C_σ of σ ~ |N(0, C_σ²)| in units of the token RMS (0: a plain autoencoder).", min=0.0)] = 0.5,
+    tokenizer_pretrain: Annotated[int | None, typer.Option(help="σ-VAE: epochs of reconstruction pre-training before the joint stage (default: the variant's: 50).", min=0)] = None,
+    dispersive_weight: Annotated[float, typer.Option(help="λ of the dispersive loss.", min=0.0)] = 0.5,
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -59,6 +68,32 @@ def train(
             temperatures = [-1.0]
         if not 0.0 <= temperatures[0] <= 1.0:
             raise DeftrecError(f"bad --temperature {temperature!r}", hint="use auto or a number in [0, 1]")
+    VARIANTS = {"deftrec": ("kway", "bpr", "eps", 0.0, 0), "contrec": ("sigma-vae", "dispersive", "x0", 0.1, 50)}
+    if variant not in VARIANTS:  # engine.deftrec.VARIANTS, named here so --help stays torch-free
+        raise DeftrecError(f"unknown variant {variant!r}", hint="use deftrec or contrec")
+    v_tokenizer, v_loss, v_prediction, v_dropout, v_pretrain = VARIANTS[variant]
+    tokenizer = tokenizer or v_tokenizer
+    for flag, value, allowed in (("--tokenizer", tokenizer, ("kway", "sigma-vae")),
+                                 ("--diffusion-loss", diffusion_loss or v_loss, ("bpr", "dispersive")),
+                                 ("--prediction", prediction or v_prediction, ("eps", "x0"))):
+        if value not in allowed:
+            raise DeftrecError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(allowed)}")
+    if no_encoder and tokenizer == "sigma-vae":
+        raise DeftrecError("--no-encoder replaces the tokenizer by one linear map; it cannot go with a σ-VAE",
+                           hint="drop --no-encoder or use --tokenizer kway")
+    cond_dropout = v_dropout if cond_dropout is None else cond_dropout
+    if guidance == "auto":
+        guidances = [1.0, 2.0] if cond_dropout > 0 else [1.0]
+    else:
+        try:
+            guidances = [float(guidance)]
+        except ValueError:
+            guidances = [-1.0]
+        if guidances[0] < 0:
+            raise DeftrecError(f"bad --guidance {guidance!r}", hint="use auto or a number >= 0")
+        if guidances[0] != 1.0 and cond_dropout == 0:
+            raise DeftrecError("--guidance needs a denoiser trained with condition dropout",
+                               hint="add --cond-dropout 0.1 (or --variant contrec)")
     if qlora:
         import torch
         if not torch.cuda.is_available():
@@ -68,10 +103,15 @@ def train(
         from engine.llm import resolve_model_dir
         resolve_model_dir(llm)  # a bad --llm fails now, before any training
     overrides = {"llm": llm, "k": k, "condition_source": condition, "diffusion": not no_diffusion,
-                 "negative_loss": not no_bpr, "encoder": "linear" if no_encoder else "kway",
+                 "negative_loss": not no_bpr, "encoder": "linear" if no_encoder else tokenizer,
                  "mask_ratio": 0.0 if no_mask else 0.2, "cf": "random" if no_cf else "lightgcn",
                  "condition_standardize": standardize_condition, "sampling_temperature": temperatures[0],
-                 "temperatures": temperatures}
+                 "temperatures": temperatures, "diffusion_loss": diffusion_loss or v_loss,
+                 "prediction": prediction or v_prediction, "cond_dropout": cond_dropout, "guidance": guidances[0],
+                 "guidances": guidances, "sigma_scale": sigma, "dispersive_weight": dispersive_weight,
+                 "tokenizer_pretrain_epochs": v_pretrain if tokenizer_pretrain is None else tokenizer_pretrain}
+    if tokenizer != "sigma-vae":
+        overrides["tokenizer_pretrain_epochs"] = 0
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
                            profile=profile, deftrec=overrides, qlora=qlora, resume=resume)
