@@ -12,6 +12,7 @@ from engine.diffusion import DDPMSchedule, DenoisingObjective, Denoiser, Diffusi
 from engine.llm import ConditionConfig, ConditionHead
 from engine.prompts import INPUT_TEMPLATES
 from engine.tokenizer import ContinuousTokenizer, TokenizerConfig
+from engine.variants import VARIANTS, variant_label, variant_of  # noqa: F401  re-exported
 
 
 @dataclass(frozen=True)
@@ -76,41 +77,6 @@ class DeftRecConfig:
     def aux_weight(self) -> float:
         """Weight of the auxiliary diffusion loss: γ2 for L_Neg, λ for L_disp."""
         return self.dispersive_weight if self.diffusion_loss == "dispersive" else self.gamma2
-
-
-VARIANTS = {
-    # DeftRec as the paper (arXiv 2504.12007 v1) describes it
-    "deftrec": {"encoder": "kway", "diffusion_loss": "bpr", "prediction": "eps", "cond_dropout": 0.0,
-                "tokenizer_pretrain_epochs": 0},
-    # ContRec (v3–v5): σ-VAE tokenizer (pre-trained on reconstruction), dispersive loss, x0 + CFG
-    "contrec": {"encoder": "sigma-vae", "diffusion_loss": "dispersive", "prediction": "x0", "cond_dropout": 0.1,
-                "tokenizer_pretrain_epochs": 50},
-}
-
-
-def variant_of(config: DeftRecConfig | dict) -> str:
-    """'deftrec' or 'contrec' when the model settings are exactly that variant's, else 'custom'."""
-    values = config if isinstance(config, dict) else config.to_dict()
-    defaults = DeftRecConfig().to_dict()
-    for name, settings in VARIANTS.items():
-        if all(values.get(k, defaults[k]) == v for k, v in settings.items()):
-            return name
-    return "custom"
-
-
-def variant_label(config: DeftRecConfig | dict) -> str:
-    """One line naming the variant and its two modules, e.g. 'contrec: σ-VAE tokenizer · dispersive x0 diffusion'."""
-    values = {**DeftRecConfig().to_dict(), **(config if isinstance(config, dict) else config.to_dict())}
-    tokenizer = {"kway": "K-way tokenizer", "linear": "linear tokenizer", "sigma-vae": "σ-VAE tokenizer"}.get(
-        values["encoder"], values["encoder"])
-    if not values["diffusion"]:
-        head = "regression head (no diffusion)"
-    else:
-        loss = "dispersive" if values["diffusion_loss"] == "dispersive" else ("BPR" if values["negative_loss"] else "plain")
-        head = f"{loss} {values['prediction']}-diffusion"
-        if values["cond_dropout"] > 0:
-            head += f", CFG w={values['guidance']:g}"
-    return f"{variant_of(values)}: {tokenizer} · {head}"
 
 
 def user_slot_first(template_id: int) -> bool:

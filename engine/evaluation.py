@@ -127,8 +127,14 @@ def _flatten(prefix: str, value, out: dict) -> None:
 
 
 SETTING_KEYS = ("seed", "min_count", "stage", "cf", "deftrec")
-VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "deftrec.selection", "cf.n_users",
+VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "deftrec.selection", "deftrec.tokenizer.", "cf.n_users",
             "cf.n_items")
+
+
+def _with_model_defaults(settings: dict) -> dict:
+    """A run's DeftRec settings with the defaults of settings added since, and its variant."""
+    from engine.deftrec import DeftRecConfig, variant_of
+    return {**DeftRecConfig().to_dict(), **settings, "variant": settings.get("variant") or variant_of(settings)}
 
 
 def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
@@ -145,6 +151,8 @@ def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
         if key == "deftrec" and (value_a is None) != (value_b is None):  # one run has no DeftRec at all
             flat_a[key], flat_b[key] = ("trained" if value_a else "not trained"), ("trained" if value_b else "not trained")
             continue
+        if key == "deftrec" and value_a and value_b:  # a run from before a setting existed had its default
+            value_a, value_b = _with_model_defaults(value_a), _with_model_defaults(value_b)
         _flatten(key, value_a, flat_a)
         _flatten(key, value_b, flat_b)
     differ = {k: (flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))

@@ -421,7 +421,7 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
                                       "llm_fingerprint": llm_fingerprint(config.llm)})
     model.config = config
     model.heads = DeftRecHeads(config).to(model.device)
-    log(f"deftrec: LLM {config.llm} (hidden {config.llm_hidden}), K={config.k}, variant {variant_of(config)}, "
+    log(f"deftrec: LLM {config.llm} (hidden {config.llm_hidden}), K={config.k}, variant {variant_of(config.to_dict())}, "
         f"profile {profile.name}: {profile.steps} joint steps × {profile.batch_size} users")
     pretrain = pretrain_tokenizer(model, config.tokenizer_pretrain_epochs, seed) if model.heads.tokenizer.has_decoder else {}
     timings["tokenizer_pretrain"] = time.perf_counter() - t0
@@ -480,7 +480,7 @@ def pretrain_tokenizer(model: DeftRecModel, epochs: int, seed: int, batch_size: 
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-            progress.update(task, advance=1, status=f"reconstruction {float(loss):.4f}")
+            progress.update(task, advance=1, status=f"reconstruction {loss.item():.4f}")
     after = full_loss()
     log(f"deftrec: σ-VAE pre-training {epochs} epochs, reconstruction MSE {before:.4f} -> {after:.4f}")
     return {"pretrain_epochs": epochs, "reconstruction_before": round(before, 5), "reconstruction_after": round(after, 5)}

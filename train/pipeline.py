@@ -224,7 +224,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
     from engine.deftrec import variant_of
-    return {**model.config.to_dict(), "variant": variant_of(model.config), "profile": profile_dict(profile),
+    return {**model.config.to_dict(), "variant": variant_of(model.config.to_dict()), "profile": profile_dict(profile),
             "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
             "refine": outcome.refine, "selection": outcome.selection,
             "seconds": outcome.seconds, "loss_log": outcome.log[-20:]}
