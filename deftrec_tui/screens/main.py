@@ -83,7 +83,7 @@ class MainScreen(Screen):
                     yield HistoryPanel(id="history")
                     yield PreferencePanel(id="preference")
                 with TabPane("trajectory", id="tab-trajectory"):
-                    yield TrajectoryPanel(id="trajectory")
+                    yield TrajectoryPanel(variant=self.variant, id="trajectory")
                 with TabPane("top-K", id="tab-topk"):
                     yield TopKPanel(id="topk")
                 with TabPane("run", id="tab-run"):
@@ -93,8 +93,18 @@ class MainScreen(Screen):
             yield ProgressBar(id="export-bar", show_eta=False)
         yield Footer()
 
+    @property
+    def variant(self) -> str:
+        """The run's model variant and sampler in one line ('' for a CF-only run)."""
+        settings = (getattr(self.session, "config", None) or {}).get("deftrec")
+        if not settings:
+            return ""
+        from engine.variants import variant_label
+        return f"{variant_label(settings)} · τ={settings.get('sampling_temperature', 1.0):g}"
+
     def on_mount(self) -> None:
         self.title = f"deftrec · {self.session.path.name}"
+        self.sub_title = self.variant
         self.query_one("#export-bar").display = False
         self.query_one("#user-table").focus()
         if not self.session.has_deftrec:

@@ -88,8 +88,9 @@ class TrajectoryPanel(Vertical):
 
     step: reactive[int] = reactive(0)
 
-    def __init__(self, **kwargs) -> None:
+    def __init__(self, variant: str = "", **kwargs) -> None:
         super().__init__(**kwargs)
+        self.variant = variant  # e.g. "contrec: σ-VAE tokenizer · dispersive x0-diffusion, CFG w=2 · τ=0"
         self.explanation = None
         self.context: dict = {}
         self.playing = False
@@ -103,6 +104,7 @@ class TrajectoryPanel(Vertical):
             yield Button("▶|", id="traj-forward", compact=True)
             yield Label("step –/–", id="traj-step")
             yield Slider(id="traj-slider")
+        yield Label(Text(self.variant, style="dim"), id="traj-variant")
         yield Static(Text("select a user; the trajectory appears once the model is loaded", style="dim"),
                      id="traj-stats")
         with Horizontal(id="trajectory-body"):
