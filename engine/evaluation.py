@@ -138,7 +138,8 @@ def _with_model_defaults(settings: dict) -> dict:
 
 
 def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
-    """Two runs of one dataset: their metrics row by row and every setting that differs (timings left out)."""
+    """Two runs of one dataset: their metrics row by row, every setting that differs (timings left out) and the
+    tokenizers' collapse statistics where recorded."""
     checksum_a = (a.config.get("dataset") or {}).get("checksum")
     checksum_b = (b.config.get("dataset") or {}).get("checksum")
     if checksum_a != checksum_b:
@@ -163,5 +164,8 @@ def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
         for model in models:
             rows.append({"model": model, "split": split, "a": (metrics_a.get(model) or {}).get(split, {}),
                          "b": (metrics_b.get(model) or {}).get(split, {})})
+    health_a, health_b = ((run.config.get("deftrec") or {}).get("tokenizer") or {} for run in (a, b))
+    tokenizer = {k: (health_a.get(k), health_b.get(k)) for k in sorted(set(health_a) | set(health_b))}
     return {"dataset": a.config["dataset"]["name"], "a": {"name": a.path.name, "path": str(a.path)},
-            "b": {"name": b.path.name, "path": str(b.path)}, "rows": rows, "settings": differ}
+            "b": {"name": b.path.name, "path": str(b.path)}, "rows": rows, "settings": differ,
+            "tokenizer": tokenizer}

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Train DeftRec, ContRec and the two mixed combinations on one dataset under the same protocol and budget
 # (quick profile, seed 0), then print each beside DeftRec. Usage: scripts/variants.sh DATASET PREFIX [COMBO...]
-# COMBO is one of deftrec, contrec, kway-dispersive, sigmavae-bpr (default: all four); existing runs are kept.
+# COMBO is one of deftrec, contrec, kway-dispersive, sigmavae-bpr (default: these four), or a ContRec run with one
+# anti-collapse technique switched off: contrec-nosigma (σ = 0), contrec-nomask, contrec-k1; existing runs are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:software}
@@ -17,6 +18,9 @@ for combo in "${combos[@]}"; do
     contrec) flags=(--variant contrec); name=$prefix-contrec ;;
     kway-dispersive) flags=(--variant contrec --tokenizer kway); name=$prefix-kway-dispersive ;;
     sigmavae-bpr) flags=(--variant deftrec --tokenizer sigma-vae --tokenizer-pretrain 50); name=$prefix-sigmavae-bpr ;;
+    contrec-nosigma) flags=(--variant contrec --sigma 0); name=$prefix-contrec-nosigma ;;
+    contrec-nomask) flags=(--variant contrec --no-mask); name=$prefix-contrec-nomask ;;
+    contrec-k1) flags=(--variant contrec --k 1); name=$prefix-contrec-k1 ;;
     *) echo "unknown combination $combo" >&2; exit 2 ;;
   esac
   if [ -f "runs/$name/config.json" ]; then
@@ -28,5 +32,6 @@ done
 for combo in "${combos[@]}"; do
   [ "$combo" = deftrec ] && continue
   name=$prefix-$combo
-  [ -f "runs/$prefix/config.json" ] && .venv/bin/deftrec eval "runs/$prefix" "runs/$name" || .venv/bin/deftrec eval "runs/$name"
+  base=$prefix; [[ $combo == contrec-* ]] && base=$prefix-contrec  # an ablation beside the full ContRec
+  [ -f "runs/$base/config.json" ] && .venv/bin/deftrec eval "runs/$base" "runs/$name" || .venv/bin/deftrec eval "runs/$name"
 done

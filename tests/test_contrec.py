@@ -292,6 +292,12 @@ def test_eval_puts_deftrec_and_contrec_side_by_side(tiny_run, contrec_run):
     assert settings["deftrec.encoder"] == ["kway", "sigma-vae"]
     assert settings["deftrec.diffusion_loss"] == ["bpr", "dispersive"]
     assert not any(key.startswith("deftrec.tokenizer.") for key in settings)
+    tokenizer = json.loads(result.output)["tokenizer"]
+    recorded = json.loads((contrec_run / "config.json").read_text())["deftrec"]["tokenizer"]
+    assert tokenizer["item_effective_rank"][1] == recorded["item_effective_rank"]
+    assert tokenizer["reconstruction_after"][1] == recorded["reconstruction_after"]
+    table = CliRunner().invoke(app, ["eval", str(tiny_run), str(contrec_run)])
+    assert table.exit_code == 0 and "item_effective_rank" in table.output and "reconstruction_after" in table.output
 
 
 def test_explorer_names_the_variant(contrec_run):

@@ -85,7 +85,8 @@ def eval_run(
 
 
 def _print_comparison(comparison: dict, mask_history: str) -> None:
-    """Metrics of two runs side by side (A, B, B − A), one row per metric, and the settings that differ."""
+    """Metrics of two runs side by side (A, B, B − A), one row per metric, the settings that differ and the
+    tokenizers' collapse statistics."""
     from rich.console import Console
     from rich.table import Table
     console = Console()
@@ -110,3 +111,10 @@ def _print_comparison(comparison: dict, mask_history: str) -> None:
         console.print(settings)
     else:
         console.print("the two runs have the same settings", highlight=False)
+    if comparison.get("tokenizer"):
+        health = Table(title="tokenizer after training (collapse statistics; — : not recorded)")
+        for column in ("statistic", "A", "B"):
+            health.add_column(column, justify="left" if column == "statistic" else "right")
+        for key, (va, vb) in comparison["tokenizer"].items():
+            health.add_row(key, "—" if va is None else f"{va:g}", "—" if vb is None else f"{vb:g}")
+        console.print(health)

@@ -68,10 +68,12 @@ def train(
             temperatures = [-1.0]
         if not 0.0 <= temperatures[0] <= 1.0:
             raise DeftrecError(f"bad --temperature {temperature!r}", hint="use auto or a number in [0, 1]")
-    VARIANTS = {"deftrec": ("kway", "bpr", "eps", 0.0, 0), "contrec": ("sigma-vae", "dispersive", "x0", 0.1, 50)}
-    if variant not in VARIANTS:  # engine.deftrec.VARIANTS, named here so --help stays torch-free
-        raise DeftrecError(f"unknown variant {variant!r}", hint="use deftrec or contrec")
-    v_tokenizer, v_loss, v_prediction, v_dropout, v_pretrain = VARIANTS[variant]
+    from engine.variants import VARIANTS  # torch-free, so --help stays light
+    if variant not in VARIANTS:
+        raise DeftrecError(f"unknown variant {variant!r}", hint=f"use one of: {', '.join(VARIANTS)}")
+    variant_settings = VARIANTS[variant]
+    v_tokenizer, v_loss, v_prediction = (variant_settings[k] for k in ("encoder", "diffusion_loss", "prediction"))
+    v_dropout, v_pretrain = variant_settings["cond_dropout"], variant_settings["tokenizer_pretrain_epochs"]
     tokenizer = tokenizer or v_tokenizer
     for flag, value, allowed in (("--tokenizer", tokenizer, ("kway", "sigma-vae")),
                                  ("--diffusion-loss", diffusion_loss or v_loss, ("bpr", "dispersive")),
