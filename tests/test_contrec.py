@@ -300,18 +300,32 @@ def test_eval_puts_deftrec_and_contrec_side_by_side(tiny_run, contrec_run):
     assert table.exit_code == 0 and "item_effective_rank" in table.output and "reconstruction_after" in table.output
 
 
-def test_explorer_names_the_variant(contrec_run):
+def test_explorer_names_the_variant_and_steps_its_trajectory(contrec_run):
     import asyncio
 
     from deftrec_tui.app import create_app
+    from deftrec_tui.widgets.trajectory import TrajectoryPanel
     from engine.session import RunSession
 
-    async def run() -> tuple[str, str]:
-        app_ = create_app(RunSession(contrec_run))
+    session = RunSession(contrec_run)
+
+    async def run() -> tuple:
+        app_ = create_app(session)
         async with app_.run_test(size=(140, 44)) as pilot:
             await pilot.pause()
-            label = str(app_.screen.query_one("#traj-variant").render())
-            return app_.screen.sub_title, label
-    sub_title, label = asyncio.run(run())
+            await app_.workers.wait_for_complete()
+            await pilot.pause()
+            screen = app_.screen
+            label = str(screen.query_one("#traj-variant").render())
+            await pilot.press("2")  # the trajectory tab, stepped back to the start
+            panel = screen.query_one(TrajectoryPanel)
+            await pilot.press("comma", "comma")
+            cached = session.cached(screen.user_idx)
+            return (screen.sub_title, label, len(panel.explanation.steps), [panel.step],
+                    [i.item_idx for i in screen.explanation.items], [i.item_idx for i in cached.items],
+                    str(screen.query_one("#traj-stats").render()))
+    sub_title, label, n_steps, step, shown, cached, stats = asyncio.run(run())
     assert sub_title.startswith("contrec: σ-VAE tokenizer · dispersive x0-diffusion, CFG w=")
     assert label == sub_title
+    assert n_steps == 101 and step == [98] and "‖x_t‖" in stats  # the x0-parameterized chain, every step kept
+    assert shown == cached
