@@ -131,6 +131,19 @@ def test_dispersive_loss_of_a_batch_of_one_is_zero_with_zero_gradient():
     assert torch.isfinite(twins.grad).all()
 
 
+def test_dispersive_loss_equals_the_pairwise_definition_and_its_gradient():
+    h = torch.randn(12, 20, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 0.3
+    h.requires_grad_(True)
+    reference = h.detach().clone().requires_grad_(True)
+    sq_dist = (reference[:, None, :] - reference[None, :, :]).pow(2).mean(-1)  # [B, B] by differences
+    expected = torch.log(torch.exp(-sq_dist / 0.5).mean())
+    expected.backward()
+    value = dispersive_loss(h, tau=0.5)
+    value.backward()
+    assert float(value) == pytest.approx(float(expected), abs=1e-5)
+    torch.testing.assert_close(h.grad.double(), reference.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_dispersive_gradient_pushes_points_apart():
     h = torch.tensor([[0.0, 0.0], [0.1, 0.0]], requires_grad=True)
     dispersive_loss(h).backward()
