@@ -124,7 +124,7 @@ def test_dispersive_loss_of_a_batch_of_one_is_zero_with_zero_gradient():
     h = torch.randn(1, 8, requires_grad=True)
     loss = dispersive_loss(h)
     loss.backward()
-    assert float(loss) == 0.0
+    assert loss.item() == 0.0
     assert torch.equal(h.grad, torch.zeros_like(h))
     twins = torch.ones(2, 4, requires_grad=True)  # identical points: finite gradient (no sqrt at 0)
     dispersive_loss(twins).backward()
