@@ -4,6 +4,8 @@ re-ranked from the conditions cached in the catalog (denoiser and retriever only
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -137,9 +139,47 @@ def _with_model_defaults(settings: dict) -> dict:
     return {**DeftRecConfig().to_dict(), **settings, "variant": settings.get("variant") or variant_of(settings)}
 
 
+def test_hits(run: Run, model: str = "deftrec", k: int = 10) -> np.ndarray | None:
+    """Per user (by user_idx), whether the test item is in the run's stored top-k of `model` (train+valid
+    masked), or None when the run stores no lists of that model or stores fewer than k per user."""
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        stored = db.execute("select count(*), max(rank) from recommendations where model = ?", (model,)).fetchone()
+        if not stored[0] or stored[1] < k:
+            return None
+        rows = db.execute("select u.user_idx, coalesce(max(r.item_idx = u.test_item_idx), 0) from users u "
+                          "left join recommendations r on r.user_idx = u.user_idx and r.model = ? and r.rank <= ? "
+                          "group by u.user_idx order by u.user_idx", (model, k)).fetchall()
+    finally:
+        db.conn.close()
+    return np.array([bool(hit) for _, hit in rows])
+
+
+def mcnemar_p(only_a: int, only_b: int) -> float:
+    """Exact two-sided McNemar test: P(a split of the discordant users at least this uneven | no difference)."""
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_a, only_b) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def paired_hits(hits_a: np.ndarray, hits_b: np.ndarray, k: int = 10, n_boot: int = 2000, seed: int = 0) -> dict:
+    """The same users' test hits under two runs: who each run hits alone, HR@k of both, B − A with a 95% paired
+    bootstrap interval over users, and McNemar's exact p; the noise scale of a difference on one dataset."""
+    diff = hits_b.astype(np.float64) - hits_a.astype(np.float64)  # [U]
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), size=(n_boot, len(diff)))].mean(axis=1)  # [n_boot]
+    only_a, only_b = int((hits_a & ~hits_b).sum()), int((hits_b & ~hits_a).sum())
+    return {"k": k, "users": len(diff), f"HR@{k} A": float(hits_a.mean()), f"HR@{k} B": float(hits_b.mean()),
+            "B − A": float(diff.mean()), "ci95": [float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))],
+            "hit by A only": only_a, "hit by B only": only_b, "hit by both": int((hits_a & hits_b).sum()),
+            "mcnemar_p": mcnemar_p(only_a, only_b)}
+
+
 def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
-    """Two runs of one dataset: their metrics row by row, every setting that differs (timings left out) and the
-    tokenizers' collapse statistics where recorded."""
+    """Two runs of one dataset: their metrics row by row, every setting that differs (timings left out), the
+    paired test-hit comparison of their DeftRec lists and the tokenizers' collapse statistics where recorded."""
     checksum_a = (a.config.get("dataset") or {}).get("checksum")
     checksum_b = (b.config.get("dataset") or {}).get("checksum")
     if checksum_a != checksum_b:
@@ -164,8 +204,10 @@ def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
         for model in models:
             rows.append({"model": model, "split": split, "a": (metrics_a.get(model) or {}).get(split, {}),
                          "b": (metrics_b.get(model) or {}).get(split, {})})
+    hits_a, hits_b = test_hits(a), test_hits(b)
+    paired = None if hits_a is None or hits_b is None or len(hits_a) != len(hits_b) else paired_hits(hits_a, hits_b)
     health_a, health_b = ((run.config.get("deftrec") or {}).get("tokenizer") or {} for run in (a, b))
     tokenizer = {k: (health_a.get(k), health_b.get(k)) for k in sorted(set(health_a) | set(health_b))}
     return {"dataset": a.config["dataset"]["name"], "a": {"name": a.path.name, "path": str(a.path)},
             "b": {"name": b.path.name, "path": str(b.path)}, "rows": rows, "settings": differ,
-            "tokenizer": tokenizer}
+            "tokenizer": tokenizer, "paired_test": paired}

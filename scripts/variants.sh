@@ -5,7 +5,7 @@
 # anti-collapse technique switched off: contrec-nosigma (σ = 0), contrec-nomask, contrec-k1; existing runs are kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dataset=${1:?dataset, e.g. ml-100k or paper:software}
+dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}
 prefix=${2:?run name prefix, e.g. ml-100k}
 shift 2
 combos=("$@")

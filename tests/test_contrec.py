@@ -306,6 +306,9 @@ def test_eval_puts_deftrec_and_contrec_side_by_side(tiny_run, contrec_run):
     assert settings["deftrec.encoder"] == ["kway", "sigma-vae"]
     assert settings["deftrec.diffusion_loss"] == ["bpr", "dispersive"]
     assert not any(key.startswith("deftrec.tokenizer.") for key in settings)
+    paired = json.loads(result.output)["paired_test"]
+    assert paired["users"] == 60 and sum(paired[k] for k in ("hit by A only", "hit by both")) == round(
+        60 * paired["HR@10 A"])
     tokenizer = json.loads(result.output)["tokenizer"]
     recorded = json.loads((contrec_run / "config.json").read_text())["deftrec"]["tokenizer"]
     assert tokenizer["item_effective_rank"][1] == recorded["item_effective_rank"]

@@ -111,3 +111,26 @@ def test_two_runs_side_by_side_with_their_differing_settings(tiny_run, tmp_path)
     third = train_tiny_run(elsewhere, name="fewer")
     refused = CliRunner().invoke(app, ["eval", str(tiny_run), str(third)])
     assert refused.exit_code == 2 and "different datasets" in refused.output
+
+
+def test_mcnemar_and_paired_hits_by_hand():
+    from engine.evaluation import mcnemar_p, paired_hits
+    assert mcnemar_p(0, 5) == pytest.approx(2 / 32)  # all 5 discordant users on one side: 2 · (1/2)^5
+    assert mcnemar_p(3, 3) == 1.0 and mcnemar_p(0, 0) == 1.0
+    assert mcnemar_p(1, 4) == pytest.approx(2 * (1 + 5) / 32)
+    hits_a = np.array([1, 1, 0, 0, 0, 1], dtype=bool)
+    hits_b = np.array([1, 0, 1, 1, 0, 1], dtype=bool)
+    paired = paired_hits(hits_a, hits_b)
+    assert (paired["hit by A only"], paired["hit by B only"], paired["hit by both"]) == (1, 2, 2)
+    assert paired["HR@10 A"] == pytest.approx(0.5) and paired["B − A"] == pytest.approx(1 / 6)
+    low, high = paired["ci95"]
+    assert low <= 1 / 6 <= high and low >= -1 and high <= 1
+
+
+def test_stored_test_hits_give_the_stored_hr(tiny_run):
+    from engine.evaluation import stored_metrics, test_hits
+    from engine.run import Run
+    run = Run.open(tiny_run)
+    hits = test_hits(run, "deftrec", 10)
+    assert hits.mean() == pytest.approx(stored_metrics(run)["deftrec"]["test"]["HR@10"])
+    assert test_hits(run, "deftrec", 21) is None and test_hits(run, "no-such-model") is None

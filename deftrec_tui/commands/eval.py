@@ -85,8 +85,8 @@ def eval_run(
 
 
 def _print_comparison(comparison: dict, mask_history: str) -> None:
-    """Metrics of two runs side by side (A, B, B − A), one row per metric, the settings that differ and the
-    tokenizers' collapse statistics."""
+    """Metrics of two runs side by side (A, B, B − A), one row per metric, the settings that differ, the paired
+    test-hit comparison and the tokenizers' collapse statistics."""
     from rich.console import Console
     from rich.table import Table
     console = Console()
@@ -111,6 +111,14 @@ def _print_comparison(comparison: dict, mask_history: str) -> None:
         console.print(settings)
     else:
         console.print("the two runs have the same settings", highlight=False)
+    paired = comparison.get("paired_test")
+    if paired:
+        k = paired["k"]
+        low, high = paired["ci95"]
+        console.print(f"paired on the {paired['users']} users' test items (stored DeftRec top-{k}, train+valid masked): "
+                      f"HR@{k} B − A {paired['B − A']:+.4f}, 95% bootstrap interval [{low:+.4f}, {high:+.4f}]; "
+                      f"hit by A only {paired['hit by A only']}, by B only {paired['hit by B only']}, by both "
+                      f"{paired['hit by both']}; McNemar exact p = {paired['mcnemar_p']:.3g}", highlight=False)
     if comparison.get("tokenizer"):
         health = Table(title="tokenizer after training (collapse statistics; — : not recorded)")
         for column in ("statistic", "A", "B"):
