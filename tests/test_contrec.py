@@ -141,7 +141,7 @@ def test_dispersive_loss_equals_the_pairwise_definition_and_its_gradient():
     expected.backward()
     value = dispersive_loss(h, tau=0.5)
     value.backward()
-    assert float(value) == pytest.approx(float(expected), abs=1e-5)
+    assert value.item() == pytest.approx(expected.item(), abs=1e-5)
     torch.testing.assert_close(h.grad.double(), reference.grad, atol=1e-5, rtol=1e-4)
 
 
@@ -265,7 +265,7 @@ def test_bad_variant_options_fail_in_one_line(tmp_path, args, message):
 @pytest.fixture(scope="module")
 def contrec_run(tmp_path_factory):
     from tests.conftest import train_tiny_run
-    return train_tiny_run(tmp_path_factory.mktemp("contrec"), name="contrec", extra=("--variant", "contrec"))
+    return train_tiny_run(tmp_path_factory.mktemp("contrec"), name="contrec", extra=("--variant", "contrec", "--dispersive-tau", "2"))
 
 
 def test_contrec_run_records_every_choice_and_reloads_identically(contrec_run):
@@ -281,6 +281,7 @@ def test_contrec_run_records_every_choice_and_reloads_identically(contrec_run):
                                    "dispersive_weight", "tokenizer_pretrain_epochs")} == {
         "encoder": "sigma-vae", "diffusion_loss": "dispersive", "prediction": "x0", "cond_dropout": 0.1,
         "sigma_scale": 0.5, "dispersive_weight": 0.5, "tokenizer_pretrain_epochs": 50}
+    assert config["dispersive_tau"] == 2.0  # a hyper-parameter of the loss, not of the variant
     assert config["guidance"] in (1.0, 2.0) and {c["guidance"] for c in config["refine"]["checks"]} == {1.0, 2.0}
     tokenizer = config["tokenizer"]
     assert tokenizer["reconstruction_after"] < tokenizer["reconstruction_before"]

@@ -35,6 +35,7 @@ def train(
     sigma: Annotated[float, typer.Option(help="σ-VAE: C_σ of σ ~ |N(0, C_σ²)| in units of the token RMS (0: a plain autoencoder).", min=0.0)] = 0.5,
     tokenizer_pretrain: Annotated[int | None, typer.Option(help="σ-VAE: epochs of reconstruction pre-training before the joint stage (default: the variant's: 50).", min=0)] = None,
     dispersive_weight: Annotated[float, typer.Option(help="λ of the dispersive loss.", min=0.0)] = 0.5,
+    dispersive_tau: Annotated[float, typer.Option(help="τ of the dispersive loss, against the mean squared distance per dimension.", min=1e-6)] = 0.5,
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -111,6 +112,7 @@ def train(
                  "temperatures": temperatures, "diffusion_loss": diffusion_loss or v_loss,
                  "prediction": prediction or v_prediction, "cond_dropout": cond_dropout, "guidance": guidances[0],
                  "guidances": guidances, "sigma_scale": sigma, "dispersive_weight": dispersive_weight,
+                 "dispersive_tau": dispersive_tau,
                  "tokenizer_pretrain_epochs": v_pretrain if tokenizer_pretrain is None else tokenizer_pretrain}
     if tokenizer != "sigma-vae":
         overrides["tokenizer_pretrain_epochs"] = 0
