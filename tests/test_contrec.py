@@ -199,7 +199,7 @@ def test_paper_setting_is_exactly_the_contrastive_losses():
     x_pos, x_neg, cond = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 6)
     a = contrastive_diffusion_losses(den, sched, x_pos, x_neg, cond, torch.Generator().manual_seed(3))
     b = denoising_losses(den, sched, x_pos, x_neg, cond, torch.Generator().manual_seed(3), DenoisingObjective("bpr"))
-    assert [float(v) for v in a] == [float(v) for v in b]
+    assert [v.item() for v in a] == [v.item() for v in b]
 
 
 def test_x0_losses_target_the_clean_vectors():
