@@ -12,7 +12,6 @@ from engine.diffusion import DDPMSchedule, DenoisingObjective, Denoiser, Diffusi
 from engine.llm import ConditionConfig, ConditionHead
 from engine.prompts import INPUT_TEMPLATES
 from engine.tokenizer import ContinuousTokenizer, TokenizerConfig
-from engine.variants import VARIANTS, variant_label, variant_of  # noqa: F401  re-exported
 
 
 @dataclass(frozen=True)

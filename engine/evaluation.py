@@ -135,7 +135,8 @@ VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "def
 
 def _with_model_defaults(settings: dict) -> dict:
     """A run's DeftRec settings with the defaults of settings added since, and its variant."""
-    from engine.deftrec import DeftRecConfig, variant_of
+    from engine.deftrec import DeftRecConfig
+    from engine.variants import variant_of
     return {**DeftRecConfig().to_dict(), **settings, "variant": settings.get("variant") or variant_of(settings)}
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from data.protocol import Split
-from engine.deftrec import DeftRecConfig, DeftRecHeads, variant_of
+from engine.deftrec import DeftRecConfig, DeftRecHeads
 from engine.diffusion import denoising_losses
 from engine.llm import encode_batch, llm_fingerprint
 from engine.memory import is_out_of_memory
@@ -20,6 +20,7 @@ from engine.metrics import metrics_from_ranks
 from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response
 from engine.ranking import target_ranks
 from engine.recommender import DeftRecModel, Preference, build_model
+from engine.variants import variant_of
 from train.cf import Evaluator, NegativeSampler
 from train.objective import JointBatch, JointObjective
 from train.progress import log, make_progress

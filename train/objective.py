@@ -62,10 +62,8 @@ class JointObjective(nn.Module):
             l_diff = diffusion_loss(self.heads.regressor(cond), batch.x_pos)  # w/o Diffusion: regress q⁺
             parts["l_neg"] = torch.zeros((), device=cond.device)
         loss = l_diff + config.gamma1 * out.loss
-        if "l_disp" in parts:
-            loss = loss + config.dispersive_weight * parts["l_disp"]
-        elif config.negative_loss:
-            loss = loss + config.gamma2 * parts["l_neg"]
+        if config.denoising_objective().loss != "none":  # γ2·L_neg or λ·L_disp
+            loss = loss + config.aux_weight() * (parts["l_disp"] if "l_disp" in parts else parts["l_neg"])
         if self.heads.tokenizer.has_decoder:
             history = torch.cat(batch.history_q) if batch.history_q else batch.user_q.new_zeros(0, batch.user_q.shape[1])
             parts["l_rec"] = self.heads.reconstruction_loss(batch.user_q, history)

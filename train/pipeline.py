@@ -13,6 +13,7 @@ from data.catalog import connect, put_metrics, write_catalog, write_transaction
 from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
+from engine.variants import variant_of
 from train.cf import CFResult, CFTrainConfig, Evaluator, train_bpr_model, train_popularity
 from train.checkpoint import RunBuilder, training_lock
 from train.progress import log
@@ -223,7 +224,6 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     put_recommendations(db, "deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
-    from engine.deftrec import variant_of
     return {**model.config.to_dict(), "variant": variant_of(model.config.to_dict()), "profile": profile_dict(profile),
             "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
             "refine": outcome.refine, "selection": outcome.selection,
