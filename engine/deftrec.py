@@ -125,9 +125,10 @@ class DeftRecHeads(nn.Module):
             pieces += [user, items] if user_slot_first(template_id) else [items, user]
         return torch.cat(pieces)  # [N_ct,D]
 
-    def reconstruction_loss(self, user_q: torch.Tensor, item_q: torch.Tensor) -> torch.Tensor:
+    def reconstruction_loss(self, user_q: torch.Tensor, item_q: torch.Tensor,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
         """σ-VAE reconstruction MSE of a batch's users [B,d] and items [N,d], in units of the targets' RMS."""
-        return self.tokenizer.reconstruction_loss(user_q, item_q) / self.config.target_scale ** 2  # []
+        return self.tokenizer.reconstruction_loss(user_q, item_q, generator) / self.config.target_scale ** 2  # []
 
     def sample(self, cond: torch.Tensor, generator: torch.Generator | list[torch.Generator],
                temperature: float | None = None, guidance: float | None = None) -> torch.Tensor:

@@ -477,7 +477,7 @@ def pretrain_tokenizer(model: DeftRecModel, epochs: int, seed: int, batch_size: 
             for b in range(n_batches):
                 u = torch.as_tensor(users[b * batch_size:(b + 1) * batch_size])
                 i = torch.as_tensor(items[b * batch_size:(b + 1) * batch_size])
-                loss = heads.reconstruction_loss(user_q[u], item_q[i])  # an empty side is skipped
+                loss = heads.reconstruction_loss(user_q[u], item_q[i], generator)  # an empty side is skipped
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
