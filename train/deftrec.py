@@ -424,10 +424,13 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
     model.heads = DeftRecHeads(config).to(model.device)
     log(f"deftrec: LLM {config.llm} (hidden {config.llm_hidden}), K={config.k}, variant {variant_of(config.to_dict())}, "
         f"profile {profile.name}: {profile.steps} joint steps × {profile.batch_size} users")
-    pretrain = pretrain_tokenizer(model, config.tokenizer_pretrain_epochs, seed) if model.heads.tokenizer.has_decoder else {}
-    timings["tokenizer_pretrain"] = time.perf_counter() - t0
+    pretrain = {}
+    if model.heads.tokenizer.has_decoder:
+        t_pretrain = time.perf_counter()
+        pretrain = pretrain_tokenizer(model, config.tokenizer_pretrain_epochs, seed)
+        timings["tokenizer_pretrain"] = time.perf_counter() - t_pretrain
     rows, selection = joint_training(model, split, evaluator, profile, seed, resume)
-    timings["joint"] = time.perf_counter() - t0
+    timings["joint"] = time.perf_counter() - t0 - timings.get("tokenizer_pretrain", 0.0)  # model load + joint steps
     if joint_only:
         return None
     t1 = time.perf_counter()
