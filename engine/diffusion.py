@@ -313,8 +313,8 @@ def dispersive_loss(hidden: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
     the InfoNCE variant without positives); ‖·‖² is the mean over the H dims, as in their released code, so τ
     does not depend on the width. i = j is included, so a batch of one gives log 1 = 0 and no gradient."""
     flat = hidden.reshape(hidden.shape[0], -1).float()  # [B, H]
-    # ‖h_i‖² + ‖h_j‖² − 2 h_i·h_j: O(B·H) memory, not the [B, B, H] of pairwise differences (a refinement
-    # batch of 1024 × 1024 wide made that 4 GB); no sqrt (torch.cdist's has an infinite gradient at 0)
+    # ‖h_i‖² + ‖h_j‖² − 2 h_i·h_j: O(B² + B·H) memory, not the [B, B, H] of pairwise differences (2 GB in float32
+    # for a refinement batch of 1024 × 512, before its gradient); no sqrt (torch.cdist's is infinite at 0)
     sq_norm = flat.pow(2).sum(dim=1)  # [B]
     sq_dist = (sq_norm[:, None] + sq_norm[None, :] - 2.0 * flat @ flat.T).clamp_min(0.0) / flat.shape[1]  # [B, B]
     diagonal = torch.eye(len(flat), dtype=torch.bool, device=flat.device)  # [B, B]
