@@ -13,6 +13,7 @@ from data.protocol import Split
 from engine.cf import CFConfig, LightGCN, MatrixFactorization, bpr_loss, l2_penalty, normalized_adjacency
 from engine.metrics import metrics_from_ranks
 from engine.ranking import HistoryIndex, rank_all
+from engine.sampling import NegativeSampler
 from train.progress import log, make_progress
 
 
@@ -71,26 +72,6 @@ def embedding_scorer(user_embeddings: torch.Tensor, item_embeddings: torch.Tenso
 def popularity_scorer(popularity: np.ndarray):
     pop = torch.tensor(np.asarray(popularity, dtype=np.float32))
     return lambda users: pop.expand(len(users), -1)
-
-
-class NegativeSampler:
-    """Uniform items the user has not interacted with in train (rejection sampling, vectorized)."""
-
-    def __init__(self, n_items: int, users: np.ndarray, items: np.ndarray, rng: np.random.Generator) -> None:
-        self.n_items = n_items
-        self.keys = np.unique(users.astype(np.int64) * n_items + items)
-        self.rng = rng
-
-    def sample(self, users: np.ndarray) -> np.ndarray:
-        negatives = self.rng.integers(0, self.n_items, len(users))
-        for _ in range(100):
-            keys = users.astype(np.int64) * self.n_items + negatives
-            pos = np.searchsorted(self.keys, keys).clip(max=len(self.keys) - 1)
-            clash = self.keys[pos] == keys
-            if not clash.any():
-                break
-            negatives[clash] = self.rng.integers(0, self.n_items, int(clash.sum()))
-        return negatives
 
 
 def train_popularity(split: Split, evaluator: Evaluator) -> CFResult:

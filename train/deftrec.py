@@ -13,13 +13,13 @@ import torch
 
 from data.protocol import Split
 from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.diffusion import denoising_losses
 from engine.llm import encode_batch, llm_fingerprint
 from engine.memory import is_out_of_memory
 from engine.metrics import metrics_from_ranks
 from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response
 from engine.ranking import target_ranks
 from engine.recommender import DeftRecModel, Preference, build_model
+from engine.refine import refine_epochs
 from engine.variants import variant_of
 from train.cf import Evaluator, NegativeSampler
 from train.objective import JointBatch, JointObjective
@@ -341,37 +341,25 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
     users, items = split.train_pairs()
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
-    sampler = NegativeSampler(split.n_items, users, items, rng)
-    optimizer = torch.optim.AdamW(heads.denoiser.parameters(), lr=1e-3, weight_decay=1e-5)
-    schedule = heads.schedule()
-    objective = config.denoising_objective()
-    device = model.device
+
+    def check_epoch(epoch: int) -> int:
+        nonlocal best
+        best = check(epoch, best)
+        return best[2]
+
     with make_progress() as progress:
         task = progress.add_task("refine denoiser", total=profile.refine_epochs, status="")
-        for epoch in range(1, profile.refine_epochs + 1):
-            heads.denoiser.train()
-            order = rng.permutation(len(users))
-            for start in range(0, len(order), 1024):
-                batch = order[start:start + 1024]
-                u = users[batch]
-                negatives = sampler.sample(np.repeat(u, config.n_negatives)).reshape(len(u), -1)
-                x_pos = (model.item_q[torch.as_tensor(items[batch])] / config.target_scale).to(device)
-                x_neg = (model.item_q[torch.as_tensor(negatives)].mean(1) / config.target_scale).to(device)
-                l_diff, l_aux = denoising_losses(heads.denoiser, schedule, x_pos, x_neg,
-                                                 conditions[torch.as_tensor(u)].to(device), generator, objective)
-                loss = l_diff + (config.aux_weight() * l_aux if objective.loss != "none" else 0.0)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            if epoch % 3 == 0 or epoch == profile.refine_epochs:
-                best = check(epoch, best)
+
+        def on_epoch(epoch: int, checked: bool, stopping: bool) -> None:
+            if checked:
                 progress.update(task, status=f"val HR@10 {checks[-1]['HR@10']:.4f} "
                                              f"(best {best[0]:.4f} @ {best[2]}, τ={best[4]:g}, w={best[5]:g})")
-                if profile.refine_patience and epoch - best[2] >= 3 * profile.refine_patience:
-                    progress.update(task, advance=1)
-                    log(f"refine: early stop at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
-                    break
             progress.update(task, advance=1)
+            if stopping:
+                log(f"refine: early stop at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
+
+        refine_epochs(heads.denoiser, config, conditions, users, items, model.item_q, profile.refine_epochs,
+                      profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch)
     return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
 
 

@@ -1,0 +1,55 @@
+"""The denoiser refinement loop on fixed conditions: (condition of the user, train item) pairs in shuffled batches
+of 1024, the run's denoising objective, a check every 3 epochs with patience. Shared by training's refinement on
+the cached LLM conditions (train/deftrec.py) and the ceiling diagnostic on CF user vectors (engine/diagnostics.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from engine.deftrec import DeftRecConfig
+from engine.diffusion import DDPMSchedule, Denoiser, denoising_losses
+from engine.sampling import NegativeSampler
+
+CHECK_EVERY = 3  # epochs between validation checks
+BATCH_PAIRS = 1024  # train pairs per optimizer step
+
+
+def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.Tensor, users: np.ndarray,
+                  items: np.ndarray, item_q: torch.Tensor, epochs: int, patience: int,
+                  check: Callable[[int], int], rng: np.random.Generator, generator: torch.Generator,
+                  device: torch.device | str, on_epoch: Callable[[int, bool, bool], None] | None = None) -> None:
+    """Train `denoiser` in place for up to `epochs` epochs on the pairs (users[i], items[i]) with conditions[user]
+    as c; check(epoch) runs every 3 epochs and at the last one and returns the best epoch so far; stops once
+    3·patience epochs have passed without a better check (patience 0: never); on_epoch(epoch, checked, stopping)
+    follows every epoch."""
+    sampler = NegativeSampler(len(item_q), users, items, rng)
+    optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-3, weight_decay=1e-5)
+    schedule = DDPMSchedule.from_config(denoiser.config)
+    objective = config.denoising_objective()
+    for epoch in range(1, epochs + 1):
+        denoiser.train()
+        order = rng.permutation(len(users))
+        for start in range(0, len(order), BATCH_PAIRS):
+            batch = order[start:start + BATCH_PAIRS]
+            u = users[batch]
+            negatives = sampler.sample(np.repeat(u, config.n_negatives)).reshape(len(u), -1)  # [B,n]
+            x_pos = (item_q[torch.as_tensor(items[batch])] / config.target_scale).to(device)  # [B,d]
+            x_neg = (item_q[torch.as_tensor(negatives)].mean(1) / config.target_scale).to(device)  # [B,d]
+            l_diff, l_aux = denoising_losses(denoiser, schedule, x_pos, x_neg,
+                                             conditions[torch.as_tensor(u)].to(device), generator, objective)
+            loss = l_diff + (config.aux_weight() * l_aux if objective.loss != "none" else 0.0)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        checked = epoch % CHECK_EVERY == 0 or epoch == epochs
+        stopping = False
+        if checked:
+            best_epoch = check(epoch)
+            stopping = bool(patience) and epoch - best_epoch >= CHECK_EVERY * patience
+        if on_epoch is not None:
+            on_epoch(epoch, checked, stopping)
+        if stopping:
+            break
