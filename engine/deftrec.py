@@ -43,6 +43,12 @@ class DeftRecConfig:
     gamma1: float = 0.5
     gamma2: float = 0.1
     n_negatives: int = 10
+    neg_norm: str = "sum"  # ‖·‖² in L_Neg: 'sum' over d (Eq. 13 as written) | 'mean' (deftrec ≤ 0.1's reading)
+    response: str = "history"  # training response names: 'history' (the prompt history's leading categories) |
+    #                            'target' (the held-out target item's category: leaks it into c in training)
+    history: str = "random"  # prompt history: 'random' (the paper: shuffled sample) | 'recent' (latest, time order)
+    distinct_positives: bool = True  # each noise draw of a joint step gets its own positive (and negatives)
+    max_title_chars: int = 40  # titles in prompts are cut to this many characters
     max_history: int = 20
     max_length: int = 320
     max_new_tokens: int = 24
@@ -55,7 +61,7 @@ class DeftRecConfig:
     condition_standardize: bool = False  # standardize c per dimension inside the denoiser (train sets True)
     sampling_temperature: float = 1.0  # τ of the reverse sampler: 1 = paper (x_T ~ N(0, I)), 0 = deterministic
     pi: float = 0.1
-    pi_match: str = "exact"  # 'exact' | 'overlap' ('|'-separated category sets)
+    pi_match: str = "overlap"  # 'exact' | 'overlap' ('|'-separated category sets share a part: DESIGN §3.7)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
@@ -71,7 +77,7 @@ class DeftRecConfig:
     def denoising_objective(self) -> DenoisingObjective:
         """The auxiliary diffusion loss these settings ask for ('none' under the w/o BPR ablation)."""
         loss = self.diffusion_loss if (self.diffusion_loss != "bpr" or self.negative_loss) else "none"
-        return DenoisingObjective(loss=loss, dispersive_tau=self.dispersive_tau)
+        return DenoisingObjective(loss=loss, dispersive_tau=self.dispersive_tau, neg_norm=self.neg_norm)
 
     def aux_weight(self) -> float:
         """Weight of the auxiliary diffusion loss: γ2 for L_Neg, λ for L_disp."""

@@ -275,15 +275,22 @@ def diffusion_loss(eps_pred: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(eps_pred, eps)  # []
 
 
+NEG_NORMS = ("sum", "mean")
+
+
 def negative_loss(eps_pred_pos: torch.Tensor, eps_pred_neg: torch.Tensor, eps: torch.Tensor,
-                  target_neg: torch.Tensor | None = None, reduction: str = "mean") -> torch.Tensor:
+                  target_neg: torch.Tensor | None = None, reduction: str = "mean", norm: str = "sum") -> torch.Tensor:
     """L_Neg of Eq. 13 per sample, −log σ(−‖ε̂⁺−ε‖² + ‖ε̂⁻−ε‖²), averaged over the batch ('none' keeps [B]);
     target_neg (default ε) is the negative branch's target when it differs (x0-prediction: q⁻).
 
-    ‖·‖² is the mean (not the sum) over the d dims so that the logit's scale does not grow with d.
+    ‖·‖² is the squared norm, a sum over the d dims as Eq. 13 writes it; norm='mean' divides the logit by d
+    (deftrec's earlier reading, under which the term sits near ln 2 and barely moves).
     """
-    err_pos = (eps_pred_pos - eps).pow(2).mean(dim=-1)  # [B]
-    err_neg = (eps_pred_neg - (eps if target_neg is None else target_neg)).pow(2).mean(dim=-1)  # [B]
+    if norm not in NEG_NORMS:
+        raise ValueError(f"norm must be one of {NEG_NORMS}, got {norm!r}")
+    reduce = (lambda x: x.sum(dim=-1)) if norm == "sum" else (lambda x: x.mean(dim=-1))
+    err_pos = reduce((eps_pred_pos - eps).pow(2))  # [B]
+    err_neg = reduce((eps_pred_neg - (eps if target_neg is None else target_neg)).pow(2))  # [B]
     per_sample = F.softplus(err_pos - err_neg)  # [B]; softplus(z) = −log σ(−z)
     if reduction == "none":
         return per_sample  # [B]
@@ -294,7 +301,7 @@ def negative_loss(eps_pred_pos: torch.Tensor, eps_pred_neg: torch.Tensor, eps: t
 
 def contrastive_diffusion_losses(denoiser: nn.Module, schedule: DDPMSchedule, x0_pos: torch.Tensor,
                                  x0_neg_mean: torch.Tensor, cond: torch.Tensor,
-                                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+                                 generator: torch.Generator, neg_norm: str = "sum") -> tuple[torch.Tensor, torch.Tensor]:
     """(L_Diff, L_Neg) for one batch: t ~ U[0, T) and ε ~ N(0, I) shared by each positive and its averaged negative."""
     batch = x0_pos.shape[0]
     t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator,
@@ -305,7 +312,7 @@ def contrastive_diffusion_losses(denoiser: nn.Module, schedule: DDPMSchedule, x0
     # One denoiser pass over both branches: [q⁺_t; q⁻_t] with the same t and c.
     eps_pred = denoiser(torch.cat([q_pos, q_neg]), torch.cat([t, t]), torch.cat([cond, cond]))  # [2B, d]
     eps_pos, eps_neg = eps_pred[:batch], eps_pred[batch:]  # [B, d], [B, d]
-    return diffusion_loss(eps_pos, eps), negative_loss(eps_pos, eps_neg, eps)
+    return diffusion_loss(eps_pos, eps), negative_loss(eps_pos, eps_neg, eps, norm=neg_norm)
 
 
 def dispersive_loss(hidden: torch.Tensor, tau: float = 0.5) -> torch.Tensor:
@@ -328,6 +335,7 @@ class DenoisingObjective:
 
     loss: str = "bpr"  # 'bpr' (DeftRec's L_Neg, Eq. 13) | 'dispersive' (ContRec) | 'none'
     dispersive_tau: float = 0.5
+    neg_norm: str = "sum"  # ‖·‖² of L_Neg: 'sum' over d (Eq. 13) | 'mean' over d
 
     def __post_init__(self) -> None:
         if self.loss not in DIFFUSION_LOSSES:
@@ -347,7 +355,7 @@ def denoising_losses(denoiser: Denoiser, schedule: DDPMSchedule, x0_pos: torch.T
     """
     config = denoiser.config
     if config.prediction == "eps" and config.cond_dropout == 0.0 and objective.loss == "bpr":
-        return contrastive_diffusion_losses(denoiser, schedule, x0_pos, x0_neg_mean, cond, generator)
+        return contrastive_diffusion_losses(denoiser, schedule, x0_pos, x0_neg_mean, cond, generator, objective.neg_norm)
     batch = x0_pos.shape[0]
     t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator,
                       device=generator.device).to(x0_pos.device)  # [B]
@@ -364,7 +372,8 @@ def denoising_losses(denoiser: Denoiser, schedule: DDPMSchedule, x0_pos: torch.T
         pred = denoiser(torch.cat([q_pos, q_neg]), torch.cat([t, t]), torch.cat([cond, cond]), both_uncond)  # [2B, d]
         pred_pos, pred_neg = pred[:batch], pred[batch:]  # [B, d], [B, d]
         target_neg = eps if config.prediction == "eps" else x0_neg_mean  # [B, d]
-        return diffusion_loss(pred_pos, target_pos), negative_loss(pred_pos, pred_neg, target_pos, target_neg)
+        return diffusion_loss(pred_pos, target_pos), negative_loss(pred_pos, pred_neg, target_pos, target_neg,
+                                                                   norm=objective.neg_norm)
     pred_pos, hidden = denoiser(q_pos, t, cond, uncond, return_hidden=True)  # [B, d], [B, H]
     aux = dispersive_loss(hidden, objective.dispersive_tau) if objective.loss == "dispersive" else pred_pos.new_zeros(())
     return diffusion_loss(pred_pos, target_pos), aux

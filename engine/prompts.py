@@ -86,6 +86,19 @@ def build_response(response_template_id: int, category: str) -> str:
     return RESPONSE_TEMPLATES[response_template_id].format(category=" ".join(str(category).split()))
 
 
+def leading_categories(categories: Sequence[object], n: int = 2) -> str | None:
+    """The n most frequent category parts of a history's items ('|'-separated parts counted one by one; ties by
+    name), '|'-joined most frequent first: what a 'history' response says the user prefers; None without any."""
+    counts: dict[str, int] = {}
+    for category in categories:
+        if isinstance(category, str):
+            for part in {p.strip() for p in category.split("|")} - {""}:
+                counts[part] = counts.get(part, 0) + 1
+    if not counts:
+        return None
+    return "|".join(sorted(counts, key=lambda part: (-counts[part], part))[:n])
+
+
 def placeholder_count(n_items: int, k: int) -> int:
     """Number of placeholders in a prompt with n_items history items: k for the user plus k per item."""
     return k * (1 + n_items)

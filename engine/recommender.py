@@ -21,7 +21,7 @@ from engine.llm import (
     tiny_llama,
 )
 from engine.prompts import DEFAULT_INPUT_TEMPLATE
-from engine.retriever import HybridRetriever, extract_category
+from engine.retriever import HybridRetriever, category_parts, extract_category, extract_parts
 from engine.run import Run
 
 
@@ -58,6 +58,7 @@ class DeftRecModel:
         self.histories = histories
         self.seed = seed
         self.known_categories = sorted({c for c in categories if c})
+        self.category_parts = category_parts(categories)
         self.retriever = HybridRetriever(item_q.float().numpy(), np.array(categories, dtype=object))
 
     @property
@@ -65,10 +66,20 @@ class DeftRecModel:
         return next(self.heads.parameters()).device
 
     def inference_history(self, user: int) -> np.ndarray:
-        """The user's prompt history at inference: a seeded shuffle of the train interactions (a repeated item
-        stays repeated, as the user bought it twice), at most max_history."""
+        """The user's prompt history at inference, at most max_history items: a seeded shuffle of the train
+        interactions (history 'random', the paper; a repeated item stays repeated, as the user bought it twice), or
+        the latest ones in time order (history 'recent')."""
+        if self.config.history == "recent":
+            return np.asarray(self.histories[user])[-self.config.max_history:]
         rng = np.random.default_rng([self.seed, user])
         return rng.permutation(np.sort(self.histories[user]))[: self.config.max_history]  # sorted: order-free input
+
+    def extract_category(self, text: str) -> str | None:
+        """The category the generated text names, in the form π matches: the whole catalog category ('exact') or
+        every category part it names ('overlap')."""
+        if self.config.pi_match == "overlap":
+            return extract_parts(text, self.category_parts)
+        return extract_category(text, self.known_categories)
 
     def build_prompts(self, users: list[int], histories: list[np.ndarray], template_ids: list[int],
                       responses: list[str] | None = None) -> tuple[list[str], list[np.ndarray]]:
@@ -77,7 +88,8 @@ class DeftRecModel:
         for row, (history, template_id) in enumerate(zip(histories, template_ids)):
             prompt, n_kept = fit_prompt(self.tokenizer, template_id, [self.titles[i] for i in history],
                                         self.config.k, self.config.max_length,
-                                        response=None if responses is None else responses[row])
+                                        response=None if responses is None else responses[row],
+                                        max_title_chars=self.config.max_title_chars)
             prompts.append(prompt)
             kept.append(history[len(history) - n_kept:])
         return prompts, kept
@@ -114,7 +126,7 @@ class DeftRecModel:
         for row, user in enumerate(users):
             text = self.tokenizer.decode(generated[row], skip_special_tokens=True).strip()
             out.append(Preference(user_idx=user, prompt=prompts[row], text=text,
-                                  category=extract_category(text, self.known_categories),
+                                  category=self.extract_category(text),
                                   condition=cond[row].float().cpu()))
         return out
 

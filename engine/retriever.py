@@ -69,6 +69,37 @@ def extract_category(text: str | None, categories: Sequence[str]) -> str | None:
     return None if best is None else best[1]
 
 
+def category_parts(categories: Sequence[object]) -> list[str]:
+    """The distinct '|'-separated parts of catalog categories (genres of 'Action|Sci-Fi'), sorted."""
+    return sorted({part.strip() for c in categories if isinstance(c, str) for part in c.split("|") if part.strip()})
+
+
+def extract_parts(text: str | None, parts: Sequence[str]) -> str | None:
+    """Every catalog category part the text names as a whole phrase, '|'-joined in order of appearance (a part
+    inside a longer named part is not counted); None when it names none. The key of π's 'overlap' match."""
+    if not isinstance(text, str) or not text:
+        return None
+    folded = text.casefold()
+    found: list[tuple[int, int, str]] = []  # (start, end, part)
+    for part in sorted(parts, key=lambda p: -len(p)):
+        key = _fold(part)
+        if not key or key not in folded:
+            continue
+        pattern = (r"(?<!\w)" if _is_word_char(key[0]) else "") + re.escape(key) + \
+                  (r"(?!\w)" if _is_word_char(key[-1]) else "")
+        for match in re.finditer(pattern, folded):
+            if not any(s <= match.start() and match.end() <= e for s, e, _ in found):
+                found.append((match.start(), match.end(), part))
+                break
+    if not found:
+        return None
+    names: list[str] = []
+    for _, _, part in sorted(found):
+        if part not in names:
+            names.append(part)
+    return "|".join(names)
+
+
 def _category_table(item_categories: Sequence[object]) -> tuple[np.ndarray, np.ndarray]:
     """Distinct folded categories and each item's index into them."""
     folded = [_fold(c) for c in item_categories]

@@ -216,7 +216,7 @@ def test_x0_losses_target_the_clean_vectors():
     pred = den(torch.cat([sched.add_noise(x_pos, eps, t), sched.add_noise(x_neg, eps, t)]), torch.cat([t, t]),
                torch.cat([cond, cond]), torch.cat([uncond, uncond]))
     assert float(l_diff) == pytest.approx(float((pred[:8] - x_pos).pow(2).mean()), rel=1e-6)
-    expected_neg = torch.nn.functional.softplus((pred[:8] - x_pos).pow(2).mean(1) - (pred[8:] - x_neg).pow(2).mean(1))
+    expected_neg = torch.nn.functional.softplus((pred[:8] - x_pos).pow(2).sum(1) - (pred[8:] - x_neg).pow(2).sum(1))  # Eq. 13: ‖·‖² sums over d
     assert float(l_neg) == pytest.approx(float(expected_neg.mean()), rel=1e-6)
 
 

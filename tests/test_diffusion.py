@@ -170,8 +170,13 @@ def test_negative_loss_sign_value_and_per_sample():
     assert float(equal) == pytest.approx(math.log(2))
     better = negative_loss(0.5 * torch.ones(3, 4), neg, eps)
     assert float(better) < float(equal)
-    # by hand: err+ = 0.25, err- = 1 -> −log σ(0.75)
-    assert float(better) == pytest.approx(-math.log(1 / (1 + math.exp(-0.75))))
+    # by hand, Eq. 13's squared norms (sums over d = 4): ‖ε̂⁺−ε‖² = 4·0.25 = 1, ‖ε̂⁻−ε‖² = 4 -> −log σ(3)
+    assert float(better) == pytest.approx(-math.log(1 / (1 + math.exp(-3.0))))
+    # the mean over d divides the logit by d: −log σ(0.75)
+    mean = negative_loss(0.5 * torch.ones(3, 4), neg, eps, norm="mean")
+    assert float(mean) == pytest.approx(-math.log(1 / (1 + math.exp(-0.75))))
+    with pytest.raises(ValueError):
+        negative_loss(neg, neg, eps, norm="max")
     per = negative_loss(0.5 * torch.ones(3, 4), neg, eps, reduction="none")
     neg2 = neg.clone()
     neg2[1] = 3.0

@@ -16,7 +16,7 @@ from engine.deftrec import DeftRecConfig, DeftRecHeads
 from engine.llm import encode_batch, llm_fingerprint
 from engine.memory import is_out_of_memory
 from engine.metrics import metrics_from_ranks
-from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response
+from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response, leading_categories
 from engine.ranking import target_ranks
 from engine.recommender import DeftRecModel, Preference, build_model
 from engine.refine import refine_epochs
@@ -53,12 +53,13 @@ class Profile:
     val_users: int  # users in the validation subset checked during joint training
     val_patience: int  # checks without improvement before stopping early
     refine_patience: int = 4  # refinement checks (every 3 epochs) without improvement before stopping
+    cpu_bf16: bool = False  # bf16 autocast for joint training on CPUs with native bf16 (GPUs always use it)
 
 
 PROFILES = {
     "quick": Profile("quick", steps=60, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
                      max_length=160, refine_epochs=30, diffusion_repeats=8, describe_batch=48,
-                     checkpoint_every=20, val_every=0, val_users=0, val_patience=0),
+                     checkpoint_every=20, val_every=0, val_users=0, val_patience=0, cpu_bf16=True),
     "paper": Profile("paper", steps=20_000, batch_size=12, grad_accum=1, lr=1e-3, weight_decay=1e-5,
                      max_history=20, max_length=1024, refine_epochs=200, diffusion_repeats=4, describe_batch=64,
                      checkpoint_every=500, val_every=1000, val_users=1024, val_patience=5),
@@ -73,40 +74,80 @@ def embedding_rms(llm) -> float:
     return float(weight.pow(2).mean().sqrt())
 
 
-def make_accelerator(grad_accum: int = 1):
+def make_accelerator(cpu_bf16: bool = False):
     """HF Accelerate: the device (CPU, one GPU, or this process's GPU under `accelerate launch`) and bf16
-    autocast where the GPU supports it (on the CPUs measured here fp32 was faster than bf16 autocast)."""
+    autocast where the GPU supports it, or on a CPU with native bf16 when cpu_bf16 (a SmolLM2 joint step of 8 users
+    took 5.1 s in bf16 against 6.7 s in fp32 on the 2-core avx512_bf16 machine, same starting losses)."""
     from accelerate import Accelerator
+
+    from engine.recommender import cpu_supports_bf16
     cuda = torch.cuda.is_available()
-    mixed = "bf16" if cuda and torch.cuda.is_bf16_supported() else "no"
-    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+    bf16 = torch.cuda.is_bf16_supported() if cuda else (cpu_bf16 and cpu_supports_bf16())
+    return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
 
 
 class JointSampler:
-    """Draws joint-training micro-batches: users, a held-out train item as target, the rest as history."""
+    """Draws joint-training micro-batches: users, the prompt history and held-out train items as positives.
+
+    history 'random' (the paper): positives drawn from the user's train items, the prompt a shuffled sample of the
+    others. history 'recent': a cut point in the time-ordered train sequence, the prompt the items just before it
+    in time order, the positives the items right after it (next-item prediction, as at inference).
+    With distinct_positives each of the profile's diffusion_repeats noise draws gets its own positive and
+    negatives (Eq. 10/13 are expectations over the user's positives); otherwise one positive is repeated.
+    The response names the target's category (response 'target') or the prompt history's leading categories.
+    """
 
     def __init__(self, model: DeftRecModel, split: Split, profile: Profile, rng: np.random.Generator) -> None:
         self.model, self.split, self.profile, self.rng = model, split, profile, rng
         users_all, items_all = split.train_pairs()
         self.negatives = NegativeSampler(split.n_items, users_all, items_all, rng)
-        self.histories = [np.sort(h) for h in model.histories]  # repeats kept, as in the prompts at inference
+        self.sequences = [np.asarray(h) for h in model.histories]  # time order, repeats kept
+
+    def draw(self, user: int) -> tuple[np.ndarray, np.ndarray]:
+        """(prompt history, positives [R]) of one user."""
+        config, rng, max_history = self.model.config, self.rng, self.profile.max_history
+        repeats = max(1, self.profile.diffusion_repeats)
+        wanted = repeats if config.distinct_positives else 1
+        seq = self.sequences[user]
+        if config.history == "recent":
+            cut = int(rng.integers(min(max_history, len(seq) - 1), len(seq))) if len(seq) > 1 else 0
+            shown, positives = seq[max(0, cut - max_history):cut], seq[cut:cut + wanted]
+        else:
+            items = np.sort(seq)  # order-free before the shuffle
+            distinct = np.unique(items)
+            positives = rng.choice(distinct, size=min(wanted, max(1, len(distinct) - 1)), replace=False)
+            shown = rng.permutation(items[~np.isin(items, positives)] if len(distinct) > 1 else items)[:max_history]
+        return shown, np.resize(positives, repeats)  # [R]: cycled when fewer distinct ones exist
 
     def batch(self, size: int | None = None) -> JointBatch:
         model, rng, config = self.model, self.rng, self.model.config
         users = rng.choice(self.split.n_users, size or self.profile.batch_size, replace=False).tolist()
-        targets, kept_histories, template_ids, responses = [], [], [], []
+        positives, kept, template_ids, responses, prompts = [], [], [], [], []
         for user in users:
-            items = self.histories[user]
-            target = int(rng.choice(items))
-            others = rng.permutation(items[items != target])[: self.profile.max_history]
-            targets.append(target)
-            kept_histories.append(others)
-            template_ids.append(int(rng.integers(len(INPUT_TEMPLATES))))
-            responses.append(build_response(int(rng.integers(len(RESPONSE_TEMPLATES))),
-                                            model.categories[target] or "various"))
-        prompts, kept = model.build_prompts(users, kept_histories, template_ids, responses)
+            shown, pos = self.draw(user)
+            template_id = int(rng.integers(len(INPUT_TEMPLATES)))
+            response_id = int(rng.integers(len(RESPONSE_TEMPLATES)))
+            if config.response == "target":
+                response = build_response(response_id, model.categories[int(pos[0])] or "various")
+                prompt, shown_kept = model.build_prompts([user], [shown], [template_id], [response])
+            else:  # the leading categories of what the prompt shows, recomputed if the prompt had to drop items
+                shown_kept = [shown]
+                while True:
+                    response = build_response(response_id, leading_categories(
+                        [model.categories[int(i)] for i in shown_kept[0]]) or "various")
+                    prompt, fitted = model.build_prompts([user], [shown], [template_id], [response])
+                    if len(fitted[0]) == len(shown_kept[0]):
+                        break
+                    shown_kept = fitted
+            positives.append(pos)
+            kept.append(shown_kept[0])
+            template_ids.append(template_id)
+            responses.append(response)
+            prompts.append(prompt[0])
         encoded = encode_batch(model.tokenizer, prompts, responses, config.max_length)
-        negatives = np.stack([self.negatives.sample(np.full(config.n_negatives, u)) for u in users])  # [B,n]
+        pos = np.stack(positives).T.reshape(-1)  # [R*B], repeat-major: row j*B + b is user b's j-th positive
+        negatives = self.negatives.sample(np.repeat(np.tile(users, len(pos) // len(users)),
+                                                    config.n_negatives)).reshape(len(pos), -1)  # [R*B,n]
         device, scale = model.device, config.target_scale
         return JointBatch(
             input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
@@ -114,8 +155,8 @@ class JointSampler:
             user_q=model.user_q[torch.as_tensor(users)].to(device),  # [B,d]
             history_q=[model.item_q[torch.as_tensor(h, dtype=torch.long)].to(device) for h in kept],
             template_ids=template_ids,
-            x_pos=(model.item_q[torch.as_tensor(targets)] / scale).to(device),  # [B,d]
-            x_neg=(model.item_q[torch.as_tensor(negatives)].mean(1) / scale).to(device))  # [B,d]
+            x_pos=(model.item_q[torch.as_tensor(pos)] / scale).to(device),  # [R*B,d]
+            x_neg=(model.item_q[torch.as_tensor(negatives)].mean(1) / scale).to(device))  # [R*B,d]
 
 
 def _is_running_statistic(name: str) -> bool:
@@ -156,10 +197,10 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
     """Phase 1: the joint objective of Eq. 15 through Accelerate, with gradient accumulation, resume
     checkpoints and (when the profile asks) validation HR@10 on a user subset for early stopping."""
     config = model.config
-    accelerator = make_accelerator()
+    accelerator = make_accelerator(profile.cpu_bf16 and config.llm != "tiny")
     rng = np.random.default_rng([seed, accelerator.process_index])  # each process draws its own users
     generator = torch.Generator().manual_seed(seed + 7919 * accelerator.process_index)
-    objective = JointObjective(model.llm, model.heads, config, model.ct_id, profile.diffusion_repeats)
+    objective = JointObjective(model.llm, model.heads, config, model.ct_id)
     params = [p for p in objective.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=profile.lr, weight_decay=profile.weight_decay)
     objective, optimizer = accelerator.prepare(objective, optimizer)
@@ -338,7 +379,7 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
     best = check(0, None)
     if heads.denoiser is None or profile.refine_epochs == 0:
         return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
-    users, items = split.train_pairs()
+    users, items = refinement_pairs(model, split)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
 
@@ -361,6 +402,23 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
         refine_epochs(heads.denoiser, config, conditions, users, items, model.item_q, profile.refine_epochs,
                       profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch)
     return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
+
+
+RECENT_TARGETS = 5  # history 'recent': refinement targets per user (the latest train items; chosen on validation)
+
+
+def refinement_pairs(model: DeftRecModel, split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) the refinement trains on: every train pair (history 'random'), or each user's latest
+    RECENT_TARGETS train items (history 'recent': the inference condition reads the latest items, and the next
+    item is nearest them), tiled to as many pairs as the train set has so both get the same number of updates."""
+    users, items = split.train_pairs()
+    if model.config.history != "recent":
+        return users, items
+    latest = [np.asarray(h)[-RECENT_TARGETS:] for h in model.histories]
+    r_users = np.concatenate([np.full(len(h), u) for u, h in enumerate(latest)]).astype(users.dtype)
+    r_items = np.concatenate(latest).astype(items.dtype)
+    reps = max(1, len(users) // max(1, len(r_users)))
+    return np.tile(r_users, reps), np.tile(r_items, reps)
 
 
 def _keep_best(model: DeftRecModel, best: tuple, evaluator: Evaluator, conditions: torch.Tensor,

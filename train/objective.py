@@ -24,22 +24,20 @@ class JointBatch:
     user_q: torch.Tensor  # [B,d]
     history_q: list  # B tensors [n_i,d], the history items in prompt order
     template_ids: list
-    x_pos: torch.Tensor  # [B,d], target item / target_scale
-    x_neg: torch.Tensor  # [B,d], mean of the negatives / target_scale
+    x_pos: torch.Tensor  # [R*B,d], R positives per user (row j*B + b: user b) / target_scale
+    x_neg: torch.Tensor  # [R*B,d], mean of each positive's negatives / target_scale
 
 
 class JointObjective(nn.Module):
     """L = L_diff + γ1·L_LLM + γ2·L_neg (Eq. 15), or with ContRec's options λ·L_disp for γ2·L_neg and + γ3·L_rec
     (σ-VAE reconstruction); forward returns the total and its parts (l_neg, l_disp, l_rec only when used)."""
 
-    def __init__(self, llm: nn.Module, heads: DeftRecHeads, config: DeftRecConfig, ct_id: int,
-                 diffusion_repeats: int = 1) -> None:
+    def __init__(self, llm: nn.Module, heads: DeftRecHeads, config: DeftRecConfig, ct_id: int) -> None:
         super().__init__()
         self.llm = llm
         self.heads = heads
         self.config = config
         self.ct_id = ct_id
-        self.diffusion_repeats = diffusion_repeats
 
     def forward(self, batch: JointBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         config = self.config
@@ -49,17 +47,18 @@ class JointObjective(nn.Module):
         cond = self.heads.condition(out.last_hidden, batch.response_mask, embeds)  # [B,D]
         parts: dict[str, torch.Tensor] = {"l_llm": out.loss}
         if self.heads.denoiser is not None:
-            r = self.diffusion_repeats  # several (t, ε) draws per condition: cheap extra diffusion signal
+            r = batch.x_pos.shape[0] // cond.shape[0]  # positives (and (t, ε) draws) per condition: cheap signal
             objective = config.denoising_objective()
             l_diff, l_aux = denoising_losses(
-                self.heads.denoiser, self.heads.schedule(), batch.x_pos.repeat(r, 1), batch.x_neg.repeat(r, 1),
-                cond.repeat(r, 1), generator, objective)
+                self.heads.denoiser, self.heads.schedule(), batch.x_pos, batch.x_neg,
+                cond.repeat(r, 1), generator, objective)  # cond [R*B,D], repeat-major like x_pos
             if objective.loss == "dispersive":
                 parts["l_disp"] = l_aux
             else:
                 parts["l_neg"] = l_aux if objective.loss == "bpr" else torch.zeros((), device=cond.device)
         else:
-            l_diff = diffusion_loss(self.heads.regressor(cond), batch.x_pos)  # w/o Diffusion: regress q⁺
+            r = batch.x_pos.shape[0] // cond.shape[0]
+            l_diff = diffusion_loss(self.heads.regressor(cond).repeat(r, 1), batch.x_pos)  # w/o Diffusion: regress q⁺
             parts["l_neg"] = torch.zeros((), device=cond.device)
         loss = l_diff + config.gamma1 * out.loss
         if config.denoising_objective().loss != "none":  # γ2·L_neg or λ·L_disp

@@ -15,7 +15,7 @@ from deftrec_tui.errors import cli_errors
 def train(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help=DATASET_HELP)] = "ml-100k",
     stage: Annotated[str, typer.Option(help="'all' = CF stage then DeftRec; 'cf' = LightGCN, MF-BPR, popularity only.")] = "all",
-    profile: Annotated[str, typer.Option(help="quick (2-core CPU, ~20 min on ML-100K) | paper (GPU) | tiny (tests).")] = "quick",
+    profile: Annotated[str, typer.Option(help="quick (2-core CPU, ≤ 20 min on ML-100K) | cpu (2-core CPU, ≤ 60 min) | paper (GPU) | tiny (tests).")] = "quick",
     llm: Annotated[str, typer.Option(help="'smollm2' (packaged SmolLM2-135M-Instruct), 'tiny', or a local HF model dir.")] = "smollm2",
     k: Annotated[int, typer.Option("--k", help="Continuous tokens per user/item (paper: 2).", min=1, max=8)] = 2,
     condition: Annotated[str, typer.Option(help="Condition source: hidden (paper) | embedding (authors' code).")] = "hidden",
@@ -36,6 +36,11 @@ def train(
     tokenizer_pretrain: Annotated[int | None, typer.Option(help="σ-VAE: epochs of reconstruction pre-training before the joint stage (default: the variant's: 50).", min=0)] = None,
     dispersive_weight: Annotated[float, typer.Option(help="λ of the dispersive loss.", min=0.0)] = 0.5,
     dispersive_tau: Annotated[float, typer.Option(help="τ of the dispersive loss, against the mean squared distance per dimension.", min=1e-6)] = 0.5,
+    response: Annotated[str, typer.Option(help="What the training response names: history (the leading categories of the prompt's history, as the LLM can read them) | target (the held-out target's category, the paper's Table 6 reading; it leaks the target into c in training).")] = "history",
+    history: Annotated[str, typer.Option(help="Prompt history: random (the paper: a shuffled sample of the train items) | recent (the latest train items in time order; joint training then predicts the items after a cut point).")] = "random",
+    neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = "sum",
+    distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = True,
+    pi_match: Annotated[str, typer.Option(help="When π applies: overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | exact (the whole category string).")] = "overlap",
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -55,11 +60,15 @@ def train(
 
     if stage not in ("cf", "all"):
         raise DeftrecError(f"unknown stage {stage!r}", hint="use --stage all or --stage cf")
-    PROFILES = ("quick", "paper", "tiny")  # train.deftrec.PROFILES, named here so --help stays torch-free
+    PROFILES = ("quick", "cpu", "paper", "tiny")  # train.deftrec.PROFILES, named here so --help stays torch-free
     if profile not in PROFILES:
         raise DeftrecError(f"unknown profile {profile!r}", hint=f"use one of: {', '.join(PROFILES)}")
     if condition not in ("hidden", "embedding"):
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
+    for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
+                                 ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("overlap", "exact"))):
+        if value not in allowed:
+            raise DeftrecError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(allowed)}")
     if temperature == "auto":
         temperatures = [1.0, 0.0]
     else:
@@ -112,7 +121,8 @@ def train(
                  "temperatures": temperatures, "diffusion_loss": diffusion_loss or v_loss,
                  "prediction": prediction or v_prediction, "cond_dropout": cond_dropout, "guidance": guidances[0],
                  "guidances": guidances, "sigma_scale": sigma, "dispersive_weight": dispersive_weight,
-                 "dispersive_tau": dispersive_tau,
+                 "dispersive_tau": dispersive_tau, "response": response, "history": history, "neg_norm": neg_norm,
+                 "distinct_positives": distinct_positives, "pi_match": pi_match,
                  "tokenizer_pretrain_epochs": v_pretrain if tokenizer_pretrain is None else tokenizer_pretrain}
     if tokenizer != "sigma-vae":
         overrides["tokenizer_pretrain_epochs"] = 0
