@@ -6,6 +6,7 @@ import typer
 
 from deftrec_tui.commands.bench import bench
 from deftrec_tui.commands.data_info import data_info
+from deftrec_tui.commands.diagnose import diagnose
 from deftrec_tui.commands.eval import eval_run
 from deftrec_tui.commands.export import export
 from deftrec_tui.commands.recommend import recommend
@@ -21,6 +22,7 @@ data_app.command("info")(data_info)
 app.add_typer(data_app, name="data")
 app.command("train")(train)
 app.command("eval")(eval_run)
+app.command("diagnose")(diagnose)
 app.command("export")(export)
 app.command("recommend")(recommend)
 app.command("tui")(tui)
