@@ -129,7 +129,8 @@ def _flatten(prefix: str, value, out: dict) -> None:
 
 
 SETTING_KEYS = ("seed", "min_count", "stage", "cf", "deftrec")
-VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "deftrec.selection", "deftrec.tokenizer.", "cf.n_users",
+VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "deftrec.selection", "deftrec.tokenizer.",
+            "deftrec.diagnostics.", "cf.n_users",
             "cf.n_items")
 
 

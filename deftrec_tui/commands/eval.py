@@ -53,6 +53,9 @@ def eval_run(
     if json_out:
         out = {"run": str(opened.path), "dataset": dataset, "protocol": opened.config["protocol"],
                "mask_history": mask_history, "metrics": nested}
+        diagnostics = (opened.config.get("deftrec") or {}).get("diagnostics")
+        if diagnostics:  # stored by the training (everything of `deftrec diagnose` but the ceiling)
+            out["diagnostics"] = diagnostics
         if table2:
             out["paper_table2"] = paper_comparison(nested, table2)
         print(json.dumps(out, indent=2))
