@@ -176,3 +176,19 @@ async def test_run_summary_shows_stored_diagnostics(run_with_diagnostics):
         await pilot.pause()
         text = str(harness.query_one("#diagnostics-text", Static).render())
     assert "ridge R²" in text and "distinct sentences" in text and "overlap" in text and "exact" in text
+
+
+def test_cheap_diagnostics_in_memory_equal_the_run_directory_ones(tiny_run):
+    """What the training pipeline stores (cheap_diagnostics on its split's Evaluator and in-memory tensors) equals
+    what `deftrec diagnose --no-ceiling` computes from the run directory."""
+    from data.protocol import prepare
+    from data.registry import load_dataset
+    from engine.diagnostics import cheap_diagnostics, read_run
+    from train.cf import Evaluator
+    config = json.loads((tiny_run / "config.json").read_text())
+    split = prepare(load_dataset(config["dataset"]["spec"]), min_count=config["min_count"], seed=config["seed"])
+    inputs = read_run(Run.open(tiny_run))
+    stored = cheap_diagnostics(inputs.conditions, inputs.user_q, inputs.item_q, split.items["category"].tolist(),
+                               inputs.texts, inputs.categories, inputs.heads, Evaluator(split), config["seed"])
+    from_run = diagnose_run(Run.open(tiny_run), ceiling=False)
+    assert stored == {k: v for k, v in from_run.items() if k not in ("run", "seed", "cf", "ceiling")}
