@@ -20,12 +20,13 @@ BATCH_PAIRS = 1024  # train pairs per optimizer step
 def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.Tensor, users: np.ndarray,
                   items: np.ndarray, item_q: torch.Tensor, epochs: int, patience: int,
                   check: Callable[[int], int], rng: np.random.Generator, generator: torch.Generator,
-                  device: torch.device | str, on_epoch: Callable[[int, bool, bool], None] | None = None) -> None:
+                  device: torch.device | str, on_epoch: Callable[[int, bool, bool], None] | None = None,
+                  history: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """Train `denoiser` in place for up to `epochs` epochs on the pairs (users[i], items[i]) with conditions[user]
     as c; check(epoch) runs every 3 epochs and at the last one and returns the best epoch so far; stops once
     3·patience epochs have passed without a better check (patience 0: never); on_epoch(epoch, checked, stopping)
-    follows every epoch."""
-    sampler = NegativeSampler(len(item_q), users, items, rng)
+    follows every epoch; negatives avoid the (user, item) pairs of `history` (default: the training pairs)."""
+    sampler = NegativeSampler(len(item_q), *(history if history is not None else (users, items)), rng)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-3, weight_decay=1e-5)
     schedule = DDPMSchedule.from_config(denoiser.config)
     objective = config.denoising_objective()

@@ -101,7 +101,7 @@ class JointSampler:
         self.model, self.split, self.profile, self.rng = model, split, profile, rng
         users_all, items_all = split.train_pairs()
         self.negatives = NegativeSampler(split.n_items, users_all, items_all, rng)
-        self.sequences = [np.asarray(h) for h in model.histories]  # time order, repeats kept
+        self.sequences = [np.array(h, dtype=np.int64) for h in model.histories]  # time order, repeats kept (copies)
 
     def draw(self, user: int) -> tuple[np.ndarray, np.ndarray]:
         """(prompt history, positives [R]) of one user."""
@@ -400,7 +400,8 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
                 log(f"refine: early stop at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
 
         refine_epochs(heads.denoiser, config, conditions, users, items, model.item_q, profile.refine_epochs,
-                      profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch)
+                      profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch,
+                      history=split.train_pairs())
     return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
 
 
