@@ -18,7 +18,7 @@ from engine.diffusion import DDPMSchedule, Denoiser, guided
 from engine.metrics import metrics_from_ranks
 from engine.ranking import HistoryIndex, rank_all
 from engine.recommender import denoise
-from engine.refine import refine_epochs
+from engine.refine import RECENT_TARGETS, refine_epochs, refinement_pairs
 from engine.retriever import HybridRetriever
 from engine.run import Run
 
@@ -172,6 +172,19 @@ def pi_metrics(finals: torch.Tensor, retriever: HybridRetriever, categories: Seq
     return out
 
 
+def recent_item_means(targets: Targets, item_q: torch.Tensor, n: int = RECENT_TARGETS) -> torch.Tensor:
+    """[U,d] mean CF vector of each user's n latest train items: what a condition read from the latest history can
+    carry (R² against it is the 'recent' counterpart of R² against the user vector)."""
+    users, items = np.asarray(targets.train_users), np.asarray(targets.train_items)
+    out = torch.zeros(targets.n_users, item_q.shape[1])  # [U,d]
+    q = item_q.detach().float().cpu()
+    for user in range(targets.n_users):
+        mine = items[users == user][-n:]
+        if len(mine):
+            out[user] = q[torch.as_tensor(mine)].mean(0)
+    return out
+
+
 def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: torch.Tensor,
                       item_categories: Sequence[str | None], texts: Sequence[str], categories: Sequence[str | None],
                       heads: DeftRecHeads, evaluator, seed: int) -> dict:
@@ -182,6 +195,7 @@ def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: to
     finals = denoise(heads, conditions, list(range(len(conditions))), seed)[-1]  # [U,d]
     retriever = HybridRetriever(item_q.detach().float().cpu().numpy(), np.array(list(item_categories), dtype=object))
     return {"condition_r2": ridge_r2(conditions, user_q, seed),
+            "recent_items_r2": ridge_r2(conditions, recent_item_means(targets, item_q), seed),
             "lightgcn_dot": embedding_metrics(user_q, item_q, targets),
             "lightgcn_cosine": embedding_metrics(user_q, item_q, targets, cosine=True),
             "text": text_stats(texts, categories),
@@ -249,8 +263,9 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
     check(0)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
-    refine_epochs(denoiser, config, user_q, targets.train_users, targets.train_items, item_q, epochs, patience,
-                  check, rng, generator, device, progress)
+    users, items = refinement_pairs(config.history, targets.train_users, targets.train_items)  # as the run's
+    refine_epochs(denoiser, config, user_q, users, items, item_q, epochs, patience,
+                  check, rng, generator, device, progress, history=(targets.train_users, targets.train_items))
     denoiser.load_state_dict(best[3])
     selected = evaluate(("valid", "test"))
     return {"epoch": best[2], "valid": selected["valid"], "test": selected["test"], "refine_epochs": epochs,

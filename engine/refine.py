@@ -14,7 +14,27 @@ from engine.diffusion import DDPMSchedule, Denoiser, denoising_losses
 from engine.sampling import NegativeSampler
 
 CHECK_EVERY = 3  # epochs between validation checks
+RECENT_TARGETS = 5  # history 'recent': refinement targets per user (the latest train items; chosen on validation)
 BATCH_PAIRS = 1024  # train pairs per optimizer step
+
+
+def refinement_pairs(history: str, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(users, items) the refinement trains on, from train pairs listed per user in time order: every pair
+    (history 'random'), or each user's latest RECENT_TARGETS items (history 'recent': the inference condition reads
+    the latest items and the next item lies nearest them), tiled to about as many pairs as the train set has, so
+    both get the same number of updates."""
+    users, items = np.asarray(users), np.asarray(items)
+    if history != "recent" or not len(users):
+        return users, items
+    position_from_end = np.zeros(len(users), np.int64)  # 0 for each user's last pair
+    last_of_user = np.r_[users[1:] != users[:-1], True]
+    run_end = np.flatnonzero(last_of_user)
+    run_start = np.r_[0, run_end[:-1] + 1]
+    for start, end in zip(run_start, run_end):
+        position_from_end[start:end + 1] = np.arange(end - start, -1, -1)
+    keep = position_from_end < RECENT_TARGETS
+    reps = max(1, len(users) // max(1, int(keep.sum())))
+    return np.tile(users[keep], reps), np.tile(items[keep], reps)
 
 
 def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.Tensor, users: np.ndarray,

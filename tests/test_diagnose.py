@@ -18,7 +18,7 @@ from engine.evaluation import stored_metrics
 from engine.run import Run
 
 runner = CliRunner()
-KEYS = {"run", "seed", "cf", "condition_r2", "lightgcn_dot", "lightgcn_cosine", "text", "pi", "ceiling"}
+KEYS = {"run", "seed", "cf", "condition_r2", "recent_items_r2", "lightgcn_dot", "lightgcn_cosine", "text", "pi", "ceiling"}
 
 
 def test_r2_of_a_noisy_copy_is_its_signal_share():
@@ -153,7 +153,8 @@ def run_with_diagnostics(tmp_path_factory, tiny_run):
 def test_eval_json_includes_stored_diagnostics(run_with_diagnostics, tiny_run):
     out = json.loads(runner.invoke(app, ["eval", str(run_with_diagnostics), "--json"]).stdout)
     assert set(out["diagnostics"]) == KEYS - {"run", "seed", "ceiling"}
-    assert "diagnostics" not in json.loads(runner.invoke(app, ["eval", str(tiny_run), "--json"]).stdout)
+    stored = json.loads(runner.invoke(app, ["eval", str(tiny_run), "--json"]).stdout)["diagnostics"]  # by training
+    assert set(stored) == KEYS - {"run", "seed", "cf", "ceiling"}
     both = json.loads(runner.invoke(app, ["eval", str(tiny_run), str(run_with_diagnostics), "--json"]).stdout)
     assert not [k for k in both["settings"] if "diagnostics" in k]  # measurements, not settings
 

@@ -224,7 +224,11 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     put_recommendations(db, "deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
+    from engine.diagnostics import cheap_diagnostics
+    diagnostics = cheap_diagnostics(conditions, model.user_q, model.item_q, split.items["category"].tolist(),
+                                    [p.text for p in outcome.preferences], [p.category for p in outcome.preferences],
+                                    model.heads, evaluator, request.seed)
     return {**model.config.to_dict(), "variant": variant_of(model.config.to_dict()), "profile": profile_dict(profile),
             "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
             "refine": outcome.refine, "selection": outcome.selection,
-            "seconds": outcome.seconds, "loss_log": outcome.log[-20:]}
+            "seconds": outcome.seconds, "loss_log": outcome.log[-20:], "diagnostics": diagnostics}

@@ -76,6 +76,10 @@ def print_diagnostics(result: dict, name: str) -> None:
     else:
         console.print(f"condition c → {cf} user vector: ridge R² {r2['r2']:.4f} on {r2['held_out_users']} held-out "
                       f"users (λ = {r2['lambda']:g}, chosen on the {r2['train_users']} training users)", highlight=False)
+    recent = result.get("recent_items_r2") or {}
+    if recent.get("r2") is not None:
+        console.print(f"condition c → mean {cf} vector of the user's latest train items: ridge R² {recent['r2']:.4f} "
+                      f"(λ = {recent['lambda']:g})", highlight=False)
     text = result["text"]
     console.print(f"generated text: {text['distinct_sentences']} distinct sentences for {text['users']} users, the most "
                   f"frequent for {text['top_sentence_share']:.1%}; {text['distinct_categories']} distinct categories, "

@@ -1,0 +1,48 @@
+"""The quality table of docs/quality.md from runs alone: each run's test/validation metrics, what its condition
+carries (the diagnostics stored at training), its settings against the first run, and the paired test of its
+DeftRec test hits against the first run of the same seed-0 reference (deftrec eval A B)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from engine.evaluation import compare_runs, run_metrics
+from engine.run import Run
+
+KEYS = ("response", "history", "neg_norm", "distinct_positives", "pi_match", "encoder", "diffusion_loss")
+
+
+def main(paths: list[str]) -> None:
+    runs = [Run.open(Path(p)) for p in paths]
+    reference = runs[0]
+    ref_metrics = run_metrics(reference)
+    lines = ["| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | "
+             f"vs {reference.path.name}, paired HR@10 (95% CI, McNemar p) | LightGCN test HR@10 / NDCG@10 | MF | pop |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for run in runs:
+        metrics = run_metrics(run)
+        deftrec = run.config.get("deftrec") or {}
+        diag = deftrec.get("diagnostics") or {}
+        text = diag.get("text") or {}
+        settings = ", ".join(f"{k}={deftrec.get(k)}" for k in KEYS if deftrec.get(k) != (reference.config.get("deftrec") or {}).get(k))
+        paired = ""
+        if run is not reference:
+            test = compare_runs(reference, ref_metrics, run, metrics)["paired_test"]
+            if test:
+                paired = (f"{test['B − A']:+.4f} [{test['ci95'][0]:+.3f}, {test['ci95'][1]:+.3f}], "
+                          f"p {test['mcnemar_p']:.3g}")
+        t, v = metrics["deftrec"]["test"], metrics["deftrec"]["valid"]
+        lg, mf, pop = (metrics[m]["test"] for m in ("lightgcn", "mf", "pop"))
+        r2s = [(diag.get(key) or {}).get("r2") for key in ("condition_r2", "recent_items_r2")]
+        lines.append(
+            f"| {run.path.name} | {(deftrec.get('profile') or {}).get('name', '')} | {settings or 'reference'} | "
+            f"{t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {v['HR@10']:.4f} | "
+            f"{' / '.join('–' if r is None else f'{r:.2f}' for r in r2s)} | {text.get('distinct_sentences', '')} | "
+            f"{'' if text.get('top_sentence_share') is None else f'{text["top_sentence_share"]:.0%}'} | {paired} | "
+            f"{lg['HR@10']:.4f} / {lg['NDCG@10']:.4f} | {mf['HR@10']:.4f} | {pop['HR@10']:.4f} |")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
