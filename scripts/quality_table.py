@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from engine.diagnostics import diagnose_run
 from engine.evaluation import compare_runs, run_metrics
 from engine.run import Run
 
@@ -23,7 +24,7 @@ def main(paths: list[str]) -> None:
     for run in runs:
         metrics = run_metrics(run)
         deftrec = run.config.get("deftrec") or {}
-        diag = deftrec.get("diagnostics") or {}
+        diag = deftrec.get("diagnostics") or diagnose_run(run, ceiling=False)  # a run trained before they were stored
         text = diag.get("text") or {}
         settings = ", ".join(f"{k}={deftrec.get(k)}" for k in KEYS if deftrec.get(k) != (reference.config.get("deftrec") or {}).get(k))
         paired = ""

@@ -140,7 +140,7 @@ class JointSampler:
                 while True:
                     response = build_response(response_id, leading_categories(
                         [model.categories[int(i)] for i in shown_kept[0]]) or "various")
-                    prompt, fitted = model.build_prompts([user], [shown], [template_id], [response])
+                    prompt, fitted = model.build_prompts([user], shown_kept, [template_id], [response])
                     if len(fitted[0]) == len(shown_kept[0]):
                         break
                     shown_kept = fitted
