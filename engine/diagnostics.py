@@ -194,8 +194,10 @@ def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: to
     targets = Targets.of(evaluator)
     finals = denoise(heads, conditions, list(range(len(conditions))), seed)[-1]  # [U,d]
     retriever = HybridRetriever(item_q.detach().float().cpu().numpy(), np.array(list(item_categories), dtype=object))
+    recent = recent_item_means(targets, item_q)  # [U,d]
     return {"condition_r2": ridge_r2(conditions, user_q, seed),
-            "recent_items_r2": ridge_r2(conditions, recent_item_means(targets, item_q), seed),
+            "recent_items_r2": ridge_r2(conditions, recent, seed),
+            "recent_items_cosine": embedding_metrics(recent, item_q, targets, cosine=True),
             "lightgcn_dot": embedding_metrics(user_q, item_q, targets),
             "lightgcn_cosine": embedding_metrics(user_q, item_q, targets, cosine=True),
             "text": text_stats(texts, categories),

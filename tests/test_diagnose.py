@@ -18,7 +18,7 @@ from engine.evaluation import stored_metrics
 from engine.run import Run
 
 runner = CliRunner()
-KEYS = {"run", "seed", "cf", "condition_r2", "recent_items_r2", "lightgcn_dot", "lightgcn_cosine", "text", "pi", "ceiling"}
+KEYS = {"run", "seed", "cf", "condition_r2", "recent_items_r2", "recent_items_cosine", "lightgcn_dot", "lightgcn_cosine", "text", "pi", "ceiling"}
 
 
 def test_r2_of_a_noisy_copy_is_its_signal_share():

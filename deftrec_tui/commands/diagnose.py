@@ -60,6 +60,8 @@ def print_diagnostics(result: dict, name: str) -> None:
     pi = result["pi"]
     rows = [(f"{cf} user · item (dot)", result["lightgcn_dot"]),
             (f"{cf} cosine", result["lightgcn_cosine"]),
+            *([(f"cosine of the latest 5 train items' mean ({cf})", result["recent_items_cosine"])]
+              if result.get("recent_items_cosine") else []),
             ("DeftRec, π = 0", pi["off"]),
             (f"DeftRec, π = {pi['pi']:g} exact", pi["exact"]),
             (f"DeftRec, π = {pi['pi']:g} overlap", pi["overlap"])]
