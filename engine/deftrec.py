@@ -46,9 +46,10 @@ class DeftRecConfig:
     neg_norm: str = "sum"  # ‖·‖² in L_Neg: 'sum' over d (Eq. 13 as written) | 'mean' (deftrec ≤ 0.1's reading)
     response: str = "history"  # training response names: 'history' (the prompt history's leading categories) |
     #                            'target' (the held-out target item's category: leaks it into c in training)
-    history: str = "random"  # prompt history: 'random' (the paper: shuffled sample) | 'recent' (latest, time order)
+    history: str = "random"  # prompt history: 'random' (the paper: shuffled sample) | 'recent' (latest, time order);
+    #                          `deftrec train` defaults to 'recent', this default is what runs made before it had
     distinct_positives: bool = True  # each noise draw of a joint step gets its own positive (and negatives)
-    max_title_chars: int = 40  # titles in prompts are cut to this many characters
+    max_title_chars: int = 60  # titles in prompts are cut to this many characters (`deftrec train`: 40)
     max_history: int = 20
     max_length: int = 320
     max_new_tokens: int = 24
@@ -61,7 +62,7 @@ class DeftRecConfig:
     condition_standardize: bool = False  # standardize c per dimension inside the denoiser (train sets True)
     sampling_temperature: float = 1.0  # τ of the reverse sampler: 1 = paper (x_T ~ N(0, I)), 0 = deterministic
     pi: float = 0.1
-    pi_match: str = "overlap"  # 'exact' | 'overlap' ('|'-separated category sets share a part: DESIGN §3.7)
+    pi_match: str = "exact"  # 'exact' | 'overlap' (the '|'-separated parts intersect) | 'all' (named ⊆ item's)
     lora_r: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05

@@ -167,7 +167,8 @@ def pi_metrics(finals: torch.Tensor, retriever: HybridRetriever, categories: Seq
     shares a '|'-part ('overlap')."""
     pi = pi if pi > 0 else DEFAULT_PI
     out: dict = {"pi": pi}
-    for name, value, match in (("off", 0.0, "exact"), ("exact", pi, "exact"), ("overlap", pi, "overlap")):
+    for name, value, match in (("off", 0.0, "exact"), ("exact", pi, "exact"), ("overlap", pi, "overlap"),
+                               ("all", pi, "all")):
         out[name] = retrieval_metrics(finals, retriever, categories, value, match, targets)
     return out
 

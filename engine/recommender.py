@@ -76,8 +76,8 @@ class DeftRecModel:
 
     def extract_category(self, text: str) -> str | None:
         """The category the generated text names, in the form π matches: the whole catalog category ('exact') or
-        every category part it names ('overlap')."""
-        if self.config.pi_match == "overlap":
+        every category part it names ('overlap', 'all')."""
+        if self.config.pi_match in ("overlap", "all"):
             return extract_parts(text, self.category_parts)
         return extract_category(text, self.known_categories)
 

@@ -18,7 +18,7 @@ import faiss
 import numpy as np
 import torch
 
-MATCH_MODES = ("exact", "overlap")
+MATCH_MODES = ("exact", "overlap", "all")
 GPU_MAX_POOL = 2048  # the largest k a FAISS GPU flat index can return; beyond it the pool is the whole catalog
 ROW_CHUNK = 1024  # query rows scored together in search
 DENSE_ELEMENTS = 1 << 23  # float64 elements per dense block (64 MiB)
@@ -118,6 +118,8 @@ def _match_distinct(key: str, distinct: np.ndarray, match: str) -> np.ndarray:
     if match == "exact":
         return np.array([c == key for c in distinct], bool)
     wanted = {part.strip() for part in key.split("|")} - {""}
+    if match == "all":  # every named part is one of the item's (a named genre "is one of its genres", DESIGN §3.7)
+        return np.array([wanted <= ({part.strip() for part in c.split("|")} - {""}) for c in distinct], bool)
     return np.array([bool(wanted & ({part.strip() for part in c.split("|")} - {""})) for c in distinct], bool)
 
 

@@ -337,3 +337,11 @@ def test_missing_gguf_package_and_bad_gguf(monkeypatch, tmp_path):
     with pytest.raises(DeftrecError, match="cannot convert"):
         llm.convert_gguf(bad, cache_root=tmp_path / "cache")
     assert list((tmp_path / "cache" / "models").iterdir()) == []  # no half-written folder is left behind
+
+
+def test_leading_categories_counts_parts_most_frequent_first():
+    from engine.prompts import leading_categories
+    assert leading_categories(["Drama|Comedy", "Drama", "Comedy|Romance", "Action|Drama"]) == "Drama|Comedy"
+    assert leading_categories(["Rock", "Pop", "Pop"], n=1) == "Pop"
+    assert leading_categories(["B", "A"]) == "A|B"  # ties by name
+    assert leading_categories([None, ""]) is None

@@ -277,5 +277,19 @@ def test_pi_bonus_exact_and_overlap():
     assert pi_bonus("Sci-Fi|Horror", cats, match="overlap").tolist() == pytest.approx([0, 0.1, 0, 0, 0.1])
     assert not pi_bonus(None, cats).any() and not pi_bonus("", cats, match="overlap").any()
     assert not pi_bonus("Western", cats, match="overlap").any()
+    # 'all': every named part is one of the item's parts
+    assert pi_bonus("Sci-Fi", cats, match="all").tolist() == pytest.approx([0, 0.1, 0, 0, 0.1])
+    assert pi_bonus("Drama|Sci-Fi", cats, match="all").tolist() == pytest.approx([0, 0, 0, 0, 0.1])
+    assert not pi_bonus("Sci-Fi|Horror", cats, match="all").any()
     with pytest.raises(ValueError):
         pi_bonus("Action", cats, match="fuzzy")
+
+
+def test_extract_parts_names_every_part_in_order():
+    from engine.retriever import category_parts, extract_parts
+    parts = category_parts(["Action|Sci-Fi", "Drama", "Film-Noir|Drama", None, "Office Software|Software"])
+    assert parts == ["Action", "Drama", "Film-Noir", "Office Software", "Sci-Fi", "Software"]
+    text = "Analysing the purchase history, the user may prefer Drama|Sci-Fi products."
+    assert extract_parts(text, parts) == "Drama|Sci-Fi"
+    assert extract_parts("likes office software a lot", parts) == "Office Software"  # the inner part is not counted
+    assert extract_parts("noir and film", parts) is None and extract_parts(None, parts) is None

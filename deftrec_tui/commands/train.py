@@ -37,10 +37,10 @@ def train(
     dispersive_weight: Annotated[float, typer.Option(help="λ of the dispersive loss.", min=0.0)] = 0.5,
     dispersive_tau: Annotated[float, typer.Option(help="τ of the dispersive loss, against the mean squared distance per dimension.", min=1e-6)] = 0.5,
     response: Annotated[str, typer.Option(help="What the training response names: history (the leading categories of the prompt's history, as the LLM can read them) | target (the held-out target's category, the paper's Table 6 reading; it leaks the target into c in training).")] = "history",
-    history: Annotated[str, typer.Option(help="Prompt history: random (the paper: a shuffled sample of the train items) | recent (the latest train items in time order; joint training then predicts the items after a cut point).")] = "random",
+    history: Annotated[str, typer.Option(help="Prompt history: recent (the latest train items in time order; joint training predicts the items after a cut point; chosen on validation) | random (the paper: a shuffled sample of the train items).")] = "recent",
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = "sum",
     distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = True,
-    pi_match: Annotated[str, typer.Option(help="When π applies: overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | exact (the whole category string).")] = "overlap",
+    pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = "exact",
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -66,7 +66,7 @@ def train(
     if condition not in ("hidden", "embedding"):
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
     for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
-                                 ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("overlap", "exact"))):
+                                 ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all"))):
         if value not in allowed:
             raise DeftrecError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(allowed)}")
     if temperature == "auto":
@@ -122,7 +122,7 @@ def train(
                  "prediction": prediction or v_prediction, "cond_dropout": cond_dropout, "guidance": guidances[0],
                  "guidances": guidances, "sigma_scale": sigma, "dispersive_weight": dispersive_weight,
                  "dispersive_tau": dispersive_tau, "response": response, "history": history, "neg_norm": neg_norm,
-                 "distinct_positives": distinct_positives, "pi_match": pi_match,
+                 "distinct_positives": distinct_positives, "pi_match": pi_match, "max_title_chars": 40,
                  "tokenizer_pretrain_epochs": v_pretrain if tokenizer_pretrain is None else tokenizer_pretrain}
     if tokenizer != "sigma-vae":
         overrides["tokenizer_pretrain_epochs"] = 0
