@@ -14,13 +14,21 @@ from engine.run import Run
 KEYS = ("response", "history", "neg_norm", "distinct_positives", "pi_match", "encoder", "diffusion_loss")
 
 
+def _share(value: float | None) -> str:
+    return "" if value is None else f"{value:.0%}"
+
+
+def _pi(pi: dict) -> str:
+    return " / ".join(f"{pi[m]['valid']['HR@10']:.4f}" if m in pi else "–" for m in ("off", "exact", "overlap"))
+
+
 def main(paths: list[str]) -> None:
     runs = [Run.open(Path(p)) for p in paths]
     reference = runs[0]
     ref_metrics = run_metrics(reference)
-    lines = ["| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | "
+    lines = ["| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | valid HR@10 π off / exact / overlap | train s | "
              f"vs {reference.path.name}, paired HR@10 (95% CI, McNemar p) | LightGCN test HR@10 / NDCG@10 | MF | pop |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         metrics = run_metrics(run)
         deftrec = run.config.get("deftrec") or {}
@@ -40,7 +48,8 @@ def main(paths: list[str]) -> None:
             f"| {run.path.name} | {(deftrec.get('profile') or {}).get('name', '')} | {settings or 'reference'} | "
             f"{t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {v['HR@10']:.4f} | "
             f"{' / '.join('–' if r is None else f'{r:.2f}' for r in r2s)} | {text.get('distinct_sentences', '')} | "
-            f"{'' if text.get('top_sentence_share') is None else f'{text["top_sentence_share"]:.0%}'} | {paired} | "
+            f"{_share(text.get('top_sentence_share'))} | {_pi(diag.get('pi') or {})} | {run.config.get('seconds', '')} | "
+            f"{paired} | "
             f"{lg['HR@10']:.4f} / {lg['NDCG@10']:.4f} | {mf['HR@10']:.4f} | {pop['HR@10']:.4f} |")
     print("\n".join(lines))
 
