@@ -384,10 +384,11 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
     best = check(0, None)
     if heads.denoiser is None or profile.refine_epochs == 0:
         return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
-    users = np.concatenate([np.full(len(h), u, np.int64) for u, h in enumerate(model.histories)])
-    users, items = refinement_pairs(config.history, users, np.concatenate(model.histories).astype(np.int64))
-    if config.history != "recent":
-        users, items = split.train_pairs()  # distinct pairs, as before
+    users, items = split.train_pairs()  # distinct pairs
+    if config.history == "recent":  # each user's latest items, from the time-ordered sequences
+        users, items = refinement_pairs("recent", np.repeat(np.arange(len(model.histories)),
+                                                            [len(h) for h in model.histories]),
+                                        np.concatenate(model.histories).astype(np.int64))
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
 
