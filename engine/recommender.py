@@ -70,7 +70,7 @@ class DeftRecModel:
         interactions (history 'random', the paper; a repeated item stays repeated, as the user bought it twice), or
         the latest ones in time order (history 'recent')."""
         if self.config.history == "recent":
-            return np.asarray(self.histories[user])[-self.config.max_history:]
+            return np.array(self.histories[user][-self.config.max_history:], dtype=np.int64)  # a writable copy
         rng = np.random.default_rng([self.seed, user])
         return rng.permutation(np.sort(self.histories[user]))[: self.config.max_history]  # sorted: order-free input
 
