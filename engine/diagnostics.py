@@ -188,12 +188,13 @@ def recent_item_means(targets: Targets, item_q: torch.Tensor, n: int = RECENT_TA
 
 def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: torch.Tensor,
                       item_categories: Sequence[str | None], texts: Sequence[str], categories: Sequence[str | None],
-                      heads: DeftRecHeads, evaluator, seed: int) -> dict:
+                      heads: DeftRecHeads, evaluator, seed: int, finals: torch.Tensor | None = None) -> dict:
     """Every diagnostic but the ceiling, from in-memory tensors (conditions [U,D], CF vectors [U,d] / [n,d]), the
     trained heads and the split's evaluator (train.cf.Evaluator or Targets); `seed` is the run's, so the final
     vectors are the ones training scored."""
     targets = Targets.of(evaluator)
-    finals = denoise(heads, conditions, list(range(len(conditions))), seed)[-1]  # [U,d]
+    if finals is None:  # the training pipeline passes the ones it has just computed
+        finals = denoise(heads, conditions, list(range(len(conditions))), seed)[-1]  # [U,d]
     retriever = HybridRetriever(item_q.detach().float().cpu().numpy(), np.array(list(item_categories), dtype=object))
     recent = recent_item_means(targets, item_q)  # [U,d]
     return {"condition_r2": ridge_r2(conditions, user_q, seed),
@@ -294,32 +295,27 @@ class RunInputs:
 def read_run(run: Run) -> RunInputs:
     """The run's heads (no LLM), cached conditions, texts and categories, CF vectors and split."""
     from data.catalog import connect
-    from data.errors import DeftrecError, RunError
+    from data.errors import RunError
+    from engine.evaluation import cached_preferences
     from engine.recommender import load_heads
     if not run.config.get("deftrec"):
         raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path,
                        hint="train one with: deftrec train --stage all")
     config = DeftRecConfig.from_dict(run.config["deftrec"])
+    cached = cached_preferences(run)
+    conditions, item_categories, n_users = cached.conditions, cached.item_categories, len(cached.texts)
     db = connect(run.catalog_path, readonly=True)
     try:
-        rows = db.execute("select user_idx, text, category, condition from preferences order by user_idx").fetchall()
-        n_users = db.execute("select count(*) from users").fetchone()[0]
-        item_categories = [r[0] or None for r in db.execute("select category from items order by item_idx")]
         targets = Targets.from_catalog(db)
     finally:
         db.conn.close()
-    if len(rows) != n_users or any(not r[3] for r in rows):
-        raise DeftrecError("the catalog lacks cached conditions for some users (a run from an older deftrec)",
-                           path=run.catalog_path, hint="train the run again")
-    conditions = torch.from_numpy(np.stack([np.frombuffer(r[3], dtype=np.float32) for r in rows]))  # [U,D]
     cf = run.tensors("cf_random" if config.cf == "random" else "lightgcn")
     if cf["user"].shape[0] != n_users or cf["item"].shape[0] != len(item_categories):
         raise RunError(f"the embeddings ({cf['user'].shape[0]} users, {cf['item'].shape[0]} items) do not match "
                        f"the catalog ({n_users} users, {len(item_categories)} items)", path=run.path)
     heads = DeftRecHeads(config)
     load_heads(run, heads)
-    return RunInputs(heads=heads, conditions=conditions, texts=[r[1] or "" for r in rows],
-                     categories=[r[2] or None for r in rows], user_q=cf["user"].float(), item_q=cf["item"].float(),
+    return RunInputs(heads=heads, conditions=conditions, texts=cached.texts, categories=cached.categories, user_q=cf["user"].float(), item_q=cf["item"].float(),
                      item_categories=item_categories, targets=targets, seed=int(run.config.get("seed", 0)))
 
 

@@ -5,6 +5,7 @@ re-ranked from the conditions cached in the catalog (denoiser and retriever only
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -33,6 +34,32 @@ def stored_metrics(run: Run) -> dict:
     return nested
 
 
+@dataclass
+class CachedPreferences:
+    """What training cached per user in the catalog: c, the generated text and its category; items' categories."""
+
+    conditions: torch.Tensor  # [U,D] float32
+    texts: list[str]
+    categories: list[str | None]
+    item_categories: list[str | None]
+
+
+def cached_preferences(run: Run, hint: str = "train the run again") -> CachedPreferences:
+    """Every user's cached condition, text and category (one line of error when any user lacks them)."""
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        rows = db.execute("select user_idx, text, category, condition from preferences order by user_idx").fetchall()
+        n_users = db.execute("select count(*) from users").fetchone()[0]
+        item_categories = [r[0] or None for r in db.execute("select category from items order by item_idx")]
+    finally:
+        db.conn.close()
+    if len(rows) != n_users or any(not r[3] for r in rows):
+        raise DeftrecError("the catalog lacks cached conditions for some users (a run from an older deftrec)",
+                           path=run.catalog_path, hint=hint)
+    conditions = torch.from_numpy(np.stack([np.frombuffer(r[3], dtype=np.float32) for r in rows]))  # [U,D]
+    return CachedPreferences(conditions, [r[1] or "" for r in rows], [r[2] or None for r in rows], item_categories)
+
+
 def deftrec_scorer(run: Run):
     """user_idx batch -> hybrid scores [B, n_items] of DeftRec from the cached conditions and categories."""
     from engine.deftrec import DeftRecConfig, DeftRecHeads
@@ -41,18 +68,9 @@ def deftrec_scorer(run: Run):
     config = DeftRecConfig.from_dict(run.config["deftrec"])
     heads = DeftRecHeads(config)
     load_heads(run, heads)
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        rows = db.execute("select user_idx, condition, category from preferences order by user_idx").fetchall()
-        n_users = db.execute("select count(*) from users").fetchone()[0]
-        item_categories = [r[0] for r in db.execute("select category from items order by item_idx")]
-    finally:
-        db.conn.close()
-    if len(rows) != n_users or any(not r[1] for r in rows):
-        raise DeftrecError("the catalog lacks cached conditions for some users (a run from an older deftrec)",
-                           path=run.catalog_path, hint="use --mask-history train+valid, or train the run again")
-    conditions = torch.from_numpy(np.stack([np.frombuffer(r[1], dtype=np.float32) for r in rows]))  # [U,D]
-    categories = [r[2] or None for r in rows]
+    cached = cached_preferences(run, hint="use --mask-history train+valid, or train the run again")
+    conditions, categories, item_categories = cached.conditions, cached.categories, cached.item_categories
+    n_users = len(categories)
     finals = denoise(heads, conditions, list(range(n_users)), int(run.config.get("seed", 0)))[-1]  # [U,d]
     items = run.tensors("cf_random" if config.cf == "random" else "lightgcn")["item"].float().numpy()
     retriever = HybridRetriever(items, np.array(item_categories, dtype=object))

@@ -26,8 +26,9 @@ def main(paths: list[str]) -> None:
     runs = [Run.open(Path(p)) for p in paths]
     reference = runs[0]
     ref_metrics = run_metrics(reference)
-    lines = ["| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | valid HR@10 π off / exact / overlap | train s | "
-             f"vs {reference.path.name}, paired HR@10 (95% CI, McNemar p) | LightGCN test HR@10 / NDCG@10 | MF | pop |",
+    header = ("| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | valid HR@10 π off / exact / overlap | train s | "
+             f"vs {reference.path.name}, paired HR@10 (95% CI, McNemar p) | LightGCN test HR@10 / NDCG@10 | MF | pop |")
+    lines = [header,
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         metrics = run_metrics(run)

@@ -227,7 +227,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     from engine.diagnostics import cheap_diagnostics
     diagnostics = cheap_diagnostics(conditions, model.user_q, model.item_q, split.items["category"].tolist(),
                                     [p.text for p in outcome.preferences], [p.category for p in outcome.preferences],
-                                    model.heads, evaluator, request.seed)
+                                    model.heads, evaluator, request.seed, finals=paths[-1])
     return {**model.config.to_dict(), "variant": variant_of(model.config.to_dict()), "profile": profile_dict(profile),
             "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
             "refine": outcome.refine, "selection": outcome.selection,
