@@ -53,6 +53,8 @@ class DeftRecConfig:
     max_history: int = 20
     max_length: int = 320
     max_new_tokens: int = 24
+    decoding: str = "full"  # 'full' greedy | 'template' (fixed words in one pass; equal where greedy follows the
+    #                         template) | 'constrained' (template, the slot limited to category names); train: template
     target_scale: float = 1.0  # item embeddings are divided by it so diffusion targets have unit RMS
     num_train_timesteps: int = 1000
     num_inference_steps: int = 100

@@ -57,6 +57,7 @@ class DeftRecModel:
         self.titles, self.categories = titles, categories
         self.histories = histories
         self.seed = seed
+        self._trie = None
         self.known_categories = sorted({c for c in categories if c})
         self.category_parts = category_parts(categories)
         self.retriever = HybridRetriever(item_q.float().numpy(), np.array(categories, dtype=object))
@@ -118,8 +119,7 @@ class DeftRecModel:
         batch = encode_batch(self.tokenizer, prompts, None, self.config.max_length)
         embeds = self.embed(users, kept, template_ids, batch["input_ids"])  # [B,L,D]
         mask = batch["attention_mask"].to(embeds.device)
-        generation = generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.max_new_tokens,
-                              streamer=streamer, with_hidden=True)
+        generation = self.generate(embeds, mask, streamer)
         generated, hidden = generation.ids, generation.hidden
         cond = self.heads.condition(hidden.last_hidden, hidden.response_mask, hidden.input_embeds)  # [B,D]
         out = []
@@ -129,6 +129,22 @@ class DeftRecModel:
                                   category=self.extract_category(text),
                                   condition=cond[row].float().cpu()))
         return out
+
+    def generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer=None, decoding: str | None = None):
+        """Greedy responses to prompts embeds [B,L,D] (left padded) with their hidden states, decoded the way the
+        run's config says (or `decoding`): full, template or constrained (engine/decoding.py)."""
+        decoding = decoding or self.config.decoding
+        if decoding == "full":
+            return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.max_new_tokens,
+                            streamer=streamer, with_hidden=True)
+        from engine.decoding import CategoryTrie, slot_names, template_generate
+        trie = None
+        if decoding == "constrained":
+            if self._trie is None:
+                self._trie = CategoryTrie(self.tokenizer, slot_names(self.categories, self.config.response))
+            trie = self._trie
+        return template_generate(self.llm, self.tokenizer, embeds, mask, self.config.max_new_tokens, trie=trie,
+                                 streamer=streamer)
 
     @torch.no_grad()
     def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None,

@@ -1,0 +1,286 @@
+"""Template-aware greedy decoding: the response templates' fixed words go through the LLM in one pass each, and only
+the words the model chooses (the template's first word and the {category} slot) are decoded token by token.
+
+The result equals full greedy decoding (engine.llm.generate) wherever that decoding follows a template: the fixed
+words are the tokens greedy decoding would have chosen there, and each token's last hidden state is the one it gets
+when fed, so c is the same up to float error. A row whose greedy choice leaves the templates (a first word no
+template starts with, eos inside the slot, a word other than eos after the template's last word) continues as plain
+greedy decoding, and `followed` says so. With a CategoryTrie the slot is restricted to the dataset's category names
+(constrained decoding, an option: it changes the text wherever free decoding would name something else)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from engine.llm import CT, Generation, ResponseHidden
+from engine.prompts import RESPONSE_TEMPLATES
+
+SLOT = "{category}"
+
+
+@dataclass(frozen=True)
+class TemplateTokens:
+    """A response template as token ids around its {category} slot, tokenised as the response continues the prompt."""
+
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
+
+
+def template_tokens(tokenizer, templates: tuple[str, ...] = RESPONSE_TEMPLATES) -> list[TemplateTokens]:
+    """Each template's prefix (' Analysing … prefer') and suffix (' products.') ids; the category goes between."""
+    out = []
+    for template in templates:
+        before, after = template.split(SLOT)
+        prefix = tokenizer(" " + before.rstrip(), add_special_tokens=False)["input_ids"] if before.strip() else []
+        suffix = tokenizer(after, add_special_tokens=False)["input_ids"]
+        if not suffix:
+            raise ValueError(f"response template {template!r} has no words after its slot to stop at")
+        out.append(TemplateTokens(tuple(prefix), tuple(suffix)))
+    return out
+
+
+class CategoryTrie:
+    """Token-id trie of the category names the slot may hold, each tokenised with its leading space."""
+
+    def __init__(self, tokenizer, names: list[str]) -> None:
+        self.children: list[dict[int, int]] = [{}]
+        self.terminal: list[bool] = [False]
+        for name in sorted(set(names)):
+            node = 0
+            for token in tokenizer(" " + name, add_special_tokens=False)["input_ids"]:
+                nxt = self.children[node].get(token)
+                if nxt is None:
+                    nxt = len(self.children)
+                    self.children[node][token] = nxt
+                    self.children.append({})
+                    self.terminal.append(False)
+                node = nxt
+            self.terminal[node] = True
+
+    def __len__(self) -> int:
+        return sum(self.terminal)
+
+
+def slot_names(categories: list[str], response: str) -> list[str]:
+    """What a response may name: the catalog's category strings ('target'), or the leading one or two category
+    parts of a history, '|'-joined in either order ('history')."""
+    if response == "target":
+        return sorted({c for c in categories if c})
+    parts = sorted({p.strip() for c in categories if isinstance(c, str) for p in c.split("|")} - {""})
+    return parts + [f"{a}|{b}" for a in parts for b in parts if a != b]
+
+
+@dataclass
+class _Row:
+    """One row's decoding state: 'choose' (matching template prefixes), 'slot', 'pending' (slot done, suffix waiting),
+    'tail' (suffix fed), 'free' (off the templates: plain greedy), 'done'."""
+
+    ids: list[int] = field(default_factory=list)
+    states: list[torch.Tensor] = field(default_factory=list)
+    phase: str = "choose"
+    template: int = -1
+    slot: list[int] = field(default_factory=list)
+    pending: list[int] = field(default_factory=list)
+    node: int = 0
+    followed: bool = False
+
+
+@dataclass
+class TemplateGeneration(Generation):
+    """Generation plus, per row, whether greedy decoding followed a template to its end (then eos)."""
+
+    followed: list[bool] = field(default_factory=list)
+    forwards: int = 0
+
+
+def _lm_head(model: nn.Module) -> nn.Module:
+    return model.get_output_embeddings()
+
+
+def _decoder(model: nn.Module) -> nn.Module:
+    """The transformer under the LM head (its output is the last hidden state, after the final norm)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder() if hasattr(base, "get_decoder") else base.model
+
+
+def _cache_keyword(decoder: nn.Module) -> str:
+    """The forward's name for the KV cache: 'cache' in recent transformers, 'past_key_values' before."""
+    import inspect
+    return "cache" if "cache" in inspect.signature(decoder.forward).parameters else "past_key_values"
+
+
+@torch.no_grad()
+def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
+                      max_new_tokens: int = 24, templates: list[TemplateTokens] | None = None,
+                      trie: CategoryTrie | None = None, eos_token_id: int | None = None,
+                      streamer=None) -> TemplateGeneration:
+    """Greedy response ids and their last hidden states for left-padded prompts inputs_embeds [B,L,D], feeding each
+    template's fixed words in one pass; see the module docstring for when it equals engine.llm.generate."""
+    from transformers import DynamicCache
+    templates = template_tokens(tokenizer) if templates is None else templates
+    eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
+    vocab = tokenizer.get_vocab()
+    ct = vocab.get(CT)
+    embed = model.get_input_embeddings()
+    head = _lm_head(model)
+    device, dtype = inputs_embeds.device, inputs_embeds.dtype
+    b = inputs_embeds.shape[0]
+    rows = [_Row() for _ in range(b)]
+    was_training = model.training
+    model.eval()
+    decoder = _decoder(model)
+    cache, keyword = DynamicCache(), _cache_keyword(decoder)
+    mask = attention_mask.long().to(device)  # [B,past]
+    count = mask.sum(1)  # [B] real tokens so far (the next position id)
+    feed: list[list[int]] = []
+    forwards = 0
+    try:
+        if streamer is not None:
+            streamer.put(torch.zeros(1, 0, dtype=torch.long))  # the prompt, which a streamer skips
+        out = decoder(inputs_embeds=inputs_embeds, attention_mask=mask,
+                      position_ids=(mask.cumsum(-1) - 1).clamp(min=0), **{keyword: cache}, use_cache=True)
+        forwards += 1
+        last = out.last_hidden_state[:, -1]  # [B,D] the state that predicts each row's first response token
+        while True:
+            logits = head(last).float()  # [B,V]
+            if ct is not None:
+                logits[:, ct] = float("-inf")  # never generate the placeholder itself
+            feed = [_advance(rows[r], logits[r], templates, trie, eos, max_new_tokens)
+                    if rows[r].phase not in ("done", "pending") else [] for r in range(b)]
+            if not any(feed):  # every row still decoding has reached its template's last words: feed them all
+                feed = [_release(row, max_new_tokens) if row.phase == "pending" else [] for row in rows]
+            width = max(len(f) for f in feed)
+            if width == 0:
+                break
+            ids = torch.full((b, width), tokenizer.pad_token_id, dtype=torch.long)  # [B,W]
+            new_mask = torch.zeros(b, width, dtype=torch.long)  # [B,W]
+            for r, tokens in enumerate(feed):
+                if tokens:
+                    ids[r, :len(tokens)] = torch.tensor(tokens)
+                    new_mask[r, :len(tokens)] = 1
+            if streamer is not None and feed[0]:
+                streamer.put(ids[:1, :len(feed[0])])
+            ids, new_mask = ids.to(device), new_mask.to(device)
+            positions = (count.unsqueeze(1) + new_mask.cumsum(-1) - 1).clamp(min=0)  # [B,W]
+            mask = torch.cat([mask, new_mask], dim=1)  # [B,past+W]
+            out = decoder(inputs_embeds=embed(ids).to(dtype), attention_mask=mask, position_ids=positions,
+                          **{keyword: cache}, use_cache=True)
+            forwards += 1
+            hidden = out.last_hidden_state  # [B,W,D] after the final norm
+            count = count + new_mask.sum(1)
+            lengths = torch.tensor([max(len(f), 1) for f in feed], device=device)
+            last = hidden[torch.arange(b, device=device), lengths - 1]  # [B,D] each row's last fed token
+            for r, tokens in enumerate(feed):
+                rows[r].states.extend(hidden[r, :len(tokens)].unbind(0))
+    finally:
+        model.train(was_training)
+    if streamer is not None:
+        streamer.end()
+    return _collect(rows, embed, head, tokenizer.pad_token_id, eos, ct, inputs_embeds, forwards)
+
+
+def _advance(row: _Row, logits: torch.Tensor, templates: list[TemplateTokens], trie: CategoryTrie | None,
+             eos: int, max_new_tokens: int) -> list[int]:
+    """The tokens this row feeds next, given the logits [V] after its last fed token; updates its state."""
+    budget = max_new_tokens - len(row.ids)
+    if row.phase == "tail":  # the template is complete: greedy decoding must end here
+        token = int(logits.argmax())
+        if token == eos:
+            row.followed, row.phase = True, "done"
+            return []
+        row.phase = "free"
+        return _take(row, [token], budget)
+    if row.phase == "slot":
+        suffix = templates[row.template].suffix
+        if trie is not None:
+            allowed = list(trie.children[row.node])
+            if trie.terminal[row.node] and row.slot:
+                allowed.append(suffix[0])
+            token = allowed[int(logits[allowed].argmax())] if allowed else suffix[0]
+        else:
+            token = int(logits.argmax())
+        if token == suffix[0] and row.slot:
+            row.phase, row.pending = "pending", list(suffix)
+            return []
+        if token == eos:
+            row.phase = "done"
+            return []
+        row.slot.append(token)
+        tokens = [token]
+        if trie is not None:  # follow the trie while only one continuation is possible
+            row.node = trie.children[row.node][token]
+            while len(trie.children[row.node]) == 1 and not trie.terminal[row.node]:
+                (forced, row.node), = trie.children[row.node].items()
+                row.slot.append(forced)
+                tokens.append(forced)
+            if not trie.children[row.node]:  # a leaf: the name is complete, the suffix follows
+                row.phase, row.pending = "pending", list(suffix)
+        return _take(row, tokens, budget)
+    token = int(logits.argmax())
+    if token == eos:
+        row.phase = "done"
+        return []
+    if row.phase == "choose":
+        chosen = row.ids + [token]
+        matching = [j for j, t in enumerate(templates) if list(t.prefix[:len(chosen)]) == chosen]
+        if len(matching) == 1:
+            row.template = matching[0]
+            row.phase = "slot"
+            return _take(row, list(templates[row.template].prefix), budget, start=len(row.ids))
+        if not matching:
+            row.phase = "free"
+    return _take(row, [token], budget)
+
+
+def _release(row: _Row, max_new_tokens: int) -> list[int]:
+    """A pending row's template words after its slot, fed once no row needs a pass of its own any more (rows end
+    their slots at different steps; their suffixes then share one pass)."""
+    row.phase = "tail"
+    return _take(row, row.pending, max_new_tokens - len(row.ids))
+
+
+def _take(row: _Row, tokens: list[int], budget: int, start: int | None = None) -> list[int]:
+    """Record tokens (from position `start` of a full prefix, when given) within the token budget; the row ends when
+    the budget is spent."""
+    if start is not None:
+        tokens = tokens[start:]
+    tokens = tokens[:budget]
+    row.ids.extend(tokens)
+    if len(tokens) >= budget:
+        row.phase = "done"
+    return tokens
+
+
+def _collect(rows: list[_Row], embed: nn.Module, head: nn.Module, pad_id: int, eos: int, ct: int | None,
+             inputs_embeds: torch.Tensor, forwards: int) -> TemplateGeneration:
+    """The rows' ids and states as engine.llm.generate returns them (right-padded [B,R,D] states and mask)."""
+    b, d = len(rows), inputs_embeds.shape[-1]
+    width = max((len(r.ids) for r in rows), default=0)
+    states = inputs_embeds.new_zeros(b, width, d)  # [B,R,D]
+    response_mask = torch.zeros(b, width, dtype=torch.bool, device=inputs_embeds.device)  # [B,R]
+    resp = torch.full((b, width), pad_id, dtype=torch.long, device=inputs_embeds.device)  # [B,R]
+    for i, row in enumerate(rows):
+        n = len(row.ids)
+        if n:
+            states[i, :n] = torch.stack(row.states[:n]).to(states.dtype)
+            response_mask[i, :n] = True
+            resp[i, :n] = torch.tensor(row.ids, dtype=torch.long)
+    hidden = ResponseHidden(last_hidden=states, response_mask=response_mask,
+                            input_embeds=embed(resp).to(inputs_embeds.dtype), attention_mask=response_mask.long())
+    followed = [row.followed and _greedy_throughout(row, head, eos, ct) for row in rows]
+    return TemplateGeneration(ids=[r.ids for r in rows], hidden=hidden, followed=followed, forwards=forwards)
+
+
+def _greedy_throughout(row: _Row, head: nn.Module, eos: int, ct: int | None) -> bool:
+    """Whether every token after the first is the greedy choice after the one before (the forced template words
+    included) and eos follows the last: then full greedy decoding writes exactly these ids."""
+    if not row.ids:
+        return False
+    logits = head(torch.stack(row.states[:len(row.ids)])).float()  # [R,V]
+    if ct is not None:
+        logits[:, ct] = float("-inf")
+    chosen = logits.argmax(-1).tolist()  # [R]
+    return chosen[:-1] == row.ids[1:] and chosen[-1] == eos

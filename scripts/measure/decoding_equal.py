@@ -1,0 +1,78 @@
+"""Every user of a run described by full greedy decoding and by template decoding (and constrained): time, users
+whose text is identical, users whose greedy decoding followed a template, the largest |Δc| among those, and test
+HR@10 of each; the figures issue 18's closing note and docs/inference.md quote. Usage: decoding_equal.py RUN [N]."""
+import json
+import sys
+import time
+
+import numpy as np
+import torch
+
+from data.catalog import connect
+from engine.llm import encode_batch, merged_lora
+from engine.metrics import metrics_from_ranks
+from engine.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.ranking import target_ranks
+from engine.recommender import open_deftrec
+from engine.run import Run
+
+run = Run.open(sys.argv[1])
+model = open_deftrec(run)
+n = int(sys.argv[2]) if len(sys.argv) > 2 else len(model.histories)
+users = list(range(n))
+db = connect(run.catalog_path, readonly=True)
+valid, test = map(np.array, zip(*db.execute("select valid_item_idx, test_item_idx from users order by user_idx")))
+db.conn.close()
+order = [u for u in np.argsort(model.prompt_lengths(users), kind="stable").tolist()]
+template_ids = [DEFAULT_INPUT_TEMPLATE] * 32
+
+
+def describe(decoding):
+    texts, conds, followed, cats = {}, {}, {}, {}
+    started = time.perf_counter()
+    for s in range(0, n, 32):
+        batch_users = order[s:s + 32]
+        ids = template_ids[:len(batch_users)]
+        prompts, kept = model.build_prompts(batch_users, [model.inference_history(u) for u in batch_users], ids)
+        batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
+        with torch.no_grad():
+            embeds = model.embed(batch_users, kept, ids, batch["input_ids"])
+            gen = model.generate(embeds, batch["attention_mask"], decoding=decoding)
+            cond = model.heads.condition(gen.hidden.last_hidden, gen.hidden.response_mask, gen.hidden.input_embeds)
+        for row, u in enumerate(batch_users):
+            texts[u] = model.tokenizer.decode(gen.ids[row], skip_special_tokens=True).strip()
+            conds[u] = cond[row].float()
+            followed[u] = getattr(gen, "followed", [None] * len(batch_users))[row]
+            cats[u] = model.extract_category(texts[u])
+    return time.perf_counter() - started, texts, conds, followed, cats
+
+
+def hr(conds, cats):
+    c = torch.stack([conds[u] for u in users])
+    final = model.trajectories(c, users)[-1]
+    scores = model.scores(final, [cats[u] for u in users])
+    mask = torch.zeros_like(scores, dtype=torch.bool)
+    for u in users:
+        mask[u, torch.as_tensor(np.asarray(model.histories[u]))] = True
+        mask[u, int(valid[u])] = True
+    m = metrics_from_ranks(target_ranks(scores, torch.as_tensor(test[:n]), mask))
+    return m["HR@10"], m["NDCG@10"], final
+
+
+out = {"run": str(run.path), "users": n, "threads": torch.get_num_threads()}
+with merged_lora(model.llm):
+    results = {name: describe(name) for name in ("full", "template", "constrained")}
+base_texts, base_conds = results["full"][1], results["full"][2]
+_, _, base_final = hr(base_conds, results["full"][4])
+for name, (seconds, texts, conds, followed, cats) in results.items():
+    same = [u for u in users if texts[u] == base_texts[u]]
+    follow = [u for u in users if followed[u]]
+    dc = max((float((conds[u] - base_conds[u]).abs().max()) for u in follow), default=0.0)
+    h, nd, final = hr(conds, cats)
+    out[name] = {"seconds": round(seconds, 1), "users_per_s": round(n / seconds, 2), "same_text": len(same),
+                 "followed": len(follow) if name != "full" else None, "max_abs_dc_followed": dc,
+                 "test_HR@10": round(h, 4), "test_NDCG@10": round(nd, 4),
+                 "distinct_texts": len(set(texts.values())),
+                 "unknown_category": sum(cats[u] is None for u in users)}
+    print(name, json.dumps(out[name]), flush=True)
+print(json.dumps(out))

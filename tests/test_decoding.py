@@ -1,0 +1,105 @@
+"""Template-aware decoding (engine/decoding.py) against full greedy decoding (engine.llm.generate)."""
+
+import pytest
+import torch
+
+from engine.decoding import CategoryTrie, slot_names, template_generate, template_tokens
+from engine.llm import (ConditionHead, add_placeholder_token, embed_with_continuous_tokens, encode_batch, generate,
+                        lm_forward, tiny_llama)
+from engine.prompts import RESPONSE_TEMPLATES, build_prompt, build_response
+
+TITLES = ["Toy Story (1995)", "Heat (1995)", "Star Wars (1977)", "Fargo (1996)"]
+# (history shown, response template, category): the trained model answers each prompt with its own response
+CASES = [(TITLES[:1], 0, "Comedy|Drama"), (TITLES[1:2], 2, "Action|Thriller"), (TITLES[2:3], 1, "Sci-Fi"),
+         (TITLES[3:], 0, "Crime")]
+
+
+def _batch(model, tok, ct_id, histories, responses=None):
+    prompts = [build_prompt(0, h, 2) for h in histories]
+    batch = encode_batch(tok, prompts, responses, 256)
+    n_ct = int((batch["input_ids"] == ct_id).sum())
+    tokens = torch.linspace(-0.5, 0.5, n_ct * model.config.hidden_size).reshape(n_ct, -1)  # fixed continuous tokens
+    return batch, embed_with_continuous_tokens(model, batch["input_ids"], ct_id, tokens)
+
+
+@pytest.fixture(scope="module")
+def taught():
+    """A tiny Llama taught, in a few hundred steps, to answer each CASES prompt with its templated response."""
+    model, tok = tiny_llama(seed=0)
+    ct_id = add_placeholder_token(model, tok)
+    histories = [h for h, _, _ in CASES]
+    responses = [build_response(t, c) for _, t, c in CASES]
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(300):
+        batch, embeds = _batch(model, tok, ct_id, histories, responses)
+        loss = lm_forward(model, embeds, batch["attention_mask"], batch["labels"]).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    return model, tok, ct_id
+
+
+def test_templates_tokenise_around_the_slot():
+    model, tok = tiny_llama(seed=0)
+    for template, parts in zip(RESPONSE_TEMPLATES, template_tokens(tok)):
+        full = tok(" " + template.format(category="Action|Sci-Fi"), add_special_tokens=False)["input_ids"]
+        slot = tok(" Action|Sci-Fi", add_special_tokens=False)["input_ids"]
+        assert full == list(parts.prefix) + slot + list(parts.suffix)
+
+
+def test_equals_full_greedy_decoding_where_it_follows_the_template(taught):
+    model, tok, ct_id = taught
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES])
+    with torch.no_grad():
+        full = generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=32, with_hidden=True)
+        fast = template_generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=32)
+    texts = [tok.decode(ids).strip() for ids in full.ids]
+    assert texts == [build_response(t, c) for _, t, c in CASES]  # the teaching took: every row follows
+    assert fast.ids == full.ids
+    assert fast.followed == [True] * len(CASES)
+    head = ConditionHead(model.config.hidden_size)
+    c_full = head(full.hidden.last_hidden, full.hidden.response_mask)  # [B,D]
+    c_fast = head(fast.hidden.last_hidden, fast.hidden.response_mask)  # [B,D]
+    assert torch.allclose(c_fast, c_full, atol=1e-5)
+    longest = max(len(ids) for ids in full.ids)
+    assert fast.forwards < longest / 2  # prefill, fixed words in one pass each, the slot token by token
+
+
+def test_a_row_that_leaves_the_template_is_plain_greedy(taught):
+    model, tok, ct_id = taught
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES[:2]])
+    with torch.no_grad():  # with an eos never generated the template is left after its last word: greedy goes on
+        full = generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=30, eos_token_id=ct_id,
+                        with_hidden=True)
+        fast = template_generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=30, eos_token_id=ct_id)
+    assert fast.ids == full.ids and all(len(ids) == 30 for ids in fast.ids)
+    assert fast.followed == [False, False]
+    head = ConditionHead(model.config.hidden_size)
+    assert torch.allclose(head(fast.hidden.last_hidden, fast.hidden.response_mask),
+                          head(full.hidden.last_hidden, full.hidden.response_mask), atol=1e-5)
+
+
+def test_constrained_slot_names_only_known_categories(taught):
+    model, tok, ct_id = taught
+    names = ["Comedy", "Drama", "Horror", "Western|War"]  # none of the taught answers is a name here
+    trie = CategoryTrie(tok, names)
+    assert len(trie) == 4
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES])
+    with torch.no_grad():
+        fast = template_generate(model, tok, embeds, batch["attention_mask"], trie=trie)
+    for ids, (_, template, _) in zip(fast.ids, CASES):
+        before, after = RESPONSE_TEMPLATES[template].split("{category}")
+        text = tok.decode(ids).strip()
+        assert text.startswith(before.strip()) and text.endswith(after.strip())
+        assert text[len(before):len(text) - len(after)].strip() in names
+    assert not any(fast.followed)  # the constraint overrode greedy decoding in every row
+
+
+def test_slot_names_by_response_kind():
+    categories = ["Action|Sci-Fi", "Drama", None, "Drama|Action"]
+    assert slot_names(categories, "target") == ["Action|Sci-Fi", "Drama", "Drama|Action"]
+    history = slot_names(categories, "history")
+    assert history[:3] == ["Action", "Drama", "Sci-Fi"] and "Sci-Fi|Drama" in history and len(history) == 3 + 6
