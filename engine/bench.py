@@ -30,6 +30,7 @@ class StageSeconds:
     generation: float = 0.0
     denoising: float = 0.0
     retrieval: float = 0.0
+    forwards: int = 0  # passes through the LLM, the prefill included (not a time: left out of total and shares)
 
     @property
     def total(self) -> float:
@@ -37,13 +38,18 @@ class StageSeconds:
 
     def shares(self) -> dict[str, float]:
         total = self.total or 1.0
-        return {name: value / total for name, value in asdict(self).items()}
+        return {name: getattr(self, name) / total for name in STAGES}
+
+
+STAGES = ("prefill", "generation", "denoising", "retrieval")
 
 
 @contextmanager
 def forward_timer(llm, device: torch.device):
-    """Record the wall time of every top-level forward of the LLM (the first one of a generate is the prefill)."""
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    """Record the wall time of every pass through the LLM's transformer (the first one of a response is the
+    prefill); hooked on the decoder, which full and template decoding both call."""
+    from engine.decoding import decoder_of
+    base = decoder_of(llm)
     durations: list[float] = []
     started: list[float] = []
 
@@ -64,18 +70,20 @@ def forward_timer(llm, device: torch.device):
             handle.remove()
 
 
-def timed_recommend(model, users: list[int], history, k: int) -> tuple[list, StageSeconds]:
+def timed_recommend(model, users: list[int], history, k: int, decoding: str | None = None) -> tuple[list, StageSeconds]:
     """model.recommend split by stage: prefill = the LLM's first forward, generation = the rest of describe
-    (decoding steps, prompt building, condition), denoising = the 100-step sampler, retrieval = FAISS + π."""
+    (decoding steps and template passes, prompt building, condition), denoising = the 100-step sampler,
+    retrieval = FAISS + π; `decoding` overrides the run's (full | template | constrained)."""
     device = model.device
     times = StageSeconds()
     with forward_timer(model.llm, device) as forwards:
         _sync(device)
         t0 = time.perf_counter()
-        prefs = model.describe(users)
+        prefs = model.describe(users, decoding=decoding)
         _sync(device)
         describe_seconds = time.perf_counter() - t0
     times.prefill = forwards[0] if forwards else 0.0
+    times.forwards = len(forwards)
     times.generation = describe_seconds - times.prefill
     t1 = time.perf_counter()
     paths = model.trajectories(torch.stack([p.condition for p in prefs]), users)  # [S+1,B,d]
@@ -199,14 +207,16 @@ def beam_search_recommend(model, matcher: TitleMatcher, user: int, k: int, maske
 
 
 def _mean_stages(samples: list[StageSeconds]) -> StageSeconds:
-    return StageSeconds(**{name: float(np.mean([getattr(s, name) for s in samples]))
-                           for name in ("prefill", "generation", "denoising", "retrieval")})
+    means = {name: float(np.mean([getattr(s, name) for s in samples])) for name in STAGES}
+    return StageSeconds(**means, forwards=round(float(np.mean([s.forwards for s in samples]))))
 
 
 def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] = (1, 8, 32),
-              baseline: bool = True, seed: int = 0, on_step=None) -> dict:
-    """Every figure of `deftrec bench RUN` as a JSON-ready dict; the same users go through DeftRec and the
-    beam-search baseline in this one process."""
+              baseline: bool = True, seed: int = 0, on_step=None, decoding: str | None = None,
+              compare_full: bool = True) -> dict:
+    """Every figure of `deftrec bench RUN` as a JSON-ready dict; the same users go through DeftRec (decoded as the
+    run says, or as `decoding` says), full greedy decoding (compare_full) and the beam-search baseline in this one
+    process."""
     from engine.export import test_history
     from engine.recommender import open_deftrec
     step = on_step or (lambda _text: None)
@@ -218,13 +228,18 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
     rng = np.random.default_rng(seed)
     sample = rng.permutation(n_total)[: max(n_users, max(batch_sizes))].tolist()
     users = sample[:n_users]
-    timed_recommend(model, users[:1], history, k)  # warm-up (allocations, kernels), not counted
-    step("single-user latency")
-    singles, deftrec_lists = [], {}
+    decoding = decoding or model.config.decoding
+    timed_recommend(model, users[:1], history, k, decoding)  # warm-up (allocations, kernels), not counted
+    step(f"single-user latency ({decoding} decoding)")
+    singles, full_singles, deftrec_lists, same_lists = [], [], {}, 0
     for user in users:
-        lists, stages = timed_recommend(model, [user], history, k)
+        lists, stages = timed_recommend(model, [user], history, k, decoding)
         singles.append(stages)
         deftrec_lists[user] = [r.item_idx for r in lists[0]]
+        if compare_full and decoding != "full":  # interleaved, so a slow spell of the machine hits both alike
+            full_lists, full_stages = timed_recommend(model, [user], history, k, "full")
+            full_singles.append(full_stages)
+            same_lists += [r.item_idx for r in full_lists[0]] == deftrec_lists[user]
     latency = _mean_stages(singles)
     throughput = []
     for size in batch_sizes:
@@ -232,7 +247,7 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
         chunk_users = sample[: max(size, min(len(sample), 2 * size))] if size > 1 else users[:4]
         start = time.perf_counter()
         for offset in range(0, len(chunk_users), size):
-            timed_recommend(model, chunk_users[offset:offset + size], history, k)
+            timed_recommend(model, chunk_users[offset:offset + size], history, k, decoding)
         seconds = time.perf_counter() - start
         throughput.append({"batch_size": size, "users": len(chunk_users), "seconds": seconds,
                            "users_per_s": len(chunk_users) / seconds})
@@ -244,11 +259,15 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
     db.conn.close()
     result = {
         "run": str(run.path), "device": str(model.device), "torch_threads": torch.get_num_threads(),
-        "llm": model.config.llm, "k": k, "users": len(users), "model_load_s": load_seconds,
+        "llm": model.config.llm, "k": k, "users": len(users), "model_load_s": load_seconds, "decoding": decoding,
         "latency_s": {**asdict(latency), "total": latency.total}, "latency_share": latency.shares(),
         "throughput": throughput, "prefill": prefill,
         "deftrec_hits": sum(targets[u] in deftrec_lists[u] for u in users),
     }
+    if full_singles:
+        full = _mean_stages(full_singles)
+        result["full_decoding"] = {"latency_s": {**asdict(full), "total": full.total},
+                                   "speedup": full.total / latency.total, "same_lists": same_lists}
     if baseline:
         step("beam-search baseline")
         matcher = TitleMatcher(model.titles)

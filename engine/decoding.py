@@ -100,7 +100,7 @@ def _lm_head(model: nn.Module) -> nn.Module:
     return model.get_output_embeddings()
 
 
-def _decoder(model: nn.Module) -> nn.Module:
+def decoder_of(model: nn.Module) -> nn.Module:
     """The transformer under the LM head (its output is the last hidden state, after the final norm)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return base.get_decoder() if hasattr(base, "get_decoder") else base.model
@@ -131,7 +131,7 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
     rows = [_Row() for _ in range(b)]
     was_training = model.training
     model.eval()
-    decoder = _decoder(model)
+    decoder = decoder_of(model)
     cache, keyword = DynamicCache(), _cache_keyword(decoder)
     mask = attention_mask.long().to(device)  # [B,past]
     count = mask.sum(1)  # [B] real tokens so far (the next position id)

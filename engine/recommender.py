@@ -111,15 +111,16 @@ class DeftRecModel:
         return embed_with_continuous_tokens(self.llm, input_ids.to(device), self.ct_id, tokens)
 
     @torch.no_grad()
-    def describe(self, users: list[int], streamer=None) -> list[Preference]:
-        """Generate each user's preference sentence and compute its condition c (as in training)."""
+    def describe(self, users: list[int], streamer=None, decoding: str | None = None) -> list[Preference]:
+        """Generate each user's preference sentence and compute its condition c (as in training); `decoding`
+        overrides the run's way of decoding (full | template | constrained)."""
         self.heads.eval()
         template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
         prompts, kept = self.build_prompts(users, [self.inference_history(u) for u in users], template_ids)
         batch = encode_batch(self.tokenizer, prompts, None, self.config.max_length)
         embeds = self.embed(users, kept, template_ids, batch["input_ids"])  # [B,L,D]
         mask = batch["attention_mask"].to(embeds.device)
-        generation = self.generate(embeds, mask, streamer)
+        generation = self.generate(embeds, mask, streamer, decoding)
         generated, hidden = generation.ids, generation.hidden
         cond = self.heads.condition(hidden.last_hidden, hidden.response_mask, hidden.input_embeds)  # [B,D]
         out = []

@@ -149,6 +149,16 @@ def test_bench_splits_the_time_and_times_the_baseline(tiny_run, tmp_path):
         run["baseline"]["seconds_per_user"] / run["latency_s"]["total"])
     assert 0.0 <= figures["ann"]["recall_at_k"] <= 1.0
     assert "faster per user than the beam-search baseline" in result.output
+    assert run["decoding"] == "template" and run["latency_s"]["forwards"] >= 1  # the CLI's default decoding
+    full = run["full_decoding"]  # the same users through full greedy decoding, for the ratio
+    assert full["speedup"] == pytest.approx(full["latency_s"]["total"] / run["latency_s"]["total"])
+    assert 0 <= full["same_lists"] <= 2
+    only_full = invoke("bench", tiny_run, "--users", 1, "--batch-sizes", "1", "--no-baseline", "--decoding", "full",
+                       "--json", tmp_path / "full.json")
+    assert only_full.exit_code == 0, only_full.output
+    assert "full_decoding" not in json.loads((tmp_path / "full.json").read_text())["run"]
+    bad = invoke("bench", tiny_run, "--decoding", "beam")
+    assert bad.exit_code == 2 and "unknown --decoding" in bad.output
     bad = invoke("bench", tiny_run, "--batch-sizes", "0")
     assert bad.exit_code == 2 and "bad --batch-sizes" in bad.output
 

@@ -25,6 +25,8 @@ def bench(
     index: Annotated[str, typer.Option(help="Approximate index: ivf | hnsw.")] = "ivf",
     nprobe: Annotated[int, typer.Option(help="IVF cells visited per query.", min=1)] = 32,
     ef_search: Annotated[int, typer.Option(help="HNSW search breadth.", min=1)] = 128,
+    decoding: Annotated[str | None, typer.Option(help="Decode as: template | full | constrained (default: as the run was trained).")] = None,
+    compare_full: Annotated[bool, typer.Option(help="Also time full greedy decoding on the same users, interleaved, for the ratio.")] = True,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")] = None,
 ) -> None:
@@ -44,6 +46,8 @@ def bench(
         raise DeftrecError(f"bad --batch-sizes {batch_sizes!r}", hint="use positive integers, e.g. 1,8,32")
     if index not in ("ivf", "hnsw"):
         raise DeftrecError(f"unknown index {index!r}", hint="use ivf or hnsw")
+    if decoding is not None and decoding not in ("template", "full", "constrained"):
+        raise DeftrecError(f"unknown --decoding {decoding!r}", hint="use template, full or constrained")
     if run is None and not synthetic_items:
         raise DeftrecError("nothing to measure", hint="give a RUN, or --synthetic-items N for the index check")
     if json_out is not None and not json_out.parent.exists():
@@ -59,11 +63,13 @@ def bench(
         opened = Run.open(run)
         if "deftrec" not in opened.models:
             raise DeftrecError("the run has no DeftRec model (trained with --stage cf)", path=run)
-        result = measure.bench_run(opened, n_users=users, k=k, batch_sizes=sizes, baseline=baseline, on_step=say)
+        result = measure.bench_run(opened, n_users=users, k=k, batch_sizes=sizes, baseline=baseline, on_step=say,
+                                   decoding=decoding, compare_full=compare_full)
         figures["run"] = result
         lat, share = result["latency_s"], result["latency_share"]
         table = Table(title=f"DeftRec, one cold user at a time ({result['users']} users, K={k}, {result['device']}, "
-                            f"{result['torch_threads']} threads)")
+                            f"{result['torch_threads']} threads, {result['decoding']} decoding, "
+                            f"{lat['forwards']} LLM passes per user)")
         table.add_column("stage")
         table.add_column("ms / user", justify="right")
         table.add_column("share", justify="right")
@@ -72,6 +78,12 @@ def bench(
                           f"{1000 * lat[name]:.1f}", f"{100 * share[name]:.1f} %")
         table.add_row("[bold]total", f"[bold]{1000 * lat['total']:.1f}", "100 %")
         console.print(table)
+        if "full_decoding" in result:
+            full = result["full_decoding"]
+            console.print(f"full greedy decoding on the same users, interleaved: {1000 * full['latency_s']['total']:.1f} ms "
+                          f"/ user ({full['latency_s']['forwards']} LLM passes): {result['decoding']} decoding is "
+                          f"{full['speedup']:.2f}× faster; identical top-{k} lists for {full['same_lists']} of "
+                          f"{result['users']} users")
         tput = Table(title="Batched throughput")
         for column in ("batch size", "users", "users / s"):
             tput.add_column(column, justify="right")
