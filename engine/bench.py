@@ -70,16 +70,17 @@ def forward_timer(llm, device: torch.device):
             handle.remove()
 
 
-def timed_recommend(model, users: list[int], history, k: int, decoding: str | None = None) -> tuple[list, StageSeconds]:
+def timed_recommend(model, users: list[int], history, k: int, decoding: str | None = None,
+                    precision: str | None = None) -> tuple[list, StageSeconds]:
     """model.recommend split by stage: prefill = the LLM's first forward, generation = the rest of describe
     (decoding steps and template passes, prompt building, condition), denoising = the 100-step sampler,
-    retrieval = FAISS + π; `decoding` overrides the run's (full | template | constrained)."""
+    retrieval = FAISS + π; `decoding` (full | template | constrained) and `precision` override the run's."""
     device = model.device
     times = StageSeconds()
     with forward_timer(model.llm, device) as forwards:
         _sync(device)
         t0 = time.perf_counter()
-        prefs = model.describe(users, decoding=decoding)
+        prefs = model.describe(users, decoding=decoding, precision=precision)
         _sync(device)
         describe_seconds = time.perf_counter() - t0
     times.prefill = forwards[0] if forwards else 0.0
@@ -97,7 +98,7 @@ def timed_recommend(model, users: list[int], history, k: int, decoding: str | No
 
 
 @torch.no_grad()
-def prefill_throughput(model, users: list[int], repeats: int = 5) -> dict:
+def prefill_throughput(model, users: list[int], repeats: int = 5, precision: str | None = None) -> dict:
     """Tokens/s of the pipeline's prefill (continuous tokens spliced into the embeddings, then the LLM) and of
     the bare LLM forward on the same token ids, same batch, same padding; best of `repeats`."""
     template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
@@ -111,11 +112,14 @@ def prefill_throughput(model, users: list[int], repeats: int = 5) -> dict:
 
     def pipeline() -> None:
         embeds = model.embed(users, kept, template_ids, ids)  # [B,L,D]
-        model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        with model.autocast(precision):
+            model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
+                      logits_to_keep=1)
 
     def bare() -> None:
         base = model.llm.get_base_model() if hasattr(model.llm, "get_base_model") else model.llm
-        base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        with model.autocast(precision):
+            base(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
 
     def timed(fn) -> float:
         _sync(device)
@@ -213,7 +217,7 @@ def _mean_stages(samples: list[StageSeconds]) -> StageSeconds:
 
 def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] = (1, 8, 32),
               baseline: bool = True, seed: int = 0, on_step=None, decoding: str | None = None,
-              compare_full: bool = True) -> dict:
+              compare_full: bool = True, precision: str | None = None) -> dict:
     """Every figure of `deftrec bench RUN` as a JSON-ready dict; the same users go through DeftRec (decoded as the
     run says, or as `decoding` says), full greedy decoding (compare_full) and the beam-search baseline in this one
     process."""
@@ -229,15 +233,16 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
     sample = rng.permutation(n_total)[: max(n_users, max(batch_sizes))].tolist()
     users = sample[:n_users]
     decoding = decoding or model.config.decoding
-    timed_recommend(model, users[:1], history, k, decoding)  # warm-up (allocations, kernels), not counted
-    step(f"single-user latency ({decoding} decoding)")
+    precision = precision or model.config.inference_precision
+    timed_recommend(model, users[:1], history, k, decoding, precision)  # warm-up (allocations, kernels), not counted
+    step(f"single-user latency ({decoding} decoding, {precision})")
     singles, full_singles, deftrec_lists, same_lists = [], [], {}, 0
     for user in users:
-        lists, stages = timed_recommend(model, [user], history, k, decoding)
+        lists, stages = timed_recommend(model, [user], history, k, decoding, precision)
         singles.append(stages)
         deftrec_lists[user] = [r.item_idx for r in lists[0]]
-        if compare_full and decoding != "full":  # interleaved, so a slow spell of the machine hits both alike
-            full_lists, full_stages = timed_recommend(model, [user], history, k, "full")
+        if compare_full and (decoding, precision) != ("full", "float32"):  # interleaved: a slow spell hits both
+            full_lists, full_stages = timed_recommend(model, [user], history, k, "full", "float32")
             full_singles.append(full_stages)
             same_lists += [r.item_idx for r in full_lists[0]] == deftrec_lists[user]
     latency = _mean_stages(singles)
@@ -247,12 +252,12 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
         chunk_users = sample[: max(size, min(len(sample), 2 * size))] if size > 1 else users[:4]
         start = time.perf_counter()
         for offset in range(0, len(chunk_users), size):
-            timed_recommend(model, chunk_users[offset:offset + size], history, k, decoding)
+            timed_recommend(model, chunk_users[offset:offset + size], history, k, decoding, precision)
         seconds = time.perf_counter() - start
         throughput.append({"batch_size": size, "users": len(chunk_users), "seconds": seconds,
                            "users_per_s": len(chunk_users) / seconds})
     step("prefill against the bare LLM")
-    prefill = prefill_throughput(model, sample[: max(batch_sizes)])
+    prefill = prefill_throughput(model, sample[: max(batch_sizes)], precision=precision)
     from data.catalog import connect
     db = connect(run.catalog_path, readonly=True)
     targets = dict(db.execute("select user_idx, test_item_idx from users").fetchall())
@@ -260,6 +265,7 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
     result = {
         "run": str(run.path), "device": str(model.device), "torch_threads": torch.get_num_threads(),
         "llm": model.config.llm, "k": k, "users": len(users), "model_load_s": load_seconds, "decoding": decoding,
+        "precision": precision,
         "latency_s": {**asdict(latency), "total": latency.total}, "latency_share": latency.shares(),
         "throughput": throughput, "prefill": prefill,
         "deftrec_hits": sum(targets[u] in deftrec_lists[u] for u in users),

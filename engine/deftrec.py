@@ -53,6 +53,8 @@ class DeftRecConfig:
     max_history: int = 20
     max_length: int = 320
     max_new_tokens: int = 24
+    inference_precision: str = "float32"  # the LLM at inference: 'float32' | 'bfloat16' (autocast over fp32 weights;
+    #                                       on a CPU only where it has native bf16, else float32)
     decoding: str = "full"  # 'full' greedy | 'template' (fixed words in one pass; equal where greedy follows the
     #                         template) | 'constrained' (template, the slot limited to category names); train: template
     target_scale: float = 1.0  # item embeddings are divided by it so diffusion targets have unit RMS

@@ -26,7 +26,8 @@ def bench(
     nprobe: Annotated[int, typer.Option(help="IVF cells visited per query.", min=1)] = 32,
     ef_search: Annotated[int, typer.Option(help="HNSW search breadth.", min=1)] = 128,
     decoding: Annotated[str | None, typer.Option(help="Decode as: template | full | constrained (default: as the run was trained).")] = None,
-    compare_full: Annotated[bool, typer.Option(help="Also time full greedy decoding on the same users, interleaved, for the ratio.")] = True,
+    precision: Annotated[str | None, typer.Option(help="The LLM's precision: float32 | bfloat16 (default: as the run was trained).")] = None,
+    compare_full: Annotated[bool, typer.Option(help="Also time full greedy decoding in float32 on the same users, interleaved, for the ratio.")] = True,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")] = None,
 ) -> None:
@@ -48,6 +49,8 @@ def bench(
         raise DeftrecError(f"unknown index {index!r}", hint="use ivf or hnsw")
     if decoding is not None and decoding not in ("template", "full", "constrained"):
         raise DeftrecError(f"unknown --decoding {decoding!r}", hint="use template, full or constrained")
+    if precision is not None and precision not in ("float32", "bfloat16"):
+        raise DeftrecError(f"unknown --precision {precision!r}", hint="use float32 or bfloat16")
     if run is None and not synthetic_items:
         raise DeftrecError("nothing to measure", hint="give a RUN, or --synthetic-items N for the index check")
     if json_out is not None and not json_out.parent.exists():
@@ -64,11 +67,11 @@ def bench(
         if "deftrec" not in opened.models:
             raise DeftrecError("the run has no DeftRec model (trained with --stage cf)", path=run)
         result = measure.bench_run(opened, n_users=users, k=k, batch_sizes=sizes, baseline=baseline, on_step=say,
-                                   decoding=decoding, compare_full=compare_full)
+                                   decoding=decoding, compare_full=compare_full, precision=precision)
         figures["run"] = result
         lat, share = result["latency_s"], result["latency_share"]
         table = Table(title=f"DeftRec, one cold user at a time ({result['users']} users, K={k}, {result['device']}, "
-                            f"{result['torch_threads']} threads, {result['decoding']} decoding, "
+                            f"{result['torch_threads']} threads, {result['decoding']} decoding, {result['precision']}, "
                             f"{lat['forwards']} LLM passes per user)")
         table.add_column("stage")
         table.add_column("ms / user", justify="right")
@@ -80,8 +83,8 @@ def bench(
         console.print(table)
         if "full_decoding" in result:
             full = result["full_decoding"]
-            console.print(f"full greedy decoding on the same users, interleaved: {1000 * full['latency_s']['total']:.1f} ms "
-                          f"/ user ({full['latency_s']['forwards']} LLM passes): {result['decoding']} decoding is "
+            console.print(f"full greedy decoding in float32 on the same users, interleaved: {1000 * full['latency_s']['total']:.1f} ms "
+                          f"/ user ({full['latency_s']['forwards']} LLM passes): {result['decoding']} decoding in {result['precision']} is "
                           f"{full['speedup']:.2f}× faster; identical top-{k} lists for {full['same_lists']} of "
                           f"{result['users']} users")
         tput = Table(title="Batched throughput")

@@ -42,6 +42,7 @@ def train(
     distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = True,
     pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = "exact",
     decoding: Annotated[str, typer.Option(help="How the LLM writes the preference text: template (greedy, the templates' fixed words fed in one pass; equal to full greedy decoding wherever it follows a template) | full (greedy, token by token) | constrained (template, with the category slot limited to the dataset's category names).")] = "template",
+    inference_precision: Annotated[str, typer.Option(help="The LLM when it writes preference texts: float32 | bfloat16 (autocast over the fp32 weights, on GPUs and on CPUs with native bf16; elsewhere float32).")] = "float32",
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -68,7 +69,8 @@ def train(
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
     for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
                                  ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all")),
-                                 ("--decoding", decoding, ("template", "full", "constrained"))):
+                                 ("--decoding", decoding, ("template", "full", "constrained")),
+                                 ("--inference-precision", inference_precision, ("float32", "bfloat16"))):
         if value not in allowed:
             raise DeftrecError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(allowed)}")
     if temperature == "auto":
@@ -125,7 +127,7 @@ def train(
                  "guidances": guidances, "sigma_scale": sigma, "dispersive_weight": dispersive_weight,
                  "dispersive_tau": dispersive_tau, "response": response, "history": history, "neg_norm": neg_norm,
                  "distinct_positives": distinct_positives, "pi_match": pi_match, "max_title_chars": 40,
-                 "decoding": decoding,
+                 "decoding": decoding, "inference_precision": inference_precision,
                  "tokenizer_pretrain_epochs": v_pretrain if tokenizer_pretrain is None else tokenizer_pretrain}
     if tokenizer != "sigma-vae":
         overrides["tokenizer_pretrain_epochs"] = 0

@@ -1,6 +1,7 @@
-"""Every user of a run described by full greedy decoding and by template decoding (and constrained): time, users
-whose text is identical, users whose greedy decoding followed a template, the largest |Δc| among those, and test
-HR@10 of each; the figures issue 18's closing note and docs/inference.md quote. Usage: decoding_equal.py RUN [N]."""
+"""Every user of a run described under several MODE/PRECISION pairs (full|template|constrained / float32|bfloat16):
+time, users whose text is identical to the first pair's, users whose greedy decoding followed a template, the largest
+|Δc| among those, validation and test HR@10 of each; the figures docs/inference.md quotes.
+Usage: decoding_equal.py RUN [N [full/float32,template/float32,...]]."""
 import json
 import sys
 import time
@@ -19,6 +20,7 @@ from engine.run import Run
 run = Run.open(sys.argv[1])
 model = open_deftrec(run)
 n = int(sys.argv[2]) if len(sys.argv) > 2 else len(model.histories)
+MODES = sys.argv[3].split(",") if len(sys.argv) > 3 else ["full/float32", "template/float32", "constrained/float32"]
 users = list(range(n))
 db = connect(run.catalog_path, readonly=True)
 valid, test = map(np.array, zip(*db.execute("select valid_item_idx, test_item_idx from users order by user_idx")))
@@ -27,7 +29,8 @@ order = [u for u in np.argsort(model.prompt_lengths(users), kind="stable").tolis
 template_ids = [DEFAULT_INPUT_TEMPLATE] * 32
 
 
-def describe(decoding):
+def describe(name):
+    mode, _, precision = name.partition("/")
     texts, conds, followed, cats = {}, {}, {}, {}
     started = time.perf_counter()
     for s in range(0, n, 32):
@@ -37,7 +40,8 @@ def describe(decoding):
         batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
         with torch.no_grad():
             embeds = model.embed(batch_users, kept, ids, batch["input_ids"])
-            gen = model.generate(embeds, batch["attention_mask"], decoding=decoding)
+            with model.autocast(precision):
+                gen = model.generate(embeds, batch["attention_mask"], decoding=mode)
             cond = model.heads.condition(gen.hidden.last_hidden, gen.hidden.response_mask, gen.hidden.input_embeds)
         for row, u in enumerate(batch_users):
             texts[u] = model.tokenizer.decode(gen.ids[row], skip_special_tokens=True).strip()
@@ -48,30 +52,31 @@ def describe(decoding):
 
 
 def hr(conds, cats):
+    """(valid HR@10, test HR@10, test NDCG@10): train items masked, and the validation item for test."""
     c = torch.stack([conds[u] for u in users])
     final = model.trajectories(c, users)[-1]
     scores = model.scores(final, [cats[u] for u in users])
     mask = torch.zeros_like(scores, dtype=torch.bool)
     for u in users:
         mask[u, torch.as_tensor(np.asarray(model.histories[u]))] = True
-        mask[u, int(valid[u])] = True
-    m = metrics_from_ranks(target_ranks(scores, torch.as_tensor(test[:n]), mask))
-    return m["HR@10"], m["NDCG@10"], final
+    v = metrics_from_ranks(target_ranks(scores, torch.as_tensor(valid[:n]), mask))
+    mask[torch.arange(n), torch.as_tensor(valid[:n])] = True
+    t = metrics_from_ranks(target_ranks(scores, torch.as_tensor(test[:n]), mask))
+    return v["HR@10"], t["HR@10"], t["NDCG@10"]
 
 
 out = {"run": str(run.path), "users": n, "threads": torch.get_num_threads()}
 with merged_lora(model.llm):
-    results = {name: describe(name) for name in ("full", "template", "constrained")}
-base_texts, base_conds = results["full"][1], results["full"][2]
-_, _, base_final = hr(base_conds, results["full"][4])
+    results = {name: describe(name) for name in MODES}
+base_texts, base_conds = results[MODES[0]][1], results[MODES[0]][2]
 for name, (seconds, texts, conds, followed, cats) in results.items():
     same = [u for u in users if texts[u] == base_texts[u]]
     follow = [u for u in users if followed[u]]
     dc = max((float((conds[u] - base_conds[u]).abs().max()) for u in follow), default=0.0)
-    h, nd, final = hr(conds, cats)
+    vh, h, nd = hr(conds, cats)
     out[name] = {"seconds": round(seconds, 1), "users_per_s": round(n / seconds, 2), "same_text": len(same),
-                 "followed": len(follow) if name != "full" else None, "max_abs_dc_followed": dc,
-                 "test_HR@10": round(h, 4), "test_NDCG@10": round(nd, 4),
+                 "followed": len(follow) if not name.startswith("full") else None, "max_abs_dc_followed": dc,
+                 "valid_HR@10": round(vh, 4), "test_HR@10": round(h, 4), "test_NDCG@10": round(nd, 4),
                  "distinct_texts": len(set(texts.values())),
                  "unknown_category": sum(cats[u] is None for u in users)}
     print(name, json.dumps(out[name]), flush=True)
