@@ -42,6 +42,18 @@ def template_tokens(tokenizer, templates: tuple[str, ...] = RESPONSE_TEMPLATES) 
     return out
 
 
+def shared_prompt_tokens(tokenizer, input_template_id: int, k: int) -> int:
+    """How many leading tokens every prompt of an input template has in common (its words before the first slot),
+    found as the common prefix of two prompts whose first history items and users differ."""
+    from engine.prompts import build_prompt
+    a, b = (tokenizer(build_prompt(input_template_id, titles, k), add_special_tokens=True)["input_ids"]
+            for titles in (["Zebra Crossing"], ["1 Apple"]))
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
 class CategoryTrie:
     """Token-id trie of the category names the slot may hold, each tokenised with its leading space."""
 
@@ -116,9 +128,10 @@ def _cache_keyword(decoder: nn.Module) -> str:
 def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                       max_new_tokens: int = 24, templates: list[TemplateTokens] | None = None,
                       trie: CategoryTrie | None = None, eos_token_id: int | None = None,
-                      streamer=None) -> TemplateGeneration:
+                      streamer=None, shared_prefix: int = 0) -> TemplateGeneration:
     """Greedy response ids and their last hidden states for left-padded prompts inputs_embeds [B,L,D], feeding each
-    template's fixed words in one pass; see the module docstring for when it equals engine.llm.generate."""
+    template's fixed words in one pass; see the module docstring for when it equals engine.llm.generate. The first
+    `shared_prefix` real tokens, when every row starts with them, go through the LLM once for the whole batch."""
     from transformers import DynamicCache
     templates = template_tokens(tokenizer) if templates is None else templates
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
@@ -140,8 +153,7 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
     try:
         if streamer is not None:
             streamer.put(torch.zeros(1, 0, dtype=torch.long))  # the prompt, which a streamer skips
-        out = decoder(inputs_embeds=inputs_embeds, attention_mask=mask,
-                      position_ids=(mask.cumsum(-1) - 1).clamp(min=0), **{keyword: cache}, use_cache=True)
+        out, mask = _prefill(decoder, keyword, cache, inputs_embeds, mask, shared_prefix)
         forwards += 1
         last = out.last_hidden_state[:, -1]  # [B,D] the state that predicts each row's first response token
         while True:
@@ -180,6 +192,29 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
     if streamer is not None:
         streamer.end()
     return _collect(rows, embed, head, tokenizer.pad_token_id, eos, ct, inputs_embeds, forwards)
+
+
+def _prefill(decoder: nn.Module, keyword: str, cache, embeds: torch.Tensor, mask: torch.Tensor, shared: int):
+    """The prompt pass into `cache`: (its output, the attention mask the cache now matches). With a shared prefix of
+    `shared` tokens the rows are laid out as [prefix][pads][rest], the prefix computed for one row and repeated."""
+    b, length = mask.shape
+    pads = (length - mask.sum(1)).tolist()  # [B] left pads per row
+    first = embeds[0, pads[0]:pads[0] + shared]  # [P,D]
+    if shared < 1 or b < 2 or min(length - p for p in pads) <= shared or not all(
+            torch.equal(embeds[r, p:p + shared], first) for r, p in enumerate(pads)):
+        return decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                       **{keyword: cache}, use_cache=True), mask
+    decoder(inputs_embeds=first.unsqueeze(0), attention_mask=mask.new_ones(1, shared),
+            position_ids=torch.arange(shared, device=mask.device).unsqueeze(0), **{keyword: cache}, use_cache=True)
+    cache.batch_repeat_interleave(b)
+    index = torch.tensor([list(range(p)) + list(range(p + shared, length)) for p in pads], device=mask.device)  # [B,L-P]
+    rest = embeds.gather(1, index.unsqueeze(-1).expand(-1, -1, embeds.shape[-1]))  # [B,L-P,D] pads then the rest
+    rest_mask = mask.gather(1, index)  # [B,L-P]
+    full_mask = torch.cat([mask.new_ones(b, shared), rest_mask], dim=1)  # [B,L] prefix, pads, rest
+    positions = (shared + rest_mask.cumsum(-1) - 1).clamp(min=0)  # [B,L-P] as in the left-padded layout
+    out = decoder(inputs_embeds=rest, attention_mask=full_mask, position_ids=positions, **{keyword: cache},
+                  use_cache=True)
+    return out, full_mask
 
 
 def _advance(row: _Row, logits: torch.Tensor, templates: list[TemplateTokens], trie: CategoryTrie | None,

@@ -57,7 +57,7 @@ class DeftRecModel:
         self.titles, self.categories = titles, categories
         self.histories = histories
         self.seed = seed
-        self._trie = None
+        self._trie, self._shared = None, None  # built on first use: the category trie, the prompts' shared tokens
         self.known_categories = sorted({c for c in categories if c})
         self.category_parts = category_parts(categories)
         self.retriever = HybridRetriever(item_q.float().numpy(), np.array(categories, dtype=object))
@@ -148,14 +148,16 @@ class DeftRecModel:
         if decoding == "full":
             return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.max_new_tokens,
                             streamer=streamer, with_hidden=True)
-        from engine.decoding import CategoryTrie, slot_names, template_generate
+        from engine.decoding import CategoryTrie, shared_prompt_tokens, slot_names, template_generate
+        if self._shared is None:
+            self._shared = shared_prompt_tokens(self.tokenizer, DEFAULT_INPUT_TEMPLATE, self.config.k)
         trie = None
         if decoding == "constrained":
             if self._trie is None:
                 self._trie = CategoryTrie(self.tokenizer, slot_names(self.categories, self.config.response))
             trie = self._trie
         return template_generate(self.llm, self.tokenizer, embeds, mask, self.config.max_new_tokens, trie=trie,
-                                 streamer=streamer)
+                                 streamer=streamer, shared_prefix=self._shared)
 
     @torch.no_grad()
     def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None,

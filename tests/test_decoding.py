@@ -68,6 +68,24 @@ def test_equals_full_greedy_decoding_where_it_follows_the_template(taught):
     assert fast.forwards < longest / 2  # prefill, fixed words in one pass each, the slot token by token
 
 
+def test_shared_prompt_words_go_through_the_llm_once(taught):
+    model, tok, ct_id = taught
+    from engine.decoding import shared_prompt_tokens
+    shared = shared_prompt_tokens(tok, 0, 2)
+    head = tok("### Input: Given the following purchase history:", add_special_tokens=True)["input_ids"]
+    assert 0 < shared <= len(head) + 1
+    histories = [h for h, _, _ in CASES] + [TITLES]  # prompts of several lengths: rows are left padded
+    batch, embeds = _batch(model, tok, ct_id, histories)
+    assert batch["attention_mask"][:, 0].tolist().count(0) >= 1
+    with torch.no_grad():
+        plain = template_generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=32)
+        reused = template_generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=32, shared_prefix=shared)
+        wrong = template_generate(model, tok, embeds, batch["attention_mask"], max_new_tokens=32,
+                                  shared_prefix=batch["attention_mask"].sum(1).min().item())  # not shared: ignored
+    assert reused.ids == plain.ids == wrong.ids and reused.followed == plain.followed
+    assert torch.allclose(reused.hidden.last_hidden, plain.hidden.last_hidden, atol=1e-5)
+
+
 def test_a_row_that_leaves_the_template_is_plain_greedy(taught):
     model, tok, ct_id = taught
     batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES[:2]])
