@@ -2,6 +2,7 @@
 step the trajectory, compare with LightGCN, export, survive errors. Waits for workers; never sleeps."""
 
 import csv
+import re
 import shutil
 import sqlite3
 
@@ -13,6 +14,7 @@ from deftrec_tui.screens.dialogs import ErrorDialog, ExportDialog
 from deftrec_tui.screens.help import HelpScreen
 from deftrec_tui.widgets.trajectory import Slider, TrajectoryPanel
 from engine.session import RunSession
+from tests.tui_helpers import LongTitles, visible_rows
 
 
 async def settle(app, pilot):
@@ -121,7 +123,7 @@ async def test_topk_breakdown_sort_and_lightgcn_comparison(session):
         explained = str(app.screen.query_one("#topk-explain").render())
         assert "s = cos × (1 + π)" in explained and "rank over the 100 denoising steps" in explained
         app.screen.query_one("#topk").sort_by("score")
-        scores = [float(table.get_row_at(i)[5]) for i in range(table.row_count)]
+        scores = [float(str(table.get_row_at(i)[5])) for i in range(table.row_count)]
         assert scores == sorted(scores, reverse=True)
         await pilot.press("c")
         await settle(app, pilot)
@@ -223,3 +225,51 @@ def test_tui_command_without_any_run(tmp_path):
     result = CliRunner().invoke(app, ["tui", "--runs", str(tmp_path / "runs")])
     assert result.exit_code == 2
     assert "no run under" in result.output and "deftrec train" in result.output
+
+
+@pytest.fixture(scope="module")
+def long_session(tiny_run):
+    return LongTitles(tiny_run)
+
+
+@pytest.mark.parametrize("size", [(100, 30), (120, 36), (160, 48)])
+@pytest.mark.parametrize("with_lightgcn", [False, True])
+async def test_topk_values_on_screen_at_any_width(long_session, size, with_lightgcn):
+    app = create_app(long_session)
+    async with app.run_test(size=size) as pilot:
+        await settle(app, pilot)
+        await pilot.press("3", *(["c"] if with_lightgcn else []))
+        await settle(app, pilot)
+        table = app.screen.query_one("#topk-table", DataTable)
+        assert table.row_count == 20 and table.max_scroll_x == 0 and table.virtual_size.width <= table.size.width
+        shown = visible_rows(app, table)
+        assert len(shown) >= 5
+        items = {str(i.item_idx): i for i in app.screen.explanation.items}
+        for key, line in shown.items():
+            item = items[key]
+            numbers = rf"\s{re.escape(f'{item.cosine:.4f}')}\s+{item.pi_bonus:.1f}\s+{re.escape(f'{item.score:.4f}')}\s"
+            assert re.search(numbers, line), (size, line)
+            title = str(table.get_cell(key, "title"))
+            assert title == item.title or (title.endswith("…") and item.title.startswith(title[:-1]))
+            assert title in line
+        if with_lightgcn:
+            compare = app.screen.query_one("#compare-table", DataTable)
+            assert compare.row_count == 20 and compare.max_scroll_x == 0
+            scores = {str(i.item_idx): i.score for i in app.screen.query_one("#topk").baseline}
+            for key, line in visible_rows(app, compare).items():
+                assert f"{scores[key]:.3f}" in line
+
+
+def test_fit_widths_share_the_rest_and_never_overflow():
+    from deftrec_tui.widgets.tables import Column, fit_cell, fit_widths
+    columns = [Column("rank", "rank", 4), Column("title", "title", share=3), Column("category", "category", share=2),
+               Column("score", "score", 7)]
+    rows = [["1", "x" * 80, "y" * 40, "0.1234"]]
+    for available in (30, 60, 100, 200):
+        widths = fit_widths(columns, rows, available)
+        assert widths["rank"] == 4 and widths["score"] == 7
+        assert sum(widths.values()) + 2 * len(columns) <= max(available, 11 + 2 * len(columns) + 2)
+    wide = fit_widths(columns, [["1", "short", "y" * 40, "0.1"]], 200)
+    assert wide["title"] == 5 and wide["category"] == 40  # a column never takes more than its content
+    assert str(fit_cell("Schindler's List (1993)", 10)) == "Schindler…"
+    assert str(fit_cell("Fargo (1996)", 20)) == "Fargo (1996)"

@@ -4,6 +4,7 @@ import pytest
 
 from deftrec_tui.app import create_app
 from engine.session import RunSession
+from tests.tui_helpers import LongTitles
 
 
 @pytest.fixture(scope="module")
@@ -38,3 +39,16 @@ def test_topk_with_lightgcn_120x36(snap_compare, session):
 
 def test_help_screen_80x24(snap_compare, session):
     assert snap_compare(create_app(session), terminal_size=(80, 24), run_before=settled("question_mark"))
+
+
+@pytest.fixture(scope="module")
+def long_session(tiny_run):
+    return LongTitles(tiny_run)
+
+
+def test_topk_long_titles_100x30(snap_compare, long_session):
+    assert snap_compare(create_app(long_session), terminal_size=(100, 30), run_before=settled("3"))
+
+
+def test_topk_long_titles_with_lightgcn_160x48(snap_compare, long_session):
+    assert snap_compare(create_app(long_session), terminal_size=(160, 48), run_before=settled("3", "c"))

@@ -12,8 +12,15 @@ from textual.message import Message
 from textual.widgets import DataTable, Label, Static
 
 from deftrec_tui.widgets.canvas import line_plot
+from deftrec_tui.widgets.tables import Column, FitTable
 
-COLUMNS = ("rank", "title", "category", "cos", "π", "score", "test")
+COLUMNS = (Column("rank", "rank", 4, justify="right"), Column("title", "title", share=3),
+           Column("category", "category", share=2), Column("cos", "cos", 7, justify="right"),
+           Column("π", "π", 4, justify="right"), Column("score", "score", 7, justify="right"),
+           Column("test", "test", 4))
+BASELINE_COLUMNS = (Column("rank", "rank", 4, justify="right"), Column("title", "title"),
+                    Column("score", "score", 7, justify="right"), Column("shared", "", 1))
+STACK_BELOW = 110  # narrower than this, LightGCN's list goes under DeftRec's instead of beside it
 
 
 def explain_score(item, ranks: list[int] | None, width: int = 40) -> Text:
@@ -51,15 +58,10 @@ class TopKPanel(Vertical):
         with Horizontal(id="topk-tables"):
             with Vertical(id="topk-main"):
                 yield Label("DeftRec top-K", classes="section-title", id="topk-title")
-                table = DataTable(id="topk-table", cursor_type="row", zebra_stripes=True)
-                for column in COLUMNS:
-                    table.add_column(column, key=column)
-                yield table
+                yield FitTable(COLUMNS, id="topk-table", cursor_type="row", zebra_stripes=True)
             with Vertical(id="topk-compare"):
                 yield Label("LightGCN top-K (● also in DeftRec's list)", classes="section-title")
-                compare = DataTable(id="compare-table", cursor_type="row", zebra_stripes=True)
-                compare.add_columns("rank", "title", "score", "")
-                yield compare
+                yield FitTable(BASELINE_COLUMNS, id="compare-table", cursor_type="row", zebra_stripes=True)
         yield Static(Text("select a row to see how its score is made", style="dim"), id="topk-explain")
 
     def show(self, items: list, source: str) -> None:
@@ -78,36 +80,37 @@ class TopKPanel(Vertical):
             self.sort_column, self.sort_reverse = column, column in ("cos", "π", "score")
         self._fill()
 
+    def on_resize(self) -> None:
+        self.query_one("#topk-tables").set_class(self.size.width < STACK_BELOW, "stacked")
+
     def _fill(self) -> None:
-        table = self.query_one("#topk-table", DataTable)
-        table.clear()
         key = {"rank": lambda i: i.rank, "title": lambda i: i.title.lower(), "category": lambda i: i.category,
                "cos": lambda i: i.cosine, "π": lambda i: i.pi_bonus, "score": lambda i: i.score,
                "test": lambda i: i.is_test}[self.sort_column]
+        rows = []
         for item in sorted(self.items, key=key, reverse=self.sort_reverse):
             style = "bold magenta" if item.is_test else ""
-            table.add_row(str(item.rank), Text(item.title, style=style), item.category, f"{item.cosine:.4f}",
-                          Text(f"{item.pi_bonus:.1f}", style="bold #e5c07b" if item.pi_bonus else "dim"),
-                          f"{item.score:.4f}", Text("★ test", style=style) if item.is_test else "",
-                          key=str(item.item_idx))
+            rows.append((str(item.item_idx), [
+                str(item.rank), Text(item.title, style=style), item.category, f"{item.cosine:.4f}",
+                Text(f"{item.pi_bonus:.1f}", style="bold #e5c07b" if item.pi_bonus else "dim"),
+                f"{item.score:.4f}", Text("★", style=style) if item.is_test else ""]))
+        self.query_one("#topk-table", FitTable).set_rows(rows)
 
     def show_baseline(self, baseline: list) -> None:
         self.baseline = baseline
         ours = {i.item_idx for i in self.items}
-        table = self.query_one("#compare-table", DataTable)
-        table.clear()
-        for item in baseline:
-            style = "bold magenta" if item.is_test else ""
-            table.add_row(str(item.rank), Text(item.title, style=style), f"{item.score:.3f}",
-                          Text("●", style="bold green") if item.item_idx in ours else "")
+        self.query_one("#compare-table", FitTable).set_rows([
+            (str(item.item_idx), [str(item.rank), Text(item.title, style="bold magenta" if item.is_test else ""),
+                                  f"{item.score:.3f}", Text("●", style="bold green") if item.item_idx in ours else ""])
+            for item in baseline])
         overlap = len(ours & {i.item_idx for i in baseline})
         self.query_one("#topk-compare Label", Label).update(
             f"LightGCN top-{len(baseline)} · overlap {overlap} (●)")
 
     def clear(self) -> None:
         self.items, self.baseline = [], None
-        self.query_one("#topk-table", DataTable).clear()
-        self.query_one("#compare-table", DataTable).clear()
+        self.query_one("#topk-table", FitTable).set_rows([])
+        self.query_one("#compare-table", FitTable).set_rows([])
         self.query_one("#topk-explain", Static).update(Text("waiting for results…", style="dim"))
 
     def explain(self, item_idx: int, ranks: list[int] | None) -> None:
