@@ -114,3 +114,47 @@ def meta(db: sqlite_utils.Database) -> dict[str, str]:
 def _records(frame: pd.DataFrame) -> list[dict]:
     return [{k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
             for row in frame.to_dict("records")]
+
+
+def read_user_targets(db: sqlite_utils.Database) -> pd.DataFrame:
+    """Every user by user_idx: n_train, valid_item_idx, test_item_idx."""
+    rows = db.execute("select user_idx, n_train, valid_item_idx, test_item_idx from users order by user_idx").fetchall()
+    return pd.DataFrame(rows, columns=["user_idx", "n_train", "valid_item_idx", "test_item_idx"])
+
+
+def read_item_facts(db: sqlite_utils.Database) -> pd.DataFrame:
+    """Every item by item_idx: category ('' when none) and popularity (train interactions)."""
+    rows = db.execute("select item_idx, coalesce(category, ''), popularity from items order by item_idx").fetchall()
+    return pd.DataFrame(rows, columns=["item_idx", "category", "popularity"])
+
+
+def read_top_lists(db: sqlite_utils.Database, model: str, k: int, n_users: int) -> np.ndarray | None:
+    """The stored top-k of `model` as item_idx [n_users, k] (-1 where a list is shorter), or None when the
+    catalog stores no lists of that model or stores fewer than k per user."""
+    stored = db.execute("select count(*), coalesce(max(rank), 0) from recommendations where model = ?",
+                        (model,)).fetchone()
+    if not stored[0] or stored[1] < k:
+        return None
+    lists = np.full((n_users, k), -1, np.int64)  # [U,k]
+    for user_idx, rank, item_idx in db.execute(
+            "select user_idx, rank, item_idx from recommendations where model = ? and rank <= ?", (model, k)):
+        lists[user_idx, rank - 1] = item_idx
+    return lists
+
+
+def read_generated_categories(db: sqlite_utils.Database, n_users: int) -> list[str | None] | None:
+    """The category of each user's cached preference text (None where empty), or None when none is cached."""
+    rows = db.execute("select user_idx, category from preferences").fetchall()
+    if not rows:
+        return None
+    out: list[str | None] = [None] * n_users
+    for user_idx, category in rows:
+        out[user_idx] = category or None
+    return out
+
+
+def read_train_items(db: sqlite_utils.Database) -> np.ndarray:
+    """Every train interaction as (user_idx, item_idx) [n, 2], each user's in time order."""
+    return np.array(db.execute("select user_idx, item_idx from interactions where split = 'train' "
+                               "order by user_idx, position").fetchall(),
+                    dtype=np.int64).reshape(-1, 2)

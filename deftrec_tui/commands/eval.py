@@ -19,6 +19,7 @@ def eval_run(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     mask_history: Annotated[str, typer.Option(help="train+valid (ours: the user's train items, and the validation item for test, are not ranked) | none (the authors' code: everything ranked).")] = "train+valid",
     paper: Annotated[bool, typer.Option("--paper", help="Put the test metrics beside the paper's Table 2 for this dataset, with the deltas.")] = False,
+    slices: Annotated[bool, typer.Option("--slices", help="Where the models win and lose: test HR@10/NDCG@10 by history length, test-item category and popularity; coverage, popularity and diversity of each top-10; DeftRec vs LightGCN overlap; generated vs history categories (the explorer's analysis tab).")] = False,
 ) -> None:
     """Show HR@K and NDCG@K of every model in the run, with the protocol and masking policy they were measured under."""
     import json
@@ -34,7 +35,18 @@ def eval_run(
 
     if mask_history not in MASK_POLICIES:
         raise DeftrecError(f"unknown --mask-history {mask_history!r}", hint=f"use one of: {', '.join(MASK_POLICIES)}")
+    if slices and (other is not None or paper or mask_history != "train+valid"):
+        raise DeftrecError("--slices takes one run under the stored train+valid masking",
+                           hint="leave out the second run, --paper and --mask-history")
     opened = Run.open(run)
+    if slices:
+        from engine.slices import slice_report
+        report = slice_report(opened)
+        if json_out:
+            print(json.dumps(report.to_dict(), indent=2))
+        else:
+            _print_slices(report)
+        return
     dataset = opened.config["dataset"]["name"]
     table2 = paper_dataset(dataset) if paper else None
     if paper and table2 is None:
@@ -129,3 +141,27 @@ def _print_comparison(comparison: dict, mask_history: str) -> None:
         for key, (va, vb) in comparison["tokenizer"].items():
             health.add_row(key, "—" if va is None else f"{va:g}", "—" if vb is None else f"{vb:g}")
         console.print(health)
+
+
+def _print_slices(report) -> None:
+    """The figures of engine.slices.SliceReport as rich tables (the same numbers as --json, rounded)."""
+    from rich.console import Console
+
+    from deftrec_tui import slice_tables as st
+    console = Console()
+    k = report.k
+    console.print(st.header_line(report), highlight=False)
+    console.print(st.slice_table(report, st.history_rows(report), "train items",
+                                 f"HR@{k} NDCG@{k} by history length (train items of the user)"))
+    console.print(st.slice_table(report, report.category, "category", st.category_title(report)))
+    console.print(st.slice_table(report, report.popularity, "popularity",
+                                 "by the test item's popularity (its train interactions)"))
+    console.print(st.lists_table(report, f"each model's top-{k}"))
+    console.print(st.LISTS_NOTE, style="dim", highlight=False)
+    if report.overlap:
+        console.print(st.overlap_line(report), highlight=False)
+    if report.generated:
+        console.print(st.generated_table(report, "generated categories against the histories' (share of users)"))
+        console.print(st.generated_line(report), highlight=False)
+    for note in report.notes:
+        console.print(note, style="yellow", highlight=False)

@@ -1,0 +1,249 @@
+"""Where a run's models win and lose (`deftrec eval RUN --slices`, the explorer's analysis tab): HR@k / NDCG@k by
+history length and by the test item's category and popularity, what each model's top-k covers, how DeftRec's
+and LightGCN's lists overlap, and the generated categories against the users' histories. Train+valid masking,
+as the stored metrics: DeftRec from the lists cached at training, the CF models from their stored vectors."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from data.catalog import (
+    connect,
+    read_generated_categories,
+    read_item_facts,
+    read_top_lists,
+    read_train_items,
+    read_user_targets,
+)
+from engine.metrics import hit_ratio, ndcg
+from engine.prompts import leading_categories
+from engine.run import Run
+
+K = 10
+MODEL_ORDER = ("deftrec", "lightgcn", "mf", "pop")
+N_BUCKETS = 5  # quantile buckets of history length and of test-item popularity
+TOP_CATEGORIES = 10  # category slices shown; the remaining users form 'other'
+NO_CATEGORY = "(none)"
+
+
+@dataclass
+class Slice:
+    """One group of users: its label, size and {model: {metric: value}}."""
+
+    label: str
+    users: int
+    metrics: dict[str, dict[str, float]]
+
+
+@dataclass
+class SliceReport:
+    """Every figure of the analysis of one run (the tab and `eval --slices --json` show this object)."""
+
+    run: str
+    dataset: str
+    k: int
+    users: int
+    items: int
+    models: list[str]
+    overall: dict[str, dict[str, float]]  # model -> {HR@k, NDCG@k} over every user
+    history: list[Slice]  # by the number of train items
+    category: list[Slice]  # by the test item's category (or category part)
+    category_mode: str  # 'category' | 'parts' (then a user is in the slice of each part of the test item)
+    popularity: list[Slice]  # by the test item's popularity (train interactions)
+    lists: dict[str, dict[str, float]]  # model -> coverage, mean_popularity, diversity of its top-k
+    overlap: dict | None = None  # DeftRec vs LightGCN: mean Jaccard@k, users hit by each alone / both / neither
+    generated: dict | None = None  # generated categories against the histories' categories
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-ready dict (the figures of `eval --slices --json`)."""
+        return asdict(self)
+
+
+def metrics_at(ranks: np.ndarray, k: int = K) -> dict[str, float]:
+    """HR@k and NDCG@k of 0-based ranks (engine.metrics)."""
+    return {f"HR@{k}": hit_ratio(ranks, k), f"NDCG@{k}": ndcg(ranks, k)}
+
+
+def parts_of(category: str | None) -> set[str]:
+    """The '|'-separated parts of a category ('Action|Sci-Fi' -> {'Action', 'Sci-Fi'})."""
+    return {p.strip() for p in (category or "").split("|")} - {""}
+
+
+def quantile_buckets(values: np.ndarray, n: int) -> tuple[np.ndarray, list[str]]:
+    """Bucket of each integer value [N] over n quantile buckets (equal edges merged) and their 'low–high' labels."""
+    values = np.asarray(values, np.int64)
+    edges = np.unique(np.quantile(values, np.linspace(0, 1, n + 1)[1:-1], method="lower")) if len(values) else []
+    raw = np.searchsorted(np.asarray(edges, np.int64), values, side="left")  # [N] values ≤ edge i -> bucket i
+    used = np.unique(raw)
+    bucket = np.searchsorted(used, raw)  # [N] renumbered without empty buckets
+    labels = []
+    for b in range(len(used)):
+        low, high = int(values[bucket == b].min()), int(values[bucket == b].max())
+        labels.append(f"{low}" if low == high else f"{low}–{high}")
+    return bucket, labels
+
+
+def _slices(groups: list[tuple[str, np.ndarray]], ranks: dict[str, np.ndarray], k: int) -> list[Slice]:
+    """A Slice per (label, user mask [U]) with each model's metrics over those users."""
+    return [Slice(label, int(mask.sum()), {m: metrics_at(r[mask], k) for m, r in ranks.items()})
+            for label, mask in groups if mask.any()]
+
+
+def category_groups(test_categories: list[str], parts: bool, top: int = TOP_CATEGORIES) -> list[tuple[str, np.ndarray]]:
+    """(label, user mask) of the test item's `top` most frequent categories (parts when `parts`), then 'other'."""
+    keys = [(parts_of(c) if parts else {c.strip()} - {""}) or {NO_CATEGORY} for c in test_categories]
+    counts = Counter(key for user_keys in keys for key in user_keys)
+    chosen = sorted(counts, key=lambda key: (-counts[key], key))[:top]
+    groups = [(key, np.array([key in user_keys for user_keys in keys])) for key in chosen]
+    other = np.array([not (user_keys & set(chosen)) for user_keys in keys])
+    if other.any():
+        groups.append(("other", other))
+    return groups
+
+
+def list_stats(lists: np.ndarray, popularity: np.ndarray, item_parts: np.ndarray) -> dict[str, float]:
+    """Catalog coverage, mean popularity and intra-list diversity (mean 1 − Jaccard of the category parts of
+    each pair of items; two items without a category count as alike) of top-k lists [U,k]."""
+    valid = lists >= 0  # [U,k]
+    shown = lists[valid]
+    coverage = len(np.unique(shown)) / len(popularity) if len(popularity) else 0.0
+    mean_pop = float(popularity[shown].mean()) if len(shown) else 0.0
+    onehot = item_parts[np.where(valid, lists, 0)].astype(np.float32)  # [U,k,P]
+    inter = np.einsum("ukp,ujp->ukj", onehot, onehot)  # [U,k,k]
+    sizes = onehot.sum(-1)  # [U,k]
+    union = sizes[:, :, None] + sizes[:, None, :] - inter  # [U,k,k]
+    alike = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # [U,k,k] Jaccard, 1 for two empty sets
+    pairs = valid[:, :, None] & valid[:, None, :] & ~np.eye(lists.shape[1], dtype=bool)[None]  # [U,k,k]
+    n_pairs = pairs.sum(axis=(1, 2))  # [U]
+    per_user = np.where(pairs, 1.0 - alike, 0.0).sum(axis=(1, 2)) / np.maximum(n_pairs, 1)  # [U]
+    diversity = float(per_user[n_pairs > 0].mean()) if (n_pairs > 0).any() else 0.0
+    return {"coverage": float(coverage), "mean_popularity": mean_pop, "diversity": diversity}
+
+
+def ranks_from_lists(lists: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based position of each user's target in its list [U,k] (engine.ranking.MISS when absent)."""
+    from engine.ranking import MISS
+    found = lists == targets[:, None]  # [U,k]
+    return np.where(found.any(1), found.argmax(1), MISS).astype(np.int64)  # [U]
+
+
+def cf_lists(run: Run, model: str, targets: np.ndarray, n_items: int, k: int,
+             history=None) -> tuple[np.ndarray, np.ndarray]:
+    """A CF model's top-k [U,k] and the test item's full rank [U] under the test-time mask (train + valid)."""
+    import torch
+
+    from engine.baselines import cf_scorer
+    from engine.export import test_history
+    from engine.ranking import batches, target_ranks, top_k
+    scorer = cf_scorer(run, model)
+    history = history if history is not None else test_history(run)[0]
+    n_users = len(targets)
+    lists = np.empty((n_users, min(k, n_items)), np.int64)  # [U,k]
+    ranks = np.empty(n_users, np.int64)  # [U]
+    with torch.no_grad():
+        for users in batches(n_users, 512):
+            scores, mask = scorer(users), history.mask(users, n_items)  # [B,n_items] each
+            ranks[users] = target_ranks(scores, torch.as_tensor(targets[users]), mask)
+            lists[users] = top_k(scores, mask, k)[0].numpy()
+    return lists, ranks
+
+
+def generated_vs_history(generated: list[str | None], train: np.ndarray, item_categories: list[str],
+                         test_categories: list[str], latest: int | None = None, top: int = 12) -> dict:
+    """Share of users whose generated category names each part, beside the share whose history's two leading
+    parts include it (of the `latest` train items when given: what a 'recent' prompt shows) and the part's
+    share of all train interactions; with how often the generated parts equal the leading ones."""
+    n_users = len(generated)
+    histories: list[list[str]] = [[] for _ in range(n_users)]
+    for user, item in train:  # each user's in time order
+        histories[user].append(item_categories[item])
+    leading = [parts_of(leading_categories(h[-latest:] if latest else h, 2)) for h in histories]
+    seen = [set().union(*(parts_of(c) for c in h)) if h else set() for h in histories]
+    generated_parts = [parts_of(g) for g in generated]
+    with_text = sum(1 for g in generated_parts if g)
+    item_counts = Counter(p for h in histories for c in h for p in parts_of(c))
+    total_parts = sum(item_counts.values()) or 1
+    gen_counts = Counter(p for g in generated_parts for p in g)
+    lead_counts = Counter(p for lead in leading for p in lead)
+    names = sorted(set(gen_counts) | set(lead_counts), key=lambda p: (-(gen_counts[p] + lead_counts[p]), p))[:top]
+    rows = [{"category": p, "generated": gen_counts[p] / n_users, "history_leading": lead_counts[p] / n_users,
+             "history_items": item_counts[p] / total_parts} for p in names]
+    agree = [g == lead for g, lead in zip(generated_parts, leading) if g]
+    in_history = [bool(g & s) for g, s in zip(generated_parts, seen) if g]
+    names_test = [bool(g & parts_of(t)) for g, t in zip(generated_parts, test_categories) if g]
+    return {"rows": rows, "history_scope": f"latest {latest} train items" if latest else "all train items",
+            "users_with_category": with_text, "distinct_generated": len({g for g in generated if g}),
+            "equals_history_leading": float(np.mean(agree)) if agree else 0.0,
+            "names_a_history_part": float(np.mean(in_history)) if in_history else 0.0,
+            "names_a_test_item_part": float(np.mean(names_test)) if names_test else 0.0}
+
+
+def slice_report(run: Run, k: int = K) -> SliceReport:
+    """Every figure of the analysis of a run (reads the catalog and the CF vectors; no LLM, no denoising)."""
+    db = connect(run.catalog_path, readonly=True)
+    try:
+        users = read_user_targets(db)
+        items = read_item_facts(db)
+        n_users = len(users)
+        stored = {m: read_top_lists(db, m, k, n_users) for m in MODEL_ORDER if m in run.models}
+        generated = read_generated_categories(db, n_users) if "deftrec" in run.models else None
+        train = read_train_items(db)
+    finally:
+        db.conn.close()
+    targets = users["test_item_idx"].to_numpy(np.int64)  # [U]
+    popularity = items["popularity"].to_numpy(np.int64)  # [n_items]
+    item_categories = items["category"].tolist()
+    n_items = len(items)
+    notes: list[str] = []
+    lists: dict[str, np.ndarray] = {}
+    ranks: dict[str, np.ndarray] = {}
+    history = None
+    for model, cached in stored.items():
+        if cached is not None:
+            lists[model], ranks[model] = cached, ranks_from_lists(cached, targets)
+        elif model == "deftrec":
+            notes.append(f"deftrec left out: the catalog caches no DeftRec lists of length {k} (train the run again)")
+        else:
+            if history is None:
+                from engine.export import test_history
+                history = test_history(run)[0]
+            lists[model], ranks[model] = cf_lists(run, model, targets, n_items, k, history)
+    models = [m for m in MODEL_ORDER if m in lists]
+
+    parts_mode = any("|" in c for c in item_categories)
+    all_parts = sorted(set().union(*(parts_of(c) for c in item_categories))) if item_categories else []
+    column = {p: j for j, p in enumerate(all_parts)}
+    item_parts = np.zeros((n_items, max(len(all_parts), 1)), bool)  # [n_items,P]
+    for i, category in enumerate(item_categories):
+        for part in parts_of(category):
+            item_parts[i, column[part]] = True
+    test_categories = [item_categories[t] for t in targets]
+
+    history_bucket, history_labels = quantile_buckets(users["n_train"].to_numpy(), N_BUCKETS)
+    popularity_bucket, popularity_labels = quantile_buckets(popularity[targets], N_BUCKETS)
+    report = SliceReport(
+        run=str(run.path), dataset=str((run.config.get("dataset") or {}).get("name", "?")), k=k, users=n_users,
+        items=n_items, models=models, overall={m: metrics_at(ranks[m], k) for m in models},
+        history=_slices([(lab, history_bucket == b) for b, lab in enumerate(history_labels)], ranks, k),
+        category=_slices(category_groups(test_categories, parts_mode), ranks, k),
+        category_mode="parts" if parts_mode else "category",
+        popularity=_slices([(lab, popularity_bucket == b) for b, lab in enumerate(popularity_labels)], ranks, k),
+        lists={m: list_stats(lists[m], popularity, item_parts) for m in models}, notes=notes)
+    if "deftrec" in lists and "lightgcn" in lists:
+        a, b = lists["deftrec"], lists["lightgcn"]
+        inter = np.array([len(set(x[x >= 0]) & set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
+        union = np.array([len(set(x[x >= 0]) | set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
+        hit_a, hit_b = ranks["deftrec"] < k, ranks["lightgcn"] < k  # [U]
+        report.overlap = {"a": "deftrec", "b": "lightgcn", "jaccard": float(np.mean(inter / np.maximum(union, 1))),
+                          "shared_items": float(inter.mean()), "hit_by_a_only": int((hit_a & ~hit_b).sum()),
+                          "hit_by_b_only": int((hit_b & ~hit_a).sum()), "hit_by_both": int((hit_a & hit_b).sum()),
+                          "hit_by_neither": int((~hit_a & ~hit_b).sum())}
+    if generated is not None:
+        settings = run.config.get("deftrec") or {}
+        latest = int(settings.get("max_history") or 0) if settings.get("history") == "recent" else None
+        report.generated = generated_vs_history(generated, train, item_categories, test_categories, latest or None)
+    return report
