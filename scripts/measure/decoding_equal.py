@@ -1,7 +1,7 @@
 """Every user of a run described under several MODE/PRECISION pairs (full|template|constrained / float32|bfloat16):
 time, users whose text is identical to the first pair's, users whose greedy decoding followed a template, the largest
 |Δc| among those, validation and test HR@10 of each; the figures docs/inference.md quotes.
-Usage: decoding_equal.py RUN [N [full/float32,template/float32,...]]."""
+Usage: decoding_equal.py RUN [N (0: every user) [full/float32,template/float32,...]]."""
 import json
 import sys
 import time
@@ -19,7 +19,7 @@ from engine.run import Run
 
 run = Run.open(sys.argv[1])
 model = open_deftrec(run)
-n = int(sys.argv[2]) if len(sys.argv) > 2 else len(model.histories)
+n = int(sys.argv[2]) if len(sys.argv) > 2 and int(sys.argv[2]) > 0 else len(model.histories)  # 0: every user
 MODES = sys.argv[3].split(",") if len(sys.argv) > 3 else ["full/float32", "template/float32", "constrained/float32"]
 users = list(range(n))
 db = connect(run.catalog_path, readonly=True)

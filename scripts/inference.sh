@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The inference figures of docs/inference.md and the README's Table-4 layout, from one run, in one go:
+#   1. deftrec bench RUN (16 cold users, K = 20, the run's decoding; full greedy decoding timed on the same users,
+#      interleaved; the beam-search baseline in the same process)
+#   2. all users exported with K = 20 and nothing cached (on a copy of the run), timed, and compared list by list
+#      with the lists cached at training
+#   3. scripts/measure/decoding_equal.py: every user under full and template decoding (and template in bf16)
+# then scripts/inference_table.py prints the tables. Usage: scripts/inference.sh RUN [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+run=${1:?a run directory, e.g. runs/ml-100k}
+out=${2:-runs/.inference-$(basename "$run")}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py=.venv/bin/python
+.venv/bin/deftrec bench "$run" --users 16 --k 20 --batch-sizes 1,8,32 --json "$out/bench.json" > "$out/bench.txt"
+copy=$(mktemp -d)/run
+cp -r "$run" "$copy"
+.venv/bin/deftrec export "$run" --out "$out/cached.csv" --k 20 > /dev/null
+start=$(date +%s.%N)
+.venv/bin/deftrec export "$copy" --out "$out/recomputed.csv" --k 20 --recompute > /dev/null
+end=$(date +%s.%N)
+$py - "$out" "$start" "$end" <<'PY'
+import csv, json, sys
+out, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def lists(path):
+    rows = {}
+    for r in csv.DictReader(open(path)):
+        rows.setdefault(r["user_id"], []).append(r["item_id"])
+    return rows
+a, b = lists(f"{out}/cached.csv"), lists(f"{out}/recomputed.csv")
+json.dump({"seconds": end - start, "users": len(b), "same_lists": sum(a.get(u) == l for u, l in b.items())},
+          open(f"{out}/export.json", "w"))
+PY
+rm -rf "$(dirname "$copy")"
+$py scripts/measure/decoding_equal.py "$run" 0 full/float32,template/float32,template/bfloat16 \
+  | tail -1 > "$out/decoding.json"
+$py scripts/inference_table.py "$out"
