@@ -3,6 +3,7 @@ cached per-user results. WAL mode and a busy timeout so the explorer reads while
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -109,6 +110,34 @@ def put_recommendations(db: sqlite_utils.Database, model: str, rows: Iterable[di
 
 def meta(db: sqlite_utils.Database) -> dict[str, str]:
     return {row["key"]: row["value"] for row in db.query("select key, value from meta")}
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 query on the title column: each word of `text` quoted, the last one a prefix; None without words."""
+    words = re.findall(r"\w+", text)
+    if not words:
+        return None
+    return "title : (" + " ".join(f'"{w}"' for w in words[:-1]) + f' "{words[-1]}"*)'
+
+
+def search_titles(db: sqlite_utils.Database, text: str, limit: int = 20) -> list[dict]:
+    """Items whose title matches the words of `text` (the full-text index), best match first."""
+    query = fts_query(text)
+    if query is None:
+        return []
+    rows = db.execute("select i.item_idx, i.title, i.category from items_fts f join items i on i.rowid = f.rowid "
+                      "where items_fts match ? order by f.rank limit ?", (query, limit)).fetchall()
+    return [{"item_idx": r[0], "title": r[1], "category": r[2] or ""} for r in rows]
+
+
+def users_with_items(db: sqlite_utils.Database, item_idxs: Iterable[int]) -> list[int]:
+    """The users (user_idx, ascending) with any of the items in their history, whatever the split."""
+    items = [int(i) for i in item_idxs]
+    if not items:
+        return []
+    marks = ",".join("?" * len(items))
+    return [r[0] for r in db.execute(f"select distinct user_idx from interactions where item_idx in ({marks}) "
+                                     "order by user_idx", items)]
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:

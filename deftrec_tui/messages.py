@@ -52,3 +52,20 @@ class ExportProgress(Message):
 class ExportDone(Message):
     path: str
     rows: int
+
+
+@dataclass
+class UserLoaded(Message):
+    """A user's history and cached result (None when uncached or not wanted), read from the catalog."""
+
+    user_idx: int
+    history: list  # engine.session.HistoryRow
+    cached: object | None  # engine.session.Explanation
+    live: bool
+
+
+@dataclass
+class UsersFound(Message):
+    """The users whose history holds an item matching a title query."""
+
+    search: object  # engine.session.UserSearch

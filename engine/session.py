@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.catalog import connect, read_metrics
+from data.catalog import connect, read_metrics, search_titles, users_with_items
 from data.errors import DeftrecError
 from engine.run import Run
 
@@ -37,6 +37,15 @@ class HistoryRow:
     category: str
     timestamp: int | None
     split: str  # train | valid | test
+
+
+@dataclass(frozen=True)
+class UserSearch:
+    """The users whose history holds an item with a title matching a query (the catalog's full-text index)."""
+
+    query: str
+    titles: list[str]  # the matching titles, best match first
+    user_idxs: frozenset[int]
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,16 @@ class RunSession:
         finally:
             db.conn.close()
         return [HistoryRow(r[0], str(r[1]), r[2], r[3] or "", r[4], r[5]) for r in rows]
+
+    def find_users(self, query: str, limit: int = 20) -> UserSearch:
+        """The users with any of the (at most `limit`) items whose title matches `query` in their history."""
+        db = connect(self.run.catalog_path, readonly=True)
+        try:
+            items = search_titles(db, query, limit)
+            users = users_with_items(db, [item["item_idx"] for item in items])
+        finally:
+            db.conn.close()
+        return UserSearch(query, [item["title"] for item in items], frozenset(users))
 
     def test_item(self, user_idx: int) -> int:
         return int(self._users[user_idx]["test_item_idx"])

@@ -273,3 +273,71 @@ def test_fit_widths_share_the_rest_and_never_overflow():
     assert wide["title"] == 5 and wide["category"] == 40  # a column never takes more than its content
     assert str(fit_cell("Schindler's List (1993)", 10)) == "Schindler…"
     assert str(fit_cell("Fargo (1996)", 20)) == "Fargo (1996)"
+
+
+async def test_filter_by_a_title_finds_the_users_who_had_it(session):
+    db = sqlite3.connect(session.run.catalog_path)
+    expected = {row[0] for row in db.execute("select distinct x.user_idx from interactions x join items i "
+                                             "using (item_idx) where i.title = 'Movie 12'")}
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        await pilot.press("slash", *"movie 12")
+        await settle(app, pilot)
+        picker = app.screen.query_one("#users")
+        assert not picker.by_id and picker.title_search.titles == ["Movie 12"]
+        assert {r.user_idx for r in picker.shown} == expected and 0 < len(expected) < 60
+        assert str(app.screen.query_one("#user-count").render()).startswith(f"{len(expected)} users had Movie 12")
+        await pilot.press("enter", "down")
+        await settle(app, pilot)
+        assert app.screen.user_idx in expected
+        assert "Movie 12" in [h.title for h in app.screen.history_rows]
+        await pilot.press("slash", *(["backspace"] * 8), *"zzz")  # neither an id nor a title
+        await settle(app, pilot)
+        assert picker.shown == [] and "no user id or title matches 'zzz'" in str(
+            app.screen.query_one("#user-count").render())
+        await pilot.press(*(["backspace"] * 3), "u", "1")  # an id again: no catalog search
+        assert {r.user_id for r in picker.shown} == {r.user_id for r in session.user_rows if "u1" in r.user_id}
+
+
+async def test_history_starts_at_the_most_recent_items(session):
+    app = create_app(session)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await settle(app, pilot)
+        table = app.screen.query_one("#history-table", DataTable)
+        history = session.history(app.screen.user_idx)
+        first, last = table.get_row_at(0), table.get_row_at(table.row_count - 1)
+        assert str(first[0]) == str(len(history)) and str(first[4]) == "test"  # newest first: the test item
+        assert str(first[1]) == history[-1].title and str(last[0]) == "1"
+        assert table.cursor_row == 0 and table.scroll_y == 0
+
+
+async def test_no_catalog_or_model_call_on_the_ui_thread(tiny_run, monkeypatch):
+    import threading
+
+    on_ui = []
+
+    class Watched(RunSession):
+        def model(self):
+            if threading.current_thread() is threading.main_thread():
+                on_ui.append("model")
+            return super().model()
+
+    session = Watched(tiny_run)  # opening the run reads the catalog before the app starts: allowed
+    connect = sqlite3.connect
+
+    def watched_connect(*args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            on_ui.append(f"sqlite3.connect{args[:1]}")
+        return connect(*args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", watched_connect)
+    app = create_app(session)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await settle(app, pilot)
+        for keys in (["down"], ["down", "up"], ["3", "c"], ["2"], ["slash", *"movie 3"], ["enter", "down"],
+                     ["1", "g"], ["4"], ["5"]):
+            await pilot.press(*keys)
+            await settle(app, pilot)
+        assert app.screen.explanation is not None and app.screen.explanation.source == "live"
+    assert on_ui == []

@@ -22,6 +22,7 @@ from deftrec_tui.messages import (
     ExportProgress,
     ModelLoaded,
     TextChunk,
+    UserLoaded,
     WorkFailed,
 )
 from deftrec_tui.screens.dialogs import ErrorDialog, ExportDialog
@@ -57,7 +58,8 @@ class MainScreen(Screen):
         Binding("3", "tab('tab-topk')", "top-K", show=False),
         Binding("4", "tab('tab-run')", "run", show=False),
     ]
-    KEY_HELP = [("↑/↓, mouse", "pick a user (the list on the left)"), ("/", "filter users by id"),
+    KEY_HELP = [("↑/↓, mouse", "pick a user (the list on the left)"),
+                ("/", "filter users by id, or by a title in their history"),
                 ("r", "jump to a random user"), ("s", "sort by id / history length / hit-miss"),
                 ("g", "generate this user's preference again, live, token by token"),
                 ("1 2 3 4", "user / trajectory / top-K / run tab"),
@@ -71,13 +73,14 @@ class MainScreen(Screen):
         self.session = session
         self.user_idx: int | None = None
         self.explanation = None
+        self.history_rows: list = []
         self.compare = False
         self.model_state = "not loaded"
 
     def compose(self) -> ComposeResult:
         yield Header()
         with Horizontal(id="body"):
-            yield UserPicker(self.session.user_rows, k=TOP_K, id="users")
+            yield UserPicker(self.session.user_rows, k=TOP_K, find_users=self.session.find_users, id="users")
             with TabbedContent(id="tabs", initial="tab-user"):
                 with TabPane("user", id="tab-user"), Vertical():
                     yield HistoryPanel(id="history")
@@ -119,35 +122,55 @@ class MainScreen(Screen):
 
     def select_user(self, user_idx: int, live: bool = False) -> None:
         self.user_idx = user_idx
-        row = self.session.user_rows[user_idx]
-        self.query_one(HistoryPanel).show(self.session.history(user_idx))
-        trajectory, topk, preference = self.query_one(TrajectoryPanel), self.query_one(TopKPanel), \
-            self.query_one(PreferencePanel)
-        cached = None if live else self.session.cached(user_idx)
-        self.explanation = cached
-        topk.clear()
-        if cached is not None:
-            preference.show(cached.text, cached.category, "cache")
-            topk.show(cached.items, "cache")
-        else:
-            preference.clear_text("no cached result: generating…" if self.session.has_deftrec
-                                  else "this run has no DeftRec model")
-        if self.session.has_deftrec:
-            trajectory.clear("computing the trajectory…" if self.session.model_loaded
-                             else "loading the model (once per session)…")
-            if live or cached is None:
-                preference.start(row.user_id)
-            self.compute(user_idx, cached, live or cached is None)
-        else:
-            trajectory.clear("this run has no DeftRec model")
+        self.explanation, self.history_rows = None, []
+        self.query_one(HistoryPanel).show([])
+        self.query_one(TopKPanel).clear()
+        self.query_one(PreferencePanel).clear_text("reading the catalog…")
+        self.query_one(TrajectoryPanel).clear("reading the catalog…")
+        self.compute(user_idx, live)
         if self.compare:
             self.load_baseline(user_idx)
         self.update_status()
 
+    @on(UserLoaded)
+    def user_loaded(self, event: UserLoaded) -> None:
+        if event.user_idx != self.user_idx:
+            return
+        cached, preference = event.cached, self.query_one(PreferencePanel)
+        self.history_rows, self.explanation = event.history, cached
+        self.query_one(HistoryPanel).show(event.history)
+        if cached is not None:
+            preference.show(cached.text, cached.category, "cache")
+            self.query_one(TopKPanel).show(cached.items, "cache")
+        else:
+            preference.clear_text("no cached result: generating…" if self.session.has_deftrec
+                                  else "this run has no DeftRec model")
+        if self.session.has_deftrec:
+            self.query_one(TrajectoryPanel).clear("computing the trajectory…" if self.session.model_loaded
+                                                  else "loading the model (once per session)…")
+            if event.live or cached is None:
+                preference.start(self.session.user_rows[event.user_idx].user_id)
+        else:
+            self.query_one(TrajectoryPanel).clear("this run has no DeftRec model")
+        self.update_status()
+
     @work(thread=True, exclusive=True, group="user")
-    def compute(self, user_idx: int, cached, live: bool) -> None:
-        """Load the model (once), then the live result or the cached result's trajectory, off the UI thread."""
+    def compute(self, user_idx: int, live: bool) -> None:
+        """Read the user's history and cached result, then load the model (once) and compute the live result or
+        the cached result's trajectory; all off the UI thread."""
         worker = get_current_worker()
+        try:
+            history = self.session.history(user_idx)
+            cached = None if live else self.session.cached(user_idx)
+        except Exception as exc:  # noqa: BLE001
+            self.post_message(WorkFailed("the catalog could not be read", _one_line(exc)))
+            return
+        if worker.is_cancelled:
+            return
+        self.post_message(UserLoaded(user_idx, history, cached, live))
+        if not self.session.has_deftrec:
+            return
+        live = live or cached is None
         try:
             if not self.session.model_loaded:
                 started = time.perf_counter()
@@ -191,8 +214,8 @@ class MainScreen(Screen):
         self.explanation = explanation
         self.query_one(PreferencePanel).show(explanation.text, explanation.category, explanation.source)
         self.query_one(TopKPanel).show(explanation.items, explanation.source)
-        coords, _ = self.session.item_map()
-        history = [h.item_idx for h in self.session.history(event.user_idx) if h.split == "train"]
+        coords, _ = self.session.item_map()  # computed by the worker before it posted
+        history = [h.item_idx for h in self.history_rows if h.split == "train"]
         self.query_one(TrajectoryPanel).show(explanation, coords, [i["category"] or "" for i in self.session.items],
                                              history, self.session.test_item(event.user_idx), self.session.items)
         self.update_status()

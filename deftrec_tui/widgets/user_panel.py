@@ -1,4 +1,4 @@
-"""The user tab: history (train, validation and test items), a bar chart of its categories, and the
+"""The user tab: history (newest first: test, validation, then train items), a bar chart of its categories, and the
 preference text as the LLM writes it, with the extracted category highlighted."""
 
 from __future__ import annotations
@@ -70,14 +70,14 @@ class HistoryPanel(Horizontal):
             yield Static("", id="category-bars")
 
     def show(self, rows: list) -> None:
+        """The rows (oldest first, as the session gives them) listed newest first; # is the position in time."""
         table = self.query_one("#history-table", DataTable)
         table.clear()
-        for i, row in enumerate(rows, start=1):
+        for i, row in reversed(list(enumerate(rows, start=1))):
             style = SPLIT_STYLE.get(row.split, "")
             table.add_row(str(i), Text(row.title, style=style), row.category, format_time(row.timestamp),
                           Text(row.split, style=style or "dim"))
-        if rows:
-            table.move_cursor(row=len(rows) - 1)
+        table.scroll_home(animate=False)
         train_categories = [r.category for r in rows if r.split == "train"]
         self.query_one("#category-bars", Static).update(category_bars(train_categories))
 
