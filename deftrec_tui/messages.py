@@ -69,3 +69,17 @@ class UsersFound(Message):
     """The users whose history holds an item matching a title query."""
 
     search: object  # engine.session.UserSearch
+
+
+@dataclass
+class AnalysisReady(Message):
+    """The run's slice analysis for the analysis tab."""
+
+    report: object  # engine.slices.SliceReport
+
+
+@dataclass
+class AnalysisFailed(Message):
+    """The slice analysis could not be computed (one line)."""
+
+    error: str

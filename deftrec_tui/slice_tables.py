@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich import box
 from rich.table import Table
 from rich.text import Text
@@ -34,11 +36,13 @@ def metric_cell(values: dict, k: int, best: bool) -> Text:
 def slice_table(report, rows, first: str, title: str | None = None) -> Table:
     """Slices × models: users, then HR@k and NDCG@k of each model (the best HR of a row in bold)."""
     k = report.k
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column(first)
-    table.add_column("users", justify="right")
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                  padding=(0, 1, 0, 0))
+    table.add_column(first, overflow="ellipsis", no_wrap=True)
+    table.add_column("users", justify="right", no_wrap=True)
     for model in report.models:
-        table.add_column(Text(f"{model}\n{'HR':<5} {'NDCG':>5}", justify="right"), justify="right")
+        table.add_column(Text(f"{model}\n{'HR':<5} {'NDCG':>5}", justify="right"), justify="right", no_wrap=True,
+                         min_width=11)
     for row in rows:
         best = max(row.metrics[m][f"HR@{k}"] for m in report.models)
         table.add_row(row.label, str(row.users),
@@ -67,7 +71,7 @@ def category_title(report) -> str:
 
 def lists_table(report, title: str | None = None) -> Table:
     """Per model: catalog coverage, mean popularity and intra-list diversity of its top-k."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("model", "coverage", "mean popularity", "diversity"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for model, stats in report.lists.items():
@@ -91,7 +95,7 @@ def overlap_line(report) -> str:
 def generated_table(report, title: str | None = None) -> Table:
     """Per category part: share of users whose generated category names it, whose history leads with it, and
     its share of the train interactions."""
-    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False)
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for column in ("category part", "generated", "history leading", "history items"):
         table.add_column(column, justify="left" if column == "category part" else "right")
     for row in report.generated["rows"]:
@@ -111,5 +115,5 @@ def generated_line(report) -> str:
 
 def header_line(report) -> str:
     """The run, its size and the protocol of the figures."""
-    return (f"{report.run} ({report.dataset}): {report.users} users, {report.items} items; the test item ranked "
+    return (f"{Path(report.run).name} ({report.dataset}): {report.users} users, {report.items} items; the test item ranked "
             f"with train+valid masked; models: {', '.join(report.models)}")

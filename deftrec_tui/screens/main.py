@@ -27,6 +27,7 @@ from deftrec_tui.messages import (
 )
 from deftrec_tui.screens.dialogs import ErrorDialog, ExportDialog
 from deftrec_tui.screens.help import HelpScreen
+from deftrec_tui.widgets.analysis import AnalysisPanel
 from deftrec_tui.widgets.summary import RunSummary
 from deftrec_tui.widgets.topk import TopKPanel
 from deftrec_tui.widgets.trajectory import TrajectoryPanel
@@ -57,12 +58,13 @@ class MainScreen(Screen):
         Binding("2", "tab('tab-trajectory')", "trajectory", show=False),
         Binding("3", "tab('tab-topk')", "top-K", show=False),
         Binding("4", "tab('tab-run')", "run", show=False),
+        Binding("5", "tab('tab-analysis')", "analysis", show=False),
     ]
     KEY_HELP = [("↑/↓, mouse", "pick a user (the list on the left)"),
                 ("/", "filter users by id, or by a title in their history"),
                 ("r", "jump to a random user"), ("s", "sort by id / history length / hit-miss"),
                 ("g", "generate this user's preference again, live, token by token"),
-                ("1 2 3 4", "user / trajectory / top-K / run tab"),
+                ("1 2 3 4 5", "user / trajectory / top-K / run / analysis tab"),
                 ("space", "play or pause the denoising trajectory"), (", and .", "one step back / forward"),
                 ("←/→, Home/End", "move the trajectory slider when it has focus"),
                 ("c", "show LightGCN's list beside DeftRec's"), ("e", "export this user or every user to CSV"),
@@ -91,6 +93,8 @@ class MainScreen(Screen):
                     yield TopKPanel(id="topk")
                 with TabPane("run", id="tab-run"):
                     yield RunSummary(self.session, id="summary")
+                with TabPane("analysis", id="tab-analysis"):
+                    yield AnalysisPanel(self.session, id="analysis")
         with Horizontal(id="status-bar"):
             yield Label("", id="status")
             yield ProgressBar(id="export-bar", show_eta=False)
