@@ -112,14 +112,21 @@ def list_stats(lists: np.ndarray, popularity: np.ndarray, item_parts: np.ndarray
     shown = lists[valid]
     coverage = len(np.unique(shown)) / len(popularity) if len(popularity) else 0.0
     mean_pop = float(popularity[shown].mean()) if len(shown) else 0.0
-    onehot = item_parts[np.where(valid, lists, 0)].astype(np.float32)  # [U,k,P]
-    inter = np.einsum("ukp,ujp->ukj", onehot, onehot)  # [U,k,k]
-    sizes = onehot.sum(-1)  # [U,k]
-    union = sizes[:, :, None] + sizes[:, None, :] - inter  # [U,k,k]
-    alike = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # [U,k,k] Jaccard, 1 for two empty sets
-    pairs = valid[:, :, None] & valid[:, None, :] & ~np.eye(lists.shape[1], dtype=bool)[None]  # [U,k,k]
-    n_pairs = pairs.sum(axis=(1, 2))  # [U]
-    per_user = np.where(pairs, 1.0 - alike, 0.0).sum(axis=(1, 2)) / np.maximum(n_pairs, 1)  # [U]
+    n_users, k = lists.shape
+    per_user = np.zeros(n_users)  # [U]
+    n_pairs = np.zeros(n_users, np.int64)  # [U]
+    step = max(1, (1 << 24) // max(k * item_parts.shape[1], 1))  # users per chunk: ≤ 16M part cells at once
+    for start in range(0, n_users, step):
+        chunk, ok = lists[start:start + step], valid[start:start + step]  # [B,k]
+        onehot = item_parts[np.where(ok, chunk, 0)].astype(np.float32)  # [B,k,P]
+        inter = np.einsum("ukp,ujp->ukj", onehot, onehot)  # [B,k,k]
+        sizes = onehot.sum(-1)  # [B,k]
+        union = sizes[:, :, None] + sizes[:, None, :] - inter  # [B,k,k]
+        alike = np.where(union > 0, inter / np.maximum(union, 1), 1.0)  # [B,k,k] Jaccard, 1 for two empty sets
+        pairs = ok[:, :, None] & ok[:, None, :] & ~np.eye(k, dtype=bool)[None]  # [B,k,k]
+        n_pairs[start:start + step] = pairs.sum(axis=(1, 2))
+        per_user[start:start + step] = np.where(pairs, 1.0 - alike, 0.0).sum(axis=(1, 2)) / np.maximum(
+            n_pairs[start:start + step], 1)
     diversity = float(per_user[n_pairs > 0].mean()) if (n_pairs > 0).any() else 0.0
     return {"coverage": float(coverage), "mean_popularity": mean_pop, "diversity": diversity}
 

@@ -115,3 +115,17 @@ def test_eval_slices_refuses_two_runs(tiny_run):
     result = CliRunner().invoke(app, ["eval", str(tiny_run), str(tiny_run), "--slices"])
     assert result.exit_code == 2
     assert len(result.output.strip().splitlines()) == 1 and "--slices takes one run" in result.output
+
+
+def test_cf_only_run_has_no_deftrec_figures(tmp_path, tiny_run):
+    import shutil
+    run = tmp_path / "cf"
+    shutil.copytree(tiny_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["models"] = [m for m in config["models"] if m != "deftrec"]
+    config["deftrec"] = None
+    (run / "config.json").write_text(json.dumps(config))
+    report = slice_report(Run.open(run, verify=False))
+    assert report.models == ["lightgcn", "mf", "pop"]
+    assert report.overlap is None and report.generated is None
+    assert all(set(s.metrics) == {"lightgcn", "mf", "pop"} for s in report.history)
