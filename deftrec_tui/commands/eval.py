@@ -152,16 +152,16 @@ def _print_slices(report) -> None:
     k = report.k
     console.print(st.header_line(report), highlight=False)
     console.print(st.slice_table(report, st.history_rows(report), "train items",
-                                 f"HR@{k} NDCG@{k} by history length (train items of the user)"))
-    console.print(st.slice_table(report, report.category, "category", st.category_title(report)))
+                                 f"\nHR@{k} NDCG@{k} by history length (train items of the user)"))
+    console.print(st.slice_table(report, report.category, "category", "\n" + st.category_title(report)))
     console.print(st.slice_table(report, report.popularity, "popularity",
-                                 "by the test item's popularity (its train interactions)"))
-    console.print(st.lists_table(report, f"each model's top-{k}"))
+                                 "\nby the test item's popularity (its train interactions)"))
+    console.print(st.lists_table(report, f"\neach model's top-{k}"))
     console.print(st.LISTS_NOTE, style="dim", highlight=False)
     if report.overlap:
         console.print(st.overlap_line(report), highlight=False)
     if report.generated:
-        console.print(st.generated_table(report, "generated categories against the histories' (share of users)"))
+        console.print(st.generated_table(report, "\ngenerated categories against the histories' (share of users)"))
         console.print(st.generated_line(report), highlight=False)
     for note in report.notes:
         console.print(note, style="yellow", highlight=False)
