@@ -1,5 +1,5 @@
-"""The explorer app. `create_app` takes the session (a RunSession, or a fake in tests) so nothing here opens
-files or loads models by itself."""
+"""The explorer app. `create_app` takes the session (a RunSession, or a fake in tests), and a second one to
+compare with, so nothing here opens files or loads models by itself."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 
+from deftrec_tui.screens.compare import CompareScreen
 from deftrec_tui.screens.main import MainScreen
 
 COMMANDS = [
@@ -43,14 +44,19 @@ class ExplorerApp(App):
     COMMANDS = App.COMMANDS | {ExplorerCommands}
     BINDINGS = [Binding("q", "quit", "quit"), Binding("ctrl+q", "quit", "quit", show=False)]
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, compare=None) -> None:
         super().__init__()
         self.session = session
+        self.pair = None
+        if compare is not None:
+            from engine.compare import RunPair
+            self.pair = RunPair(session, compare)  # refuses two runs of different datasets
 
     def on_mount(self) -> None:
-        self.push_screen(MainScreen(self.session))
+        self.push_screen(MainScreen(self.session) if self.pair is None else CompareScreen(self.pair))
 
 
-def create_app(session) -> ExplorerApp:
-    """The explorer on an opened run (engine.session.RunSession or anything with its interface)."""
-    return ExplorerApp(session)
+def create_app(session, compare=None) -> ExplorerApp:
+    """The explorer on an opened run (engine.session.RunSession or anything with its interface), or the
+    user-by-user comparison of it with `compare`, a second run of the same dataset."""
+    return ExplorerApp(session, compare)

@@ -72,6 +72,21 @@ class UsersFound(Message):
 
 
 @dataclass
+class PairLoaded(Message):
+    """One user's cached results under both runs of a comparison."""
+
+    user_idx: int
+    detail: object  # engine.compare.PairDetail
+
+
+@dataclass
+class PairSummary(Message):
+    """The paired test-hit figures of two runs (engine.evaluation.paired_hits)."""
+
+    figures: dict
+
+
+@dataclass
 class AnalysisReady(Message):
     """The run's slice analysis for the analysis tab."""
 

@@ -38,3 +38,41 @@ def visible_rows(app, table) -> dict[str, str]:
             shown[key] = lines[y][region.x:region.right]
     return shown
 
+
+
+def second_run(run, dest):
+    """A copy of `run` whose cached DeftRec lists differ by user (a second run of the same dataset): for
+    user_idx % 3 == 0 the same list, 1 the test item replaced (a miss), 2 the test item at rank 1 (a hit)."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(run, dest)
+    db = sqlite3.connect(dest / "catalog.sqlite")
+    n_items = db.execute("select count(*) from items").fetchone()[0]
+    tests = dict(db.execute("select user_idx, test_item_idx from users"))
+    for user_idx, test in tests.items():
+        rows = db.execute("select rank, item_idx, cosine, pi_bonus, score from recommendations "
+                          "where model = 'deftrec' and user_idx = ? order by rank", (user_idx,)).fetchall()
+        items = [r[1] for r in rows]
+        if user_idx % 3 == 1 and test in items:
+            items[items.index(test)] = next(i for i in range(n_items) if i not in items and i != test)
+        elif user_idx % 3 == 2:
+            items = [test] + [i for i in items if i != test][:len(items) - 1]
+        db.executemany("update recommendations set item_idx = ? where model = 'deftrec' and user_idx = ? and rank = ?",
+                       [(item, user_idx, rank) for (rank, *_), item in zip(rows, items)])
+    db.execute("update preferences set text = 'B: ' || text")
+    db.commit()
+    db.close()
+    return dest
+
+
+def other_dataset_run(run, dest):
+    """A copy of `run` that says it was trained on another dataset (another checksum in config.json)."""
+    import json
+    import shutil
+
+    shutil.copytree(run, dest)
+    config = json.loads((dest / "config.json").read_text())
+    config["dataset"] = {**config["dataset"], "name": "csv:other", "checksum": "0" * 64}
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest

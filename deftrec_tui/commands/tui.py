@@ -14,8 +14,11 @@ from deftrec_tui.errors import cli_errors
 def tui(
     run: Annotated[Path | None, typer.Argument(help="A run directory (default: the latest complete run under runs/).")] = None,
     runs: Annotated[Path, typer.Option(help="Folder searched for the latest run when RUN is omitted.")] = Path("runs"),
+    compare: Annotated[Path | None, typer.Option(
+        help="A second run of the same dataset: compare the two user by user (both texts, both lists, who hits "
+             "alone).")] = None,
 ) -> None:
-    """Explore a run user by user: preference text, denoising trajectory, top-K with cosine and π-bonus."""
+    """Explore a run user by user (text, trajectory, top-K with cosine and π-bonus), or two runs side by side."""
     from data.errors import RunError
     from engine.run import latest_run
     from engine.session import RunSession
@@ -25,6 +28,9 @@ def tui(
         if run is None:
             raise RunError(f"no run under {runs}/ yet",
                            hint="make one with: deftrec train   (or bash scripts/main.sh)")
-    session = RunSession(run)
     from deftrec_tui.app import create_app
-    create_app(session).run()
+    if compare is None:
+        create_app(RunSession(run)).run()
+    else:
+        from engine.compare import open_pair
+        create_app(*open_pair(run, compare)).run()

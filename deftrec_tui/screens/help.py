@@ -11,9 +11,10 @@ from textual.widgets import Label, Static
 
 AREAS = [
     ("users", "every user, their number of train interactions and whether DeftRec's list hit the test item "
-              "(hit@10); type to filter by id, s cycles the sort (id, history length, hit/miss)"),
-    ("user", "the train history (validation and test items marked), a bar chart of its categories, and the "
-             "preference sentence the LLM wrote, the category it names highlighted"),
+              "(hit@10); type an id, or a title to keep the users who had it; s cycles the sort (id, history "
+              "length, hit/miss)"),
+    ("user", "the history, newest first (validation and test items marked), a bar chart of its categories, and "
+             "the preference sentence the LLM wrote, the category it names highlighted"),
     ("trajectory", "the 100 denoising steps from noise to the preference vector y: ‖x_t‖, cos(x_t, y), the "
                    "nearest item, the test item's rank; the PCA map of the item vectors with the path "
                    "(○ start, ◆ current step, + history, ★ test item)"),
@@ -35,14 +36,14 @@ def bindings_table(bindings: list[tuple[str, str]]) -> Table:
 class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "close")]
 
-    def __init__(self, bindings: list[tuple[str, str]]) -> None:
+    def __init__(self, bindings: list[tuple[str, str]], areas: list[tuple[str, str]] | None = None) -> None:
         super().__init__()
-        self.key_bindings = bindings
+        self.key_bindings, self.areas = bindings, AREAS if areas is None else areas
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help-dialog", classes="dialog"):
             yield Label("deftrec explorer", classes="dialog-title")
-            for name, text in AREAS:
+            for name, text in self.areas:
                 yield Static(f"[bold]{name}[/]  {text}")
             yield Label("keys", classes="section-title")
             yield Static(bindings_table(self.key_bindings))
