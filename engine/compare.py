@@ -72,6 +72,10 @@ class RunPair:
 
     def __init__(self, a: RunSession, b: RunSession, k: int = 10) -> None:
         require_same_dataset(a.run, b.run)
+        for session in (a, b):
+            if not session.has_deftrec:
+                raise RunError("the run has no DeftRec lists to compare (trained with --stage cf)", path=session.path,
+                               hint="compare two runs trained with --stage all")
         self.a, self.b, self.k = a, b, k
         by_id = {row.user_id: row for row in b.user_rows}
         self.rows = [PairRow(ra.user_idx, by_id[ra.user_id].user_idx, ra.user_id, ra.n_train, ra.test_rank,

@@ -116,6 +116,20 @@ def test_tui_compare_refuses_two_datasets_in_one_line(tiny_run, tmp_path):
         create_app(RunSession(tiny_run), compare=RunSession(other))
 
 
+def test_compare_refuses_a_run_without_deftrec_lists(tiny_run, tmp_path):
+    import json
+    import shutil
+
+    from data.errors import RunError
+    cf_only = tmp_path / "cf"
+    shutil.copytree(tiny_run, cf_only)
+    config = json.loads((cf_only / "config.json").read_text())
+    config["models"], config["deftrec"] = [m for m in config["models"] if m != "deftrec"], None
+    (cf_only / "config.json").write_text(json.dumps(config))
+    with pytest.raises(RunError, match="no DeftRec lists to compare"):
+        create_app(RunSession(tiny_run), compare=RunSession(cf_only))
+
+
 def settled(*keys):
     async def run_before(pilot) -> None:
         await settle(pilot.app, pilot)
