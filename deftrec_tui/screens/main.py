@@ -116,6 +116,8 @@ class MainScreen(Screen):
         self.query_one("#user-table").focus()
         if not self.session.has_deftrec:
             self.model_state = "none (a CF-only run: train with --stage all)"
+        elif self.session.model_loaded:  # a session opened before (its model loaded by an earlier screen)
+            self.model_state = "loaded"
         self.update_status()
 
     # ------------------------------------------------------------------ selection
