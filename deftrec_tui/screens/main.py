@@ -38,10 +38,6 @@ TOP_K = 10  # the K of "test item in the top-K" and of the hit marks
 LIST_K = 20  # the length of the lists shown and exported
 
 
-class Cancelled(Exception):
-    """Raised inside generation when the worker that asked for it was cancelled."""
-
-
 class MainScreen(Screen):
     BINDINGS = [
         Binding("question_mark", "help", "help"),
@@ -198,7 +194,7 @@ class MainScreen(Screen):
                 explanation.trajectory_2d = self.session.project(explanation.trajectory)
                 self.post_message(ExplanationReady(user_idx, explanation))
         except Exception as exc:  # noqa: BLE001  any failure is shown in a dialog; the app keeps running
-            if not worker.is_cancelled and not type(exc).__name__ == "Cancelled":
+            if not worker.is_cancelled:  # a cancelled worker's GenerationCancelled is not a failure
                 self.post_message(WorkFailed("the model could not answer", _one_line(exc)))
 
     @on(ModelLoaded)
