@@ -350,12 +350,11 @@ def denoising_losses(denoiser: Denoiser, schedule: DDPMSchedule, x0_pos: torch.T
                      objective: DenoisingObjective = DenoisingObjective()) -> tuple[torch.Tensor, torch.Tensor]:
     """(L_Diff, auxiliary loss) of one batch for either parameterization and auxiliary loss.
 
-    The paper's setting (ε-prediction, L_Neg, no condition dropout) is exactly `contrastive_diffusion_losses`.
+    In the paper's setting (ε-prediction, L_Neg, no condition dropout) this draws and computes exactly what
+    `contrastive_diffusion_losses` does (tests/test_contrec.py checks the two agree bit for bit).
     With x0-prediction L_Diff is ‖x̂_0 − q⁺‖² and L_Neg compares x0-errors: −log σ(−‖x̂_0⁺−q⁺‖² + ‖x̂_0⁻−q⁻‖²).
     """
     config = denoiser.config
-    if config.prediction == "eps" and config.cond_dropout == 0.0 and objective.loss == "bpr":
-        return contrastive_diffusion_losses(denoiser, schedule, x0_pos, x0_neg_mean, cond, generator, objective.neg_norm)
     batch = x0_pos.shape[0]
     t = torch.randint(0, schedule.num_train_timesteps, (batch,), generator=generator,
                       device=generator.device).to(x0_pos.device)  # [B]

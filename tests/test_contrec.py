@@ -193,13 +193,23 @@ def test_guidance_combines_conditional_and_null_predictions():
         guided(tiny_denoiser(), 2.0)
 
 
-def test_paper_setting_is_exactly_the_contrastive_losses():
+@pytest.mark.parametrize("neg_norm", ["sum", "mean"])
+def test_paper_setting_is_exactly_the_contrastive_losses(neg_norm):
+    """denoising_losses' general path (no shortcut) equals the paper's own function, values and gradients."""
     den = tiny_denoiser()
     sched = DDPMSchedule(item_dim=4)
     x_pos, x_neg, cond = torch.randn(5, 4), torch.randn(5, 4), torch.randn(5, 6)
-    a = contrastive_diffusion_losses(den, sched, x_pos, x_neg, cond, torch.Generator().manual_seed(3))
-    b = denoising_losses(den, sched, x_pos, x_neg, cond, torch.Generator().manual_seed(3), DenoisingObjective("bpr"))
+    a = contrastive_diffusion_losses(den, sched, x_pos, x_neg, cond, torch.Generator().manual_seed(3), neg_norm)
+    grads_a = torch.autograd.grad(a[0] + a[1], list(den.parameters()), allow_unused=True)
+    b = denoising_losses(den, sched, x_pos, x_neg, cond, torch.Generator().manual_seed(3),
+                         DenoisingObjective("bpr", neg_norm=neg_norm))
+    grads_b = torch.autograd.grad(b[0] + b[1], list(den.parameters()), allow_unused=True)
     assert [v.item() for v in a] == [v.item() for v in b]
+    assert all((ga is None and gb is None) or torch.equal(ga, gb) for ga, gb in zip(grads_a, grads_b))
+    # a different draw gives different losses, so the equality above is not two reads of one number
+    c = denoising_losses(den, sched, x_pos, x_neg, cond, torch.Generator().manual_seed(4),
+                         DenoisingObjective("bpr", neg_norm=neg_norm))
+    assert [v.item() for v in c] != [v.item() for v in a]
 
 
 def test_x0_losses_target_the_clean_vectors():
@@ -215,9 +225,9 @@ def test_x0_losses_target_the_clean_vectors():
     uncond = torch.rand(8, generator=g) < 0.5
     pred = den(torch.cat([sched.add_noise(x_pos, eps, t), sched.add_noise(x_neg, eps, t)]), torch.cat([t, t]),
                torch.cat([cond, cond]), torch.cat([uncond, uncond]))
-    assert float(l_diff) == pytest.approx(float((pred[:8] - x_pos).pow(2).mean()), rel=1e-6)
+    assert l_diff.item() == pytest.approx((pred[:8] - x_pos).pow(2).mean().item(), rel=1e-6)
     expected_neg = torch.nn.functional.softplus((pred[:8] - x_pos).pow(2).sum(1) - (pred[8:] - x_neg).pow(2).sum(1))  # Eq. 13: ‖·‖² sums over d
-    assert float(l_neg) == pytest.approx(float(expected_neg.mean()), rel=1e-6)
+    assert l_neg.item() == pytest.approx(expected_neg.mean().item(), rel=1e-6)
 
 
 def test_dispersive_objective_reads_the_middle_block_and_is_finite():
@@ -227,10 +237,10 @@ def test_dispersive_objective_reads_the_middle_block_and_is_finite():
     assert out.shape == (4, 4) and hidden.shape == (4, 16)
     l_diff, l_disp = denoising_losses(den, sched, torch.randn(4, 4), torch.randn(4, 4), torch.randn(4, 6),
                                       torch.Generator().manual_seed(0), DenoisingObjective("dispersive"))
-    assert torch.isfinite(l_diff) and float(l_disp) < 0
+    assert torch.isfinite(l_diff) and l_disp.item() < 0
     one = denoising_losses(den, sched, torch.randn(1, 4), torch.randn(1, 4), torch.randn(1, 6),
                            torch.Generator().manual_seed(0), DenoisingObjective("dispersive"))[1]
-    assert float(one) == 0.0
+    assert one.item() == 0.0
 
 
 # ---------------------------------------------------------------- variants and the CLI
