@@ -63,15 +63,20 @@ def batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
         yield np.arange(start, min(n, start + batch_size))
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
-    """0-based rank of each target among unmasked items (ties: lower item index first); MISS if masked."""
-    scores = scores.float().masked_fill(mask, float("-inf"))  # [B, m]
+def items_ahead(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """How many items rank before targets[b] in row b of scores [B, m]: higher, or equal with a lower index."""
     rows = torch.arange(len(targets))
     target_score = scores[rows, targets].unsqueeze(1)  # [B, 1]
     item_index = torch.arange(scores.shape[1]).unsqueeze(0)  # [1, m]
     ahead = (scores > target_score) | ((scores == target_score) & (item_index < targets.unsqueeze(1)))
-    ranks = ahead.sum(dim=1).numpy().astype(np.int64)  # [B]
-    ranks[mask[rows, targets].numpy()] = MISS
+    return ahead.sum(dim=1)  # [B]
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """0-based rank of each target among unmasked items (ties: lower item index first); MISS if masked."""
+    scores = scores.float().masked_fill(mask, float("-inf"))  # [B, m]
+    ranks = items_ahead(scores, targets).numpy().astype(np.int64)  # [B]
+    ranks[mask[torch.arange(len(targets)), targets].numpy()] = MISS
     return ranks
 
 

@@ -95,8 +95,11 @@ class Explanation:
         """Rank (1-based) of an item at each step of the trajectory."""
         if self.step_scores is None:
             return []
-        scores = self.step_scores  # [S+1, n_items]
-        return [int((row > row[item_idx]).sum() + (row[:item_idx] == row[item_idx]).sum() + 1) for row in scores]
+        import torch
+
+        from engine.ranking import items_ahead
+        scores = torch.from_numpy(self.step_scores)  # [S+1, n_items]
+        return (items_ahead(scores, torch.full((len(scores),), int(item_idx))) + 1).tolist()
 
 
 class GenerationCancelled(Exception):
@@ -257,6 +260,8 @@ class RunSession:
     def analyse(self, explanation: Explanation, k: int = 10) -> Explanation:
         """Fill the per-step statistics (norm, cosine to y, nearest item, test rank) of a computed trajectory."""
         import torch
+
+        from engine.ranking import items_ahead
         model = self.model()
         path = torch.as_tensor(explanation.trajectory, dtype=torch.float32)  # [S+1,d]
         history, _ = self._test_history()
@@ -269,11 +274,12 @@ class RunSession:
         cosines[:, mask] = float("-inf")
         final = path[-1]
         test = self.test_item(explanation.user_idx)
+        test_ranks = (items_ahead(scores, torch.full((len(path),), int(test))) + 1).tolist()  # [S+1] 1-based
         steps = []
         for step in range(len(path)):
             x = path[step]
             nearest = int(cosines[step].argmax())
-            test_rank = int((scores[step] > scores[step, test]).sum() + (scores[step, :test] == scores[step, test]).sum()) + 1
+            test_rank = test_ranks[step]
             steps.append(StepStats(step, float(x.norm()), float(torch.nn.functional.cosine_similarity(x, final, dim=0)),
                                    nearest, float(cosines[step, nearest]), test_rank, test_rank <= k))
         explanation.steps = steps

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 
 from engine.metrics import hit_ratio, metrics_from_ranks, ndcg
-from engine.ranking import MISS, HistoryIndex, rank_all, target_ranks, top_k
+from engine.ranking import MISS, HistoryIndex, items_ahead, rank_all, target_ranks, top_k
+from engine.session import Explanation
 
 
 def test_hr_and_ndcg_hand_computed():
@@ -44,6 +45,19 @@ def test_top_k_matches_brute_force_and_rank():
         # the rank of each listed item equals its position in the list
         for pos, item in enumerate(brute):
             assert target_ranks(scores[row:row + 1], torch.tensor([item]), mask[row:row + 1])[0] == pos
+
+
+def test_trajectory_ranks_use_the_same_tie_break_in_double_precision():
+    """Explanation.item_ranks (the explorer's per-step ranks) = items_ahead + 1 = the former per-row formula."""
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 4, size=(6, 25)).astype(np.float64)  # many ties
+    scores[:, [3, 7]] = -np.inf  # masked history items
+    scores[0, 5] = 1 + 1e-12  # a difference float32 would round away
+    explanation = Explanation(0, "", "", None, [], "live", step_scores=scores)
+    for item in (0, 3, 5, 6, 24):
+        formula = [int((row > row[item]).sum() + (row[:item] == row[item]).sum() + 1) for row in scores]
+        assert explanation.item_ranks(item) == formula
+        assert (items_ahead(torch.from_numpy(scores), torch.full((6,), item)) + 1).tolist() == formula
 
 
 def test_history_index_mask_and_extra():
