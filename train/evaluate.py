@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from rich.table import Table
+from rich.text import Text
 
 METRIC_ORDER = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 MODEL_ORDER = ("deftrec", "lightgcn", "mf", "pop")
@@ -13,17 +14,22 @@ def ordered_models(models) -> list[str]:
     return sorted(set(models), key=lambda m: (MODEL_ORDER.index(m) if m in MODEL_ORDER else 99, m))
 
 
-def metrics_table(metrics: pd.DataFrame, title: str = "") -> Table:
-    """One row per model and split (test first), the four metrics as columns; fits 80 columns."""
-    table = Table(title=title)
+def metrics_table(metrics: pd.DataFrame, title: str = "", mark_best: bool = False, boxed: bool = True) -> Table:
+    """Rows model × split (test first, MODEL_ORDER), the four metrics as columns; mark_best: best test value bold."""
+    table = Table(title=title) if boxed else Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("model")
     table.add_column("split")
     for metric in METRIC_ORDER:
         table.add_column(metric, justify="right")
+    models = ordered_models(metrics["model"])
+    values = {(r.model, r.split, r.metric): r.value for r in metrics.itertuples()}
+    best = {m: max((values.get((model, "test", m), -1.0) for model in models), default=-1.0) for m in METRIC_ORDER}
     for split_name in ("test", "valid"):
-        for model in ordered_models(metrics["model"]):
-            rows = metrics[(metrics.model == model) & (metrics.split == split_name)]
-            values = dict(zip(rows["metric"], rows["value"]))
-            table.add_row(model, split_name, *(f"{values[m]:.4f}" if m in values else "—" for m in METRIC_ORDER),
-                          end_section=model == ordered_models(metrics["model"])[-1])
+        for model in models:
+            cells = []
+            for metric in METRIC_ORDER:
+                value = values.get((model, split_name, metric))
+                marked = mark_best and split_name == "test" and value is not None and value == best[metric]
+                cells.append(Text("—" if value is None else f"{value:.4f}", style="bold green" if marked else ""))
+            table.add_row(model, split_name, *cells, end_section=model == models[-1])
     return table
