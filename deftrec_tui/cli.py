@@ -12,6 +12,7 @@ from deftrec_tui.commands.export import export
 from deftrec_tui.commands.recommend import recommend
 from deftrec_tui.commands.train import train
 from deftrec_tui.commands.tui import tui
+from engine.offline import hub_offline
 
 app = typer.Typer(name="deftrec", help="DeftRec: generative recommendation with continuous-token diffusion.",
                   context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True,
@@ -30,6 +31,7 @@ app.command("bench")(bench)
 
 
 def main() -> None:
+    hub_offline()  # before anything imports huggingface_hub, which reads HF_HUB_OFFLINE once at import
     app()
 
 

@@ -16,9 +16,6 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ["HF_HUB_OFFLINE"] = "1"  # never reach a model hub: every model here is local
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-
 import torch
 from torch import nn
 from transformers import (
@@ -32,11 +29,10 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from data.checksum import sha256_file
 from data.errors import DeftrecError
+from engine.offline import hub_offline
 from engine.prompts import CT, INPUT_TEMPLATES, MAX_TITLE_CHARS, RESPONSE_TEMPLATES, ROLE_PLAY, build_prompt
-
-# peft asks transformers for `is_gradient_checkpointing`, deprecated in transformers 5: not ours to fix
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 log = logging.getLogger(__name__)
 
@@ -83,13 +79,11 @@ def cache_root_dir(cache_root: str | Path | None = None) -> Path:
     return Path(base).expanduser() / "deftrec"
 
 
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+def _offline() -> None:
+    """Called by every function that loads or wraps a model: no hub access, and one warning of peft's silenced."""
+    hub_offline()
+    # peft asks transformers for `is_gradient_checkpointing`, deprecated in transformers 5: not ours to fix
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
 
 @contextlib.contextmanager
@@ -119,11 +113,12 @@ def _quiet_transformers():
 
 def convert_gguf(gguf_path: str | Path, cache_root: str | Path | None = None) -> Path:
     """A plain safetensors HF folder made once from a GGUF file, at <cache>/models/<stem>-<sha256[:12]>/."""
+    _offline()
     gguf_path = Path(gguf_path).expanduser()
     if not gguf_path.is_file():
         raise DeftrecError("no such GGUF file", path=gguf_path)
     gguf_path = gguf_path.resolve()
-    digest = _sha256(gguf_path)
+    digest = sha256_file(gguf_path)
     models = cache_root_dir(cache_root) / "models"
     target = models / f"{gguf_path.stem}-{digest[:12]}"
     if (target / "config.json").is_file():
@@ -197,6 +192,7 @@ def resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype:
 
 def resolve_model_dir(spec: str | Path | None) -> Path:
     """The local HF folder for a model spec (None/'smollm2' = converted default, a .gguf file, or a folder)."""
+    _offline()
     if spec is None or str(spec).strip().lower() in SMOLLM2_SPECS:
         return convert_gguf(smollm2_gguf_path())
     path = Path(spec).expanduser()
@@ -253,6 +249,7 @@ def prepare_tokenizer(tokenizer):
 def load_causal_lm(spec: str | Path | None, *, dtype: torch.dtype | str | None, device: str | torch.device = "cpu",
                    qlora: bool = False) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """(model, tokenizer) for None/'smollm2' (the converted default), a .gguf file or a local HF folder; eval mode."""
+    _offline()
     dtype = resolve_dtype(dtype)
     extra: dict = {}
     if qlora:
@@ -347,6 +344,7 @@ def lora_target_modules(model: nn.Module) -> list[str]:
 
 def apply_lora(model: PreTrainedModel, r: int = 16, alpha: int = 32, dropout: float = 0.05):
     """Wrap the model in a peft LoRA over all attention and MLP projections (q,k,v,o,gate,up,down for Llama)."""
+    _offline()
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False):
@@ -401,6 +399,7 @@ def tiny_tokenizer(vocab_size: int | None = None) -> PreTrainedTokenizerFast:
 def tiny_llama(tokenizer_vocab_size: int | None = None, hidden_size: int = 64, layers: int = 2, heads: int = 4,
                seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
     """A randomly initialized small LlamaForCausalLM and its offline tokenizer, for fast tests (eval mode)."""
+    _offline()
     tokenizer = tiny_tokenizer(tokenizer_vocab_size)
     config = LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size,

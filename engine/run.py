@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from data.checksum import sha256_file
 from data.errors import RunError
 
 RUN_FORMAT = 1
 CONFIG_NAME = "config.json"
 CATALOG_NAME = "catalog.sqlite"
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

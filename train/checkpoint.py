@@ -14,8 +14,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from data.checksum import sha256_file
 from data.errors import RunError
-from engine.run import CATALOG_NAME, CONFIG_NAME, RUN_FORMAT, sha256_file
+from engine.run import CATALOG_NAME, CONFIG_NAME, RUN_FORMAT
 
 
 def _versions() -> dict[str, str]:
