@@ -1,4 +1,4 @@
-"""The evaluation protocol of DESIGN.md §2: implicit feedback, earliest duplicate kept, iterative k-core,
+"""The evaluation protocol of docs/architecture.md §2: implicit feedback, earliest duplicate kept, iterative k-core,
 per-user order by timestamp (ties in source-row order), last = test, second-to-last = validation."""
 
 from __future__ import annotations

@@ -118,7 +118,7 @@ def _match_distinct(key: str, distinct: np.ndarray, match: str) -> np.ndarray:
     if match == "exact":
         return np.array([c == key for c in distinct], bool)
     wanted = {part.strip() for part in key.split("|")} - {""}
-    if match == "all":  # every named part is one of the item's (a named genre "is one of its genres", DESIGN §3.7)
+    if match == "all":  # every named part is one of the item's (a named genre "is one of its genres")
         return np.array([wanted <= ({part.strip() for part in c.split("|")} - {""}) for c in distinct], bool)
     return np.array([bool(wanted & ({part.strip() for part in c.split("|")} - {""})) for c in distinct], bool)
 

@@ -1,4 +1,4 @@
-"""Reading a run directory (DESIGN.md §4): validated before anything is loaded, tensors via safetensors only."""
+"""Reading a run directory (docs/architecture.md §3): validated before anything loads, tensors via safetensors only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The core stays headless (docs/architecture.md, "Layers"), `deftrec --help` loads no torch, imports have no side effects."""
+"""The core stays headless (docs/architecture.md §1), `deftrec --help` loads no torch, imports have no side effects."""
 
 import ast
 import os

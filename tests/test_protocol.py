@@ -1,4 +1,4 @@
-"""The protocol of DESIGN.md §2 on hand-made cases and on the embedded ML-100K."""
+"""The protocol of docs/architecture.md §2 on hand-made cases and on the embedded ML-100K."""
 
 import numpy as np
 import pandas as pd
