@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from data.catalog import connect
+from data.catalog import Catalog
 from data.errors import RunError
 from engine.run import Run
 
@@ -17,10 +16,8 @@ def cf_scorer(run: Run, model: str):
     if model not in CF_MODELS:
         raise RunError(f"unknown model {model!r}", hint=f"use one of: {', '.join(CF_MODELS)}")
     if model == "pop":
-        db = connect(run.catalog_path, readonly=True)
-        popularity = np.array([row["popularity"] for row in db.query(
-            "select popularity from items order by item_idx")], dtype=np.float32)
-        db.conn.close()
+        with Catalog.open(run.catalog_path, readonly=True) as catalog:
+            popularity = catalog.item_popularity()
         pop = torch.as_tensor(popularity)
         return lambda users: pop.expand(len(users), -1)
     tensors = run.tensors(model)

@@ -258,10 +258,9 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
                            "users_per_s": len(chunk_users) / seconds})
     step("prefill against the bare LLM")
     prefill = prefill_throughput(model, sample[: max(batch_sizes)], precision=precision)
-    from data.catalog import connect
-    db = connect(run.catalog_path, readonly=True)
-    targets = dict(db.execute("select user_idx, test_item_idx from users").fetchall())
-    db.conn.close()
+    from data.catalog import Catalog
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        targets = dict(enumerate(catalog.held_out()[:, 1].tolist()))
     result = {
         "run": str(run.path), "device": str(model.device), "torch_threads": torch.get_num_threads(),
         "llm": model.config.llm, "k": k, "users": len(users), "model_load_s": load_seconds, "decoding": decoding,

@@ -20,7 +20,7 @@ from engine.ranking import HistoryIndex, rank_all
 from engine.recommender import denoise
 from engine.refine import RECENT_TARGETS, refine_epochs, refinement_pairs
 from engine.retriever import HybridRetriever
-from engine.run import Run
+from engine.run import Run, cf_weights_name
 
 LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried on the inner split
 TRAIN_SHARE = 0.8  # share of users the ridge is fitted on (and of those, the inner fit for choosing λ)
@@ -55,13 +55,12 @@ class Targets:
                    evaluator.train_history, evaluator.test_history)
 
     @classmethod
-    def from_catalog(cls, db) -> Targets:
-        """From a run's catalog: its users' held-out items and its train interactions (distinct pairs, in order)."""
-        held = np.array(db.execute("select valid_item_idx, test_item_idx from users order by user_idx").fetchall(),
-                        dtype=np.int64).reshape(-1, 2)  # [U,2]
-        n_items = db.execute("select count(*) from items").fetchone()[0]
-        train = np.array(db.execute("select user_idx, item_idx from interactions where split = 'train' "
-                                    "order by user_idx, position").fetchall(), dtype=np.int64).reshape(-1, 2)  # [N,2]
+    def from_catalog(cls, catalog) -> Targets:
+        """From a run's open data.catalog.Catalog: its users' held-out items and its train interactions (distinct
+        pairs, in order)."""
+        held = catalog.held_out()  # [U,2]
+        n_items = catalog.n_items()
+        train = catalog.train_pairs()  # [N,2]
         _, first = np.unique(train[:, 0] * n_items + train[:, 1], return_index=True)
         pairs = train[np.sort(first)]  # [N',2] first occurrence of each pair
         history = HistoryIndex.build(len(held), pairs[:, 0], pairs[:, 1])
@@ -294,7 +293,7 @@ class RunInputs:
 
 def read_run(run: Run) -> RunInputs:
     """The run's heads (no LLM), cached conditions, texts and categories, CF vectors and split."""
-    from data.catalog import connect
+    from data.catalog import Catalog
     from data.errors import RunError
     from engine.evaluation import cached_preferences
     from engine.recommender import load_heads
@@ -304,12 +303,9 @@ def read_run(run: Run) -> RunInputs:
     config = DeftRecConfig.from_dict(run.config["deftrec"])
     cached = cached_preferences(run)
     conditions, item_categories, n_users = cached.conditions, cached.item_categories, len(cached.texts)
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        targets = Targets.from_catalog(db)
-    finally:
-        db.conn.close()
-    cf = run.tensors("cf_random" if config.cf == "random" else "lightgcn")
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        targets = Targets.from_catalog(catalog)
+    cf = run.tensors(cf_weights_name(config.cf))
     if cf["user"].shape[0] != n_users or cf["item"].shape[0] != len(item_categories):
         raise RunError(f"the embeddings ({cf['user'].shape[0]} users, {cf['item'].shape[0]} items) do not match "
                        f"the catalog ({n_users} users, {len(item_categories)} items)", path=run.path)

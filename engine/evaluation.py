@@ -10,11 +10,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from data.catalog import connect, read_metrics
+from data.catalog import Catalog
 from data.errors import DeftrecError
 from engine.metrics import metrics_from_ranks
 from engine.ranking import HistoryIndex, rank_all
-from engine.run import Run
+from engine.run import Run, cf_weights_name
 
 MASK_POLICIES = ("train+valid", "none")
 POLICY_TEXT = {"train+valid": "train items masked (and the validation item for test)",
@@ -23,11 +23,8 @@ POLICY_TEXT = {"train+valid": "train items masked (and the validation item for t
 
 def stored_metrics(run: Run) -> dict:
     """{model: {split: {metric: value}}} as computed at training time (train+valid masking)."""
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        frame = read_metrics(db)
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        frame = catalog.metrics()
     nested: dict = {}
     for row in frame.itertuples():
         nested.setdefault(row.model, {}).setdefault(row.split, {})[row.metric] = row.value
@@ -46,17 +43,14 @@ class CachedPreferences:
 
 def cached_preferences(run: Run, hint: str = "train the run again") -> CachedPreferences:
     """Every user's cached condition, text and category (one line of error when any user lacks them)."""
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        rows = db.execute("select user_idx, text, category, condition from preferences order by user_idx").fetchall()
-        n_users = db.execute("select count(*) from users").fetchone()[0]
-        item_categories = [r[0] or None for r in db.execute("select category from items order by item_idx")]
-    finally:
-        db.conn.close()
-    if len(rows) != n_users or any(not r[3] for r in rows):
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        rows = catalog.preferences()
+        n_users = catalog.n_users()
+        item_categories = catalog.item_categories()
+    if len(rows) != n_users or any(r[3] is None for r in rows):
         raise DeftrecError("the catalog lacks cached conditions for some users (a run from an older deftrec)",
                            path=run.catalog_path, hint=hint)
-    conditions = torch.from_numpy(np.stack([np.frombuffer(r[3], dtype=np.float32) for r in rows]))  # [U,D]
+    conditions = torch.from_numpy(np.stack([r[3] for r in rows]))  # [U,D]
     return CachedPreferences(conditions, [r[1] or "" for r in rows], [r[2] or None for r in rows], item_categories)
 
 
@@ -72,7 +66,7 @@ def deftrec_scorer(run: Run):
     conditions, categories, item_categories = cached.conditions, cached.categories, cached.item_categories
     n_users = len(categories)
     finals = denoise(heads, conditions, list(range(n_users)), int(run.config.get("seed", 0)))[-1]  # [U,d]
-    items = run.tensors("cf_random" if config.cf == "random" else "lightgcn")["item"].float().numpy()
+    items = run.tensors(cf_weights_name(config.cf))["item"].float().numpy()
     retriever = HybridRetriever(items, np.array(item_categories, dtype=object))
     return lambda users: retriever.scores_dense(finals[torch.as_tensor(users)].numpy(),
                                                 [categories[u] for u in users], config.pi, config.pi_match)
@@ -85,13 +79,9 @@ def run_metrics(run: Run, mask: str = "train+valid") -> dict:
     if mask == "train+valid":
         return stored_metrics(run)
     from engine.baselines import cf_scorer
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        targets = np.array(db.execute("select valid_item_idx, test_item_idx from users order by user_idx").fetchall(),
-                           dtype=np.int64).reshape(-1, 2)
-        n_items = db.execute("select count(*) from items").fetchone()[0]
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        targets = catalog.held_out()
+        n_items = catalog.n_items()
     n_users = len(targets)
     nothing = HistoryIndex.build(n_users, np.zeros(0, np.int64), np.zeros(0, np.int64))
     out: dict = {}
@@ -162,17 +152,8 @@ def _with_model_defaults(settings: dict) -> dict:
 def test_hits(run: Run, model: str = "deftrec", k: int = 10) -> np.ndarray | None:
     """Per user (by user_idx), whether the test item is in the run's stored top-k of `model` (train+valid
     masked), or None when the run stores no lists of that model or stores fewer than k per user."""
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        stored = db.execute("select count(*), max(rank) from recommendations where model = ?", (model,)).fetchone()
-        if not stored[0] or stored[1] < k:
-            return None
-        rows = db.execute("select u.user_idx, coalesce(max(r.item_idx = u.test_item_idx), 0) from users u "
-                          "left join recommendations r on r.user_idx = u.user_idx and r.model = ? and r.rank <= ? "
-                          "group by u.user_idx order by u.user_idx", (model, k)).fetchall()
-    finally:
-        db.conn.close()
-    return np.array([bool(hit) for _, hit in rows])
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        return catalog.test_hits(model, k)
 
 
 def mcnemar_p(only_a: int, only_b: int) -> float:

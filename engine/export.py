@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.catalog import connect, write_transaction
+from data.catalog import Catalog
 from engine.ranking import HistoryIndex, batches, top_k
 from engine.run import Run
 
@@ -40,12 +40,10 @@ def atomic_csv(out: str | Path, header: list[str]) -> Iterator:
 
 def test_history(run: Run) -> tuple[HistoryIndex, dict]:
     """Masks for test-time ranking and the lookup tables of users and items."""
-    db = connect(run.catalog_path, readonly=True)
-    train = np.array(list(db.execute("select user_idx, item_idx from interactions where split = 'train'")),
-                     dtype=np.int64).reshape(-1, 2)
-    users = list(db.query("select user_idx, user_id, valid_item_idx from users order by user_idx"))
-    items = list(db.query("select item_idx, item_id, title, category from items order by item_idx"))
-    db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        train = catalog.train_pairs(in_order=False)
+        users = catalog.users()
+        items = catalog.items()
     history = HistoryIndex.build(len(users), train[:, 0], train[:, 1])
     history = history.with_extra(np.array([u["valid_item_idx"] for u in users], dtype=np.int64))
     return history, {"users": users, "items": items}
@@ -85,19 +83,14 @@ def deftrec_row(user_id, rank, item_id, title, category, cosine, pi_bonus, score
 def export_deftrec_cached(run: Run, out: str | Path, k: int = 20, on_progress=None) -> int:
     """Write DeftRec's cached top-k (computed at training with test-time masking) with its score breakdown."""
     from data.errors import RunError
-    db = connect(run.catalog_path, readonly=True)
-    cached_k = db.execute("select coalesce(max(rank), 0) from recommendations where model = 'deftrec'").fetchone()[0]
-    if cached_k < k:
-        db.conn.close()
-        raise RunError(f"the run caches DeftRec lists of length {cached_k}, fewer than --k {k}", path=run.path,
-                       hint=f"use --k {cached_k} or less")
-    rows = db.execute(
-        "select u.user_id, r.rank, i.item_id, i.title, i.category, r.cosine, r.pi_bonus, r.score "
-        "from recommendations r join users u on u.user_idx = r.user_idx join items i on i.item_idx = r.item_idx "
-        "where r.model = 'deftrec' and r.rank <= ? order by r.user_idx, r.rank", (k,))
-    n_users = db.execute("select count(*) from users").fetchone()[0]
     count = 0
-    try:
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        cached_k = catalog.list_length("deftrec")
+        if cached_k < k:
+            raise RunError(f"the run caches DeftRec lists of length {cached_k}, fewer than --k {k}", path=run.path,
+                           hint=f"use --k {cached_k} or less")
+        rows = catalog.export_rows(k)
+        n_users = catalog.n_users()
         with atomic_csv(out, DEFTREC_COLUMNS) as writer:
             for user_id, rank, item_id, title, category, cosine, pi_bonus, score in rows:
                 writer.writerow(deftrec_row(user_id, rank, item_id, title, category, cosine, pi_bonus, score))
@@ -106,8 +99,6 @@ def export_deftrec_cached(run: Run, out: str | Path, k: int = 20, on_progress=No
                     on_progress(count // k, n_users)
             if on_progress is not None:
                 on_progress(n_users, n_users)
-    finally:
-        db.conn.close()
     return count
 
 
@@ -115,11 +106,8 @@ def select_users(run: Run, users: list[str] | None = None, shard: tuple[int, int
     """user_idx of the requested user ids (all when None), in catalog order, then the contiguous block of
     shard (i, n) so that shards 0…n−1 together cover the selection exactly once."""
     from data.errors import DeftrecError
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        index = {row[0]: row[1] for row in db.execute("select user_id, user_idx from users")}
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        index = catalog.user_positions()
     if users is None:
         chosen = sorted(index.values())
     else:
@@ -136,50 +124,24 @@ def select_users(run: Run, users: list[str] | None = None, shard: tuple[int, int
 
 def cached_users(run: Run, users: list[int], k: int) -> set[int]:
     """Users whose DeftRec list of at least k items and preference text are cached in the catalog."""
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        done = {row[0] for row in db.execute(
-            "select r.user_idx from recommendations r join preferences p on p.user_idx = r.user_idx "
-            "where r.model = 'deftrec' group by r.user_idx having count(*) >= ?", (k,))}
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        done = catalog.cached_users(k, "deftrec")
     return done.intersection(users)
 
 
 def forget_cached(run: Run, users: list[int]) -> None:
     """Drop the cached DeftRec results of these users (for --recompute)."""
-    db = connect(run.catalog_path)
-    try:
-        with write_transaction(db):
-            for start in range(0, len(users), 900):
-                chunk = users[start:start + 900]
-                marks = ",".join("?" * len(chunk))
-                db.execute(f"delete from recommendations where model = 'deftrec' and user_idx in ({marks})", chunk)
-                db.execute(f"delete from preferences where user_idx in ({marks})", chunk)
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path) as catalog:
+        catalog.forget_deftrec_results(users)
 
 
 def cache_results(run: Run, results: list) -> None:
     """Replace the cached preference and DeftRec list of each result's user, in one short transaction."""
-    users = [r.preference.user_idx for r in results]
-    db = connect(run.catalog_path)
-    try:
-        with write_transaction(db):
-            db["preferences"].insert_all(
-                ({"user_idx": r.preference.user_idx, "prompt": r.preference.prompt, "text": r.preference.text,
-                  "category": r.preference.category or "",
-                  "condition": r.preference.condition.float().numpy().tobytes()} for r in results),
-                pk="user_idx", replace=True, alter=True)
-            marks = ",".join("?" * len(users))
-            db.execute(f"delete from recommendations where model = 'deftrec' and user_idx in ({marks})", users)
-            db["recommendations"].insert_all(
-                ({"model": "deftrec", "user_idx": r.preference.user_idx, "rank": item.rank,
-                  "item_idx": item.item_idx, "cosine": item.cosine, "pi_bonus": item.pi_bonus,
-                  "score": item.score} for r in results for item in r.items),
-                pk=("model", "user_idx", "rank"), replace=True)
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path) as catalog:
+        catalog.replace_deftrec_results(
+            [r.preference for r in results],
+            ({"user_idx": r.preference.user_idx, "rank": item.rank, "item_idx": item.item_idx, "cosine": item.cosine,
+              "pi_bonus": item.pi_bonus, "score": item.score} for r in results for item in r.items))
 
 
 def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int = 32, on_progress=None,
@@ -201,17 +163,8 @@ def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int
 
 def read_cached_rows(run: Run, users: list[int], k: int) -> Iterator[list]:
     """DEFTREC_COLUMNS rows of the cached lists of `users` (catalog order), ranks 1…k."""
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        db.execute("create temp table wanted (user_idx integer primary key)")
-        db.conn.executemany("insert into wanted values (?)", ((u,) for u in users))
-        yield from db.execute(
-            "select u.user_id, r.rank, i.item_id, i.title, i.category, r.cosine, r.pi_bonus, r.score "
-            "from wanted w join recommendations r on r.user_idx = w.user_idx and r.model = 'deftrec' "
-            "join users u on u.user_idx = r.user_idx join items i on i.item_idx = r.item_idx "
-            "where r.rank <= ? order by r.user_idx, r.rank", (k,))
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        yield from catalog.export_rows(k, users)
 
 
 def write_table(out: str | Path, columns: list[str], rows: Iterator, fmt: str = "csv") -> int:
@@ -303,14 +256,9 @@ def ann_recall(run: Run, model, exact, users: list[int], k: int) -> float:
     """Recall@k of the model's (approximate) retriever against exact search, from the users' cached conditions."""
     from engine.ann import recall_at_k
     history, _ = test_history(run)
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        rows = {u: (c, cat) for u, c, cat in db.execute(
-            f"select user_idx, condition, category from preferences where user_idx in ({','.join('?' * len(users))})",
-            users)}
-    finally:
-        db.conn.close()
-    conditions = torch.from_numpy(np.stack([np.frombuffer(rows[u][0], dtype=np.float32) for u in users]))
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        rows = catalog.conditions_of(users)
+    conditions = torch.from_numpy(np.stack([rows[u][0] for u in users]))
     categories = [rows[u][1] or None for u in users]
     finals = model.trajectories(conditions, users)[-1].numpy()  # [U,d]
     kwargs = {"pi": model.config.pi, "match": model.config.pi_match}
@@ -324,11 +272,8 @@ def merge_exports(run: Run, parts: list[str | Path], out: str | Path, fmt: str =
     """Merge shard files (csv or parquet) of one run into one file ordered like a single export; each user
     must come from exactly one shard."""
     from data.errors import DeftrecError
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        position = {row[0]: row[1] for row in db.execute("select user_id, user_idx from users")}
-    finally:
-        db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        position = catalog.user_positions()
     by_user: dict[str, list] = {}
     origin: dict[str, int] = {}
     for number, part in enumerate(map(Path, parts)):

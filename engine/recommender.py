@@ -22,7 +22,7 @@ from engine.llm import (
 )
 from engine.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.retriever import HybridRetriever, category_parts, extract_category, extract_parts
-from engine.run import Run
+from engine.run import Run, cf_weights_name
 
 
 @dataclass
@@ -243,7 +243,7 @@ def build_model(config: DeftRecConfig, split, user_q: torch.Tensor, item_q: torc
 
 def open_deftrec(run: Run) -> DeftRecModel:
     """Rebuild a run's DeftRec on the CPU from the run's own config (never from CLI defaults) and weights."""
-    from data.catalog import connect
+    from data.catalog import Catalog
     from data.errors import RunError
     if not run.config.get("deftrec"):
         raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
@@ -254,20 +254,17 @@ def open_deftrec(run: Run) -> DeftRecModel:
         raise RunError(f"the run was trained on another LLM: {config.llm!r} here has fingerprint {found}, "
                        f"the run's is {config.llm_fingerprint}", path=run.path / "config.json",
                        hint="open it where the LLM it was trained on is installed")
-    db = connect(run.catalog_path, readonly=True)
-    from data.catalog import meta
-    catalog_checksum = meta(db).get("checksum")
-    if catalog_checksum != (run.config.get("dataset") or {}).get("checksum"):
-        raise RunError("the catalog holds another dataset than the one the run was trained on "
-                       f"(checksum {catalog_checksum!r} vs config.json's)", path=run.catalog_path)
-    items = list(db.query("select title, category from items order by item_idx"))
-    train = np.array(list(db.execute("select user_idx, item_idx from interactions where split = 'train' "
-                                     "order by user_idx, position")), dtype=np.int64).reshape(-1, 2)
-    n_users = db.execute("select count(*) from users").fetchone()[0]
-    db.conn.close()
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        catalog_checksum = catalog.meta().get("checksum")
+        if catalog_checksum != (run.config.get("dataset") or {}).get("checksum"):
+            raise RunError("the catalog holds another dataset than the one the run was trained on "
+                           f"(checksum {catalog_checksum!r} vs config.json's)", path=run.catalog_path)
+        items = catalog.items()
+        train = catalog.train_pairs()
+        n_users = catalog.n_users()
     counts = np.bincount(train[:, 0], minlength=n_users)
     histories = np.split(train[:, 1], np.cumsum(counts)[:-1])
-    cf = run.tensors("cf_random" if config.cf == "random" else "lightgcn")
+    cf = run.tensors(cf_weights_name(config.cf))
     if cf["user"].shape[0] != n_users or cf["item"].shape[0] != len(items):
         raise RunError(f"the embeddings ({cf['user'].shape[0]} users, {cf['item'].shape[0]} items) do not match "
                        f"the catalog ({n_users} users, {len(items)} items): weights from another dataset",

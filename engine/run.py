@@ -14,6 +14,11 @@ CONFIG_NAME = "config.json"
 CATALOG_NAME = "catalog.sqlite"
 
 
+def cf_weights_name(cf: str | None) -> str:
+    """The weights DeftRec's vectors q come from: `cf_random` for the w/o-CF ablation (cf='random'), else `lightgcn`."""
+    return "cf_random" if cf == "random" else "lightgcn"
+
+
 @dataclass
 class Run:
     """A complete, validated run directory."""
@@ -65,6 +70,11 @@ class Run:
     @property
     def models(self) -> list[str]:
         return list(self.config.get("models", []))
+
+    @property
+    def cf_weights(self) -> str:
+        """The name of the CF weights DeftRec retrieves with (cf_weights_name of the run's DeftRec config)."""
+        return cf_weights_name((self.config.get("deftrec") or {}).get("cf"))
 
     def tensors(self, name: str) -> dict:
         """Load `<name>.safetensors` on the CPU."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from data.catalog import connect, read_metrics, search_titles, users_with_items
+from data.catalog import Catalog
 from data.errors import DeftrecError
 from engine.run import Run
 
@@ -113,22 +113,16 @@ class RunSession:
         self.run = run if isinstance(run, Run) else Run.open(run)
         self.path = self.run.path
         self.config = self.run.config
-        db = connect(self.run.catalog_path, readonly=True)
-        try:
-            self.items = list(db.query("select item_idx, item_id, title, category from items order by item_idx"))
-            self._users = list(db.query("select user_idx, user_id, n_train, valid_item_idx, test_item_idx "
-                                        "from users order by user_idx"))
-            self.metrics = read_metrics(db)
+        with Catalog.open(self.run.catalog_path, readonly=True) as catalog:
+            self.items = catalog.items()
+            self._users = catalog.users()
+            self.metrics = catalog.metrics()
             ranks = {}
             if "deftrec" in self.models:
-                ranks = {row[0]: row[1] for row in db.execute(
-                    "select r.user_idx, r.rank from recommendations r join users u on u.user_idx = r.user_idx "
-                    "where r.model = 'deftrec' and r.item_idx = u.test_item_idx")}
-                cached = {row[0] for row in db.execute("select user_idx from preferences")}
+                ranks = catalog.test_ranks("deftrec")
+                cached = catalog.preference_users()
             else:
                 cached = set()
-        finally:
-            db.conn.close()
         self.user_rows = [UserRow(u["user_idx"], str(u["user_id"]), u["n_train"], ranks.get(u["user_idx"]),
                                   u["user_idx"] in cached) for u in self._users]
         self._by_id = {row.user_id: row.user_idx for row in self.user_rows}
@@ -157,23 +151,15 @@ class RunSession:
 
     def history(self, user_idx: int) -> list[HistoryRow]:
         """The user's train interactions in order, then the validation and test items."""
-        db = connect(self.run.catalog_path, readonly=True)
-        try:
-            rows = db.execute("select i.item_idx, i.item_id, i.title, i.category, x.timestamp, x.split "
-                              "from interactions x join items i on i.item_idx = x.item_idx "
-                              "where x.user_idx = ? order by x.position", (user_idx,)).fetchall()
-        finally:
-            db.conn.close()
+        with Catalog.open(self.run.catalog_path, readonly=True) as catalog:
+            rows = catalog.history(user_idx)
         return [HistoryRow(r[0], str(r[1]), r[2], r[3] or "", r[4], r[5]) for r in rows]
 
     def find_users(self, query: str, limit: int = 20) -> UserSearch:
         """The users with any of the (at most `limit`) items whose title matches `query` in their history."""
-        db = connect(self.run.catalog_path, readonly=True)
-        try:
-            items = search_titles(db, query, limit)
-            users = users_with_items(db, [item["item_idx"] for item in items])
-        finally:
-            db.conn.close()
+        with Catalog.open(self.run.catalog_path, readonly=True) as catalog:
+            items = catalog.search_titles(query, limit)
+            users = catalog.users_with_items([item["item_idx"] for item in items])
         return UserSearch(query, [item["title"] for item in items], frozenset(users))
 
     def test_item(self, user_idx: int) -> int:
@@ -193,16 +179,11 @@ class RunSession:
 
     def cached(self, user_idx: int) -> Explanation | None:
         """The preference text and top list cached at training time, or None."""
-        db = connect(self.run.catalog_path, readonly=True)
-        try:
-            pref = db.execute("select prompt, text, category from preferences where user_idx = ?",
-                              (user_idx,)).fetchone()
+        with Catalog.open(self.run.catalog_path, readonly=True) as catalog:
+            pref = catalog.preference(user_idx)
             if pref is None:
                 return None
-            rows = db.execute("select rank, item_idx, cosine, pi_bonus, score from recommendations "
-                              "where model = 'deftrec' and user_idx = ? order by rank", (user_idx,)).fetchall()
-        finally:
-            db.conn.close()
+            rows = catalog.recommendations(user_idx, "deftrec")
         return Explanation(user_idx, pref[0], pref[1], pref[2] or None, self._ranked(user_idx, rows), "cache")
 
     def baseline(self, user_idx: int, model: str = "lightgcn", k: int = 20) -> list[RankedItem]:
@@ -288,14 +269,8 @@ class RunSession:
 
     def cached_condition(self, user_idx: int) -> np.ndarray | None:
         """The condition c cached at training time (float32 [D]), or None."""
-        db = connect(self.run.catalog_path, readonly=True)
-        try:
-            row = db.execute("select condition from preferences where user_idx = ?", (user_idx,)).fetchone()
-        except Exception:  # noqa: BLE001  an older catalog without the column
-            row = None
-        finally:
-            db.conn.close()
-        return np.frombuffer(row[0], dtype=np.float32).copy() if row and row[0] else None
+        with Catalog.open(self.run.catalog_path, readonly=True) as catalog:
+            return catalog.condition(user_idx)
 
     def trajectory_for_cached(self, explanation: Explanation, k: int = 10) -> Explanation:
         """The seeded trajectory behind a cached result: from the cached condition (no LLM call), else regenerated."""
@@ -379,5 +354,5 @@ class RunSession:
         return (unit - mean) @ projection
 
     def _item_vectors(self) -> np.ndarray:
-        cf = self.run.tensors("cf_random" if (self.config.get("deftrec") or {}).get("cf") == "random" else "lightgcn")
+        cf = self.run.tensors(self.run.cf_weights)
         return cf["item"].double().numpy()

@@ -10,14 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from data.catalog import (
-    connect,
-    read_generated_categories,
-    read_item_facts,
-    read_top_lists,
-    read_train_items,
-    read_user_targets,
-)
+from data.catalog import Catalog
 from engine.metrics import hit_ratio, ndcg
 from engine.prompts import leading_categories
 from engine.run import Run
@@ -191,16 +184,13 @@ def generated_vs_history(generated: list[str | None], train: np.ndarray, item_ca
 
 def slice_report(run: Run, k: int = K) -> SliceReport:
     """Every figure of the analysis of a run (reads the catalog and the CF vectors; no LLM, no denoising)."""
-    db = connect(run.catalog_path, readonly=True)
-    try:
-        users = read_user_targets(db)
-        items = read_item_facts(db)
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        users = catalog.user_targets()
+        items = catalog.item_facts()
         n_users = len(users)
-        stored = {m: read_top_lists(db, m, k, n_users) for m in MODEL_ORDER if m in run.models}
-        generated = read_generated_categories(db, n_users) if "deftrec" in run.models else None
-        train = read_train_items(db)
-    finally:
-        db.conn.close()
+        stored = {m: catalog.top_lists(m, k, n_users) for m in MODEL_ORDER if m in run.models}
+        generated = catalog.generated_categories(n_users) if "deftrec" in run.models else None
+        train = catalog.train_pairs()
     targets = users["test_item_idx"].to_numpy(np.int64)  # [U]
     popularity = items["popularity"].to_numpy(np.int64)  # [n_items]
     item_categories = items["category"].tolist()

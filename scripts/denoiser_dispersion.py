@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import sqlite3
 
 import numpy as np
 import torch
 
+from data.catalog import Catalog
 from engine.diffusion import dispersive_loss
 from engine.recommender import open_deftrec
 from engine.run import Run
@@ -26,10 +26,10 @@ def main() -> None:
     parser.add_argument("--untrained", action="store_true", help="also a freshly initialized denoiser of the first run")
     args = parser.parse_args()
     for index, path in enumerate(args.runs):
-        model = open_deftrec(Run.open(path))
-        db = sqlite3.connect(f"{path}/catalog.sqlite")
-        conditions = torch.as_tensor(np.stack([np.frombuffer(row[0], dtype=np.float32) for row in db.execute(
-            "select condition from preferences order by user_idx")]))  # [U, D]
+        run = Run.open(path)
+        model = open_deftrec(run)
+        with Catalog.open(run.catalog_path, readonly=True) as catalog:
+            conditions = torch.as_tensor(np.stack([row[3] for row in catalog.preferences()]))  # [U, D]
         denoisers = [("trained", model.heads.denoiser.eval())]
         if args.untrained and index == 0:
             torch.manual_seed(0)

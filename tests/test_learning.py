@@ -13,7 +13,7 @@ MARGIN = 0.15  # validation HR@10 above popularity; measured: c learnt 0.26–0.
 
 def _train_and_read(tmp_path, monkeypatch, history: str) -> dict[str, float]:
     import train.deftrec as deftrec_training
-    from data.catalog import connect
+    from data.catalog import Catalog
     from train.cf import CFTrainConfig
     from train.pipeline import TrainRequest, train_run
 
@@ -25,11 +25,10 @@ def _train_and_read(tmp_path, monkeypatch, history: str) -> dict[str, float]:
                                   threads=1, cf=CFTrainConfig(max_epochs=30), profile="tiny",
                                   deftrec={"llm": "tiny", "history": history, "temperatures": [0.0],
                                            "num_inference_steps": 10}))
-    db = connect(path / "catalog.sqlite", readonly=True)
-    valid = {row["model"]: row["value"] for row in db.query(
-        "select model, value from metrics where split = 'valid' and metric = 'HR@10'")}
-    db.conn.close()
-    return valid
+    with Catalog.open(path / "catalog.sqlite", readonly=True) as catalog:
+        metrics = catalog.metrics()
+    valid = metrics[(metrics["split"] == "valid") & (metrics["metric"] == "HR@10")]
+    return dict(zip(valid["model"], valid["value"]))
 
 
 def test_tiny_deftrec_beats_popularity_on_clustered_data(tmp_path, monkeypatch):

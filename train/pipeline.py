@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from data.catalog import connect, put_metrics, write_catalog, write_transaction
+from data.catalog import Catalog
 from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
@@ -101,21 +101,20 @@ def _train_run(request: TrainRequest, name: str, started: float) -> Path:
     else:
         resume.start(identity)
     with RunBuilder(request.out_root, name, force=request.force) as run:
-        write_catalog(run.catalog_path, split)
+        Catalog.create(run.catalog_path, split)
         evaluator = Evaluator(split)
         results = _cf_stage(split, evaluator, cf_config, resume)
         barrier()  # the other processes read the CF embeddings from the resume folder
         for result in results[1:]:
             run.save_tensors(result.model, {"user": result.user_embeddings, "item": result.item_embeddings})
-        db = connect(run.catalog_path)
-        for result in results:
-            put_metrics(db, result.model, "valid", result.valid)
-            put_metrics(db, result.model, "test", result.test)
-        deftrec_config = None
-        if request.stage == "all":
-            deftrec_config = _train_deftrec_stage(request, split, evaluator, results[1], run, db, resume)
-        db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        db.conn.close()
+        with Catalog.open(run.catalog_path) as catalog:
+            for result in results:
+                catalog.put_metrics(result.model, "valid", result.valid)
+                catalog.put_metrics(result.model, "test", result.test)
+            deftrec_config = None
+            if request.stage == "all":
+                deftrec_config = _train_deftrec_stage(request, split, evaluator, results[1], run, catalog, resume)
+            catalog.checkpoint()
         config = {
             "name": name,
             "stage": request.stage,
@@ -183,11 +182,11 @@ def _cf_stage(split, evaluator: Evaluator, cf_config: CFTrainConfig, resume: Res
     return results
 
 
-def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFResult, run: RunBuilder, db,
-                         resume: ResumeState) -> dict:
+def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFResult, run: RunBuilder,
+                         catalog: Catalog, resume: ResumeState) -> dict:
     """Train DeftRec on top of LightGCN, save its parts into the run and cache results in the catalog."""
-    from data.catalog import put_recommendations
     from engine.deftrec import DeftRecConfig
+    from engine.run import cf_weights_name
     from train.deftrec import PROFILES, profile_dict, train_deftrec
 
     profile = PROFILES[request.profile]
@@ -202,17 +201,12 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     run.save_tensors("denoiser", {f"condition.{k}": v for k, v in model.heads.condition.state_dict().items()}
                      | {f"denoiser.{k}": v for k, v in (model.heads.denoiser or model.heads.regressor).state_dict().items()})
     if config.cf == "random":
-        run.save_tensors("cf_random", {"user": model.user_q, "item": model.item_q})
+        run.save_tensors(cf_weights_name(config.cf), {"user": model.user_q, "item": model.item_q})
     model.llm.save_pretrained(str(run.path / "lora"), safe_serialization=True, save_embedding_layers=False)
     model.retriever.save(str(run.path / "items.faiss"))
-    put_metrics(db, "deftrec", "valid", outcome.valid)
-    put_metrics(db, "deftrec", "test", outcome.test)
-    with write_transaction(db):
-        db["preferences"].insert_all(({"user_idx": p.user_idx, "prompt": p.prompt, "text": p.text,
-                                       "category": p.category or "",
-                                       "condition": p.condition.float().numpy().tobytes()}  # float32 [D]
-                                      for p in outcome.preferences),
-                                     pk="user_idx", replace=True, alter=True)
+    catalog.put_metrics("deftrec", "valid", outcome.valid)
+    catalog.put_metrics("deftrec", "test", outcome.test)
+    catalog.put_preferences(outcome.preferences)  # prompt, text, category, c (float32 [D])
     # cache every user's top-20 (test-time masking) so export and the explorer reuse it
     import numpy as np
     import torch
@@ -221,7 +215,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     lists = model.retriever.search(paths[-1].numpy(), evaluator.test_history, np.arange(split.n_users),
                                    [p.category for p in outcome.preferences], 20, pi=model.config.pi,
                                    match=model.config.pi_match)
-    put_recommendations(db, "deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
+    catalog.put_recommendations("deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
     from engine.diagnostics import cheap_diagnostics

@@ -9,7 +9,7 @@ import time
 import numpy as np
 import torch
 
-from data.catalog import connect
+from data.catalog import Catalog
 from engine.llm import encode_batch, merged_lora
 from engine.metrics import metrics_from_ranks
 from engine.prompts import DEFAULT_INPUT_TEMPLATE
@@ -22,9 +22,8 @@ model = open_deftrec(run)
 n = int(sys.argv[2]) if len(sys.argv) > 2 and int(sys.argv[2]) > 0 else len(model.histories)  # 0: every user
 MODES = sys.argv[3].split(",") if len(sys.argv) > 3 else ["full/float32", "template/float32", "constrained/float32"]
 users = list(range(n))
-db = connect(run.catalog_path, readonly=True)
-valid, test = map(np.array, zip(*db.execute("select valid_item_idx, test_item_idx from users order by user_idx")))
-db.conn.close()
+with Catalog.open(run.catalog_path, readonly=True) as catalog:
+    valid, test = catalog.held_out().T
 order = [u for u in np.argsort(model.prompt_lengths(users), kind="stable").tolist()]
 template_ids = [DEFAULT_INPUT_TEMPLATE] * 32
 

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import torch
 
-from data.catalog import connect
+from data.catalog import Catalog
 from engine.llm import merged_lora
 from engine.recommender import open_deftrec
 from engine.metrics import metrics_from_ranks
@@ -15,9 +15,8 @@ from engine.run import Run
 
 run = Run.open(sys.argv[1])
 model = open_deftrec(run)
-db = connect(run.catalog_path, readonly=True)
-valid, test = map(np.array, zip(*db.execute("select valid_item_idx, test_item_idx from users order by user_idx")))
-db.conn.close()
+with Catalog.open(run.catalog_path, readonly=True) as catalog:
+    valid, test = catalog.held_out().T
 n = len(model.histories)
 users = list(range(n))
 mask_base = [np.asarray(h) for h in model.histories]
