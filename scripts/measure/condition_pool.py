@@ -1,0 +1,42 @@
+"""What c could carry if it were pooled elsewhere in the prompt: ridge R² (held-out users) to the LightGCN user vector
+and to the mean vector of the 5 latest train items, for the run's cached c (the response positions, §2.4.2) against
+the last hidden states pooled over the prompt's continuous-token positions, over the whole prompt, at the prompt's
+last position, and the continuous-token input embeddings themselves: python scripts/measure/condition_pool.py RUN."""
+import sys
+from pathlib import Path
+
+import torch
+
+from engine.diagnostics import read_run, recent_item_means, ridge_r2
+from engine.llm import encode_batch, lm_forward
+from engine.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.recommender import open_deftrec
+from engine.run import Run
+
+run = Run.open(Path(sys.argv[1]))
+inp = read_run(run)
+model = open_deftrec(run)
+model.llm.eval()
+users = list(range(len(inp.conditions)))
+pools: dict[str, list[torch.Tensor]] = {"ct hidden": [], "prompt hidden": [], "last hidden": [], "ct input": []}
+with torch.no_grad(), model.autocast("bfloat16"):
+    for start in range(0, len(users), 32):
+        batch_users = users[start:start + 32]
+        prompts, kept = model.build_prompts(batch_users, [model.inference_history(u) for u in batch_users],
+                                            [DEFAULT_INPUT_TEMPLATE] * len(batch_users))
+        batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
+        embeds = model.embed(batch_users, kept, [DEFAULT_INPUT_TEMPLATE] * len(batch_users), batch["input_ids"])
+        mask = batch["attention_mask"]
+        hidden = lm_forward(model.llm, embeds, mask).last_hidden.float()  # [B,L,D]
+        ct = (batch["input_ids"] == model.ct_id).float().unsqueeze(-1)  # [B,L,1]
+        full = mask.float().unsqueeze(-1)  # [B,L,1]
+        pools["ct hidden"].append((hidden * ct).sum(1) / ct.sum(1))
+        pools["prompt hidden"].append((hidden * full).sum(1) / full.sum(1))
+        pools["last hidden"].append(hidden[:, -1])
+        pools["ct input"].append((embeds.float() * ct).sum(1) / ct.sum(1))
+        print(start, flush=True, file=sys.stderr)
+recent = recent_item_means(inp.targets, inp.item_q)
+rows = {"cached c (response)": inp.conditions} | {k: torch.cat(v) for k, v in pools.items()}
+for name, x in rows.items():
+    print(f"{name:22s} R² user {ridge_r2(x, inp.user_q, inp.seed)['r2']:.3f}  "
+          f"R² recent {ridge_r2(x, recent, inp.seed)['r2']:.3f}", flush=True)
