@@ -40,7 +40,7 @@ class ExplorerCommands(Provider):
 
 class ExplorerApp(App):
     CSS_PATH = "app.tcss"
-    TITLE = "deftrec"
+    TITLE = "deftrec"  # not a recommender: the program's name
     COMMANDS = App.COMMANDS | {ExplorerCommands}
     BINDINGS = [Binding("q", "quit", "quit"), Binding("ctrl+q", "quit", "quit", show=False)]
 

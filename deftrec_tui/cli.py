@@ -14,7 +14,8 @@ from deftrec_tui.commands.train import train
 from deftrec_tui.commands.tui import tui
 from engine.offline import hub_offline
 
-app = typer.Typer(name="deftrec", help="DeftRec: generative recommendation with continuous-token diffusion.",
+app = typer.Typer(name="deftrec",  # not a recommender: the program's name
+                  help="DeftRec: generative recommendation with continuous-token diffusion.",
                   context_settings={"help_option_names": ["-h", "--help"]}, no_args_is_help=True,
                   add_completion=False, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect datasets.", context_settings={"help_option_names": ["-h", "--help"]},

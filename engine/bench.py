@@ -221,11 +221,15 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
     """Every figure of `deftrec bench RUN` as a JSON-ready dict; the same users go through DeftRec (decoded as the
     run says, or as `decoding` says), full greedy decoding (compare_full) and the beam-search baseline in this one
     process."""
+    from data.errors import RunError
+    from engine.contract import TEXT, TRAJECTORY, explaining, recommenders
     from engine.export import test_history
-    from engine.recommender import open_deftrec
     step = on_step or (lambda _text: None)
+    timed = explaining(recommenders(run), TEXT, TRAJECTORY)  # the stages timed: LLM, denoising, retrieval
+    if timed is None:
+        raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
     t0 = time.perf_counter()
-    model = open_deftrec(run)
+    model = timed.model()
     load_seconds = time.perf_counter() - t0
     history, tables = test_history(run)
     n_total = len(tables["users"])

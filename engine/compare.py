@@ -73,7 +73,7 @@ class RunPair:
     def __init__(self, a: RunSession, b: RunSession, k: int = 10) -> None:
         require_same_dataset(a.run, b.run)
         for session in (a, b):
-            if not session.has_deftrec:
+            if session.explainer is None:  # no model whose lists and texts the catalog caches
                 raise RunError("the run has no DeftRec lists to compare (trained with --stage cf)", path=session.path,
                                hint="compare two runs trained with --stage all")
         self.a, self.b, self.k = a, b, k

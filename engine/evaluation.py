@@ -1,20 +1,27 @@
 """A run's metrics under a history-masking policy: 'train+valid' (ours; what training stored) or 'none' (what
-the paper authors' code does at test time: every item ranked, the user's own history included). DeftRec is
-re-ranked from the conditions cached in the catalog (denoiser and retriever only, no LLM call)."""
+the paper authors' code does at test time: every item ranked, the user's own history included). Every model
+scores through the recommender contract (engine/contract.py); DeftRec is re-ranked from the conditions cached in
+the catalog (denoiser and retriever only, no LLM call)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from data.catalog import Catalog
 from data.errors import DeftrecError
+from engine.contract import (  # noqa: F401  (CachedPreferences, cached_preferences: engine.diagnostics reads them here)
+    MODEL_ORDER,
+    CachedPreferences,
+    NotCached,
+    cached_preferences,
+    recommenders,
+    with_cached_lists,
+)
 from engine.metrics import metrics_from_ranks
 from engine.ranking import HistoryIndex, rank_all
-from engine.run import Run, cf_weights_name
+from engine.run import Run
 
 MASK_POLICIES = ("train+valid", "none")
 POLICY_TEXT = {"train+valid": "train items masked (and the validation item for test)",
@@ -31,64 +38,26 @@ def stored_metrics(run: Run) -> dict:
     return nested
 
 
-@dataclass
-class CachedPreferences:
-    """What training cached per user in the catalog: c, the generated text and its category; items' categories."""
-
-    conditions: torch.Tensor  # [U,D] float32
-    texts: list[str]
-    categories: list[str | None]
-    item_categories: list[str | None]
-
-
-def cached_preferences(run: Run, hint: str = "train the run again") -> CachedPreferences:
-    """Every user's cached condition, text and category (one line of error when any user lacks them)."""
-    with Catalog.open(run.catalog_path, readonly=True) as catalog:
-        rows = catalog.preferences()
-        n_users = catalog.n_users()
-        item_categories = catalog.item_categories()
-    if len(rows) != n_users or any(r[3] is None for r in rows):
-        raise DeftrecError("the catalog lacks cached conditions for some users (a run from an older deftrec)",
-                           path=run.catalog_path, hint=hint)
-    conditions = torch.from_numpy(np.stack([r[3] for r in rows]))  # [U,D]
-    return CachedPreferences(conditions, [r[1] or "" for r in rows], [r[2] or None for r in rows], item_categories)
-
-
-def deftrec_scorer(run: Run):
-    """user_idx batch -> hybrid scores [B, n_items] of DeftRec from the cached conditions and categories."""
-    from engine.deftrec import DeftRecConfig, DeftRecHeads
-    from engine.recommender import denoise, load_heads
-    from engine.retriever import HybridRetriever
-    config = DeftRecConfig.from_dict(run.config["deftrec"])
-    heads = DeftRecHeads(config)
-    load_heads(run, heads)
-    cached = cached_preferences(run, hint="use --mask-history train+valid, or train the run again")
-    conditions, categories, item_categories = cached.conditions, cached.categories, cached.item_categories
-    n_users = len(categories)
-    finals = denoise(heads, conditions, list(range(n_users)), int(run.config.get("seed", 0)))[-1]  # [U,d]
-    items = run.tensors(cf_weights_name(config.cf))["item"].float().numpy()
-    retriever = HybridRetriever(items, np.array(item_categories, dtype=object))
-    return lambda users: retriever.scores_dense(finals[torch.as_tensor(users)].numpy(),
-                                                [categories[u] for u in users], config.pi, config.pi_match)
-
-
 def run_metrics(run: Run, mask: str = "train+valid") -> dict:
     """{model: {split: {metric: value}}} of every model of the run under the masking policy."""
     if mask not in MASK_POLICIES:
         raise DeftrecError(f"unknown masking policy {mask!r}", hint=f"use one of: {', '.join(MASK_POLICIES)}")
     if mask == "train+valid":
         return stored_metrics(run)
-    from engine.baselines import cf_scorer
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
         targets = catalog.held_out()
         n_items = catalog.n_items()
     n_users = len(targets)
     nothing = HistoryIndex.build(n_users, np.zeros(0, np.int64), np.zeros(0, np.int64))
     out: dict = {}
-    for model in run.models:
-        scorer = deftrec_scorer(run) if model == "deftrec" else cf_scorer(run, model)
-        out[model] = {split: metrics_from_ranks(rank_all(scorer, n_users, n_items, nothing, targets[:, column]))
-                      for split, column in (("valid", 0), ("test", 1))}
+    for recommender in recommenders(run):
+        try:
+            out[recommender.name] = {
+                split: metrics_from_ranks(rank_all(recommender.scores, n_users, n_items, nothing, targets[:, column]))
+                for split, column in (("valid", 0), ("test", 1))}
+        except NotCached as error:  # a run whose catalog lacks what the scores are computed from
+            raise DeftrecError(error.problem, path=error.path,
+                               hint="use --mask-history train+valid, or train the run again") from error
     return out
 
 
@@ -136,7 +105,7 @@ def _flatten(prefix: str, value, out: dict) -> None:
         out[prefix] = value
 
 
-SETTING_KEYS = ("seed", "min_count", "stage", "cf", "deftrec")
+SETTING_KEYS = ("seed", "min_count", "stage", "cf", "deftrec")  # not a recommender: config.json's sections
 VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "deftrec.selection", "deftrec.tokenizer.",
             "deftrec.diagnostics.", "cf.n_users",
             "cf.n_items")
@@ -149,9 +118,15 @@ def _with_model_defaults(settings: dict) -> dict:
     return {**DeftRecConfig().to_dict(), **settings, "variant": settings.get("variant") or variant_of(settings)}
 
 
-def test_hits(run: Run, model: str = "deftrec", k: int = 10) -> np.ndarray | None:
-    """Per user (by user_idx), whether the test item is in the run's stored top-k of `model` (train+valid
-    masked), or None when the run stores no lists of that model or stores fewer than k per user."""
+def test_hits(run: Run, model: str | None = None, k: int = 10) -> np.ndarray | None:
+    """Per user (by user_idx), whether the test item is in the run's stored top-k of `model` (by default the
+    recommender whose lists the catalog caches: DeftRec; train+valid masked), or None when the run stores no lists
+    of that model or stores fewer than k per user."""
+    if model is None:
+        listed = with_cached_lists(recommenders(run))
+        if listed is None:
+            return None
+        model = listed.name
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
         return catalog.test_hits(model, k)
 
@@ -190,17 +165,17 @@ def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
     flat_b: dict = {}
     for key in SETTING_KEYS:
         value_a, value_b = a.config.get(key), b.config.get(key)
-        if key == "deftrec" and (value_a is None) != (value_b is None):  # one run has no DeftRec at all
+        if key == "deftrec" and (value_a is None) != (value_b is None):  # not a recommender: config section
             flat_a[key], flat_b[key] = ("trained" if value_a else "not trained"), ("trained" if value_b else "not trained")
             continue
-        if key == "deftrec" and value_a and value_b:  # a run from before a setting existed had its default
+        if key == "deftrec" and value_a and value_b:  # not a recommender: config section of an older run
             value_a, value_b = _with_model_defaults(value_a), _with_model_defaults(value_b)
         _flatten(key, value_a, flat_a)
         _flatten(key, value_b, flat_b)
     differ = {k: (flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))
               if flat_a.get(k) != flat_b.get(k) and not k.startswith(VOLATILE)}
     rows = []
-    models = [m for m in ("deftrec", "lightgcn", "mf", "pop") if m in metrics_a or m in metrics_b]
+    models = [m for m in MODEL_ORDER if m in metrics_a or m in metrics_b]
     for split in ("test", "valid"):
         for model in models:
             rows.append({"model": model, "split": split, "a": (metrics_a.get(model) or {}).get(split, {}),

@@ -1,4 +1,8 @@
-"""Top-K lists of every user to CSV, with the dataset's own ids and test-time masking (train + validation)."""
+"""Top-K lists of every user to CSV, with the dataset's own ids and test-time masking (train + validation).
+
+Any recommender of the run (engine/contract.py): one whose lists are computed on demand is written whole from
+its `top_k` (`export_top_k`); the one whose lists the catalog caches (DeftRec) goes through the cache, computing
+and caching the users without a list (`export_deftrec`), with its score breakdown when it explains π."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.ranking import HistoryIndex, batches, top_k
+from engine.contract import Recommender, recommenders, with_cached_lists
+from engine.ranking import HistoryIndex, batches
 from engine.run import Run
 
 CF_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "score"]
@@ -49,16 +54,16 @@ def test_history(run: Run) -> tuple[HistoryIndex, dict]:
     return history, {"users": users, "items": items}
 
 
-def export_cf(run: Run, model: str, out: str | Path, k: int = 20, batch_size: int = 512, on_progress=None) -> int:
-    """Write the top-k of every user for a CF model; returns the number of rows. Atomic: temp file + rename."""
-    from engine.baselines import cf_scorer
-    scorer = cf_scorer(run, model)
+def export_top_k(run: Run, recommender: Recommender, out: str | Path, k: int = 20, batch_size: int = 512,
+                 on_progress=None) -> int:
+    """Write the top-k of every user from the recommender's `top_k` (a score per item: CF_COLUMNS); returns the
+    number of rows. Atomic: temp file + rename."""
     history, tables = test_history(run)
     users, items = tables["users"], tables["items"]
     rows = 0
     with atomic_csv(out, CF_COLUMNS) as writer, torch.no_grad():
         for batch in batches(len(users), batch_size):
-            top_items, top_scores = top_k(scorer(batch), history.mask(batch, len(items)), k)
+            top_items, top_scores = recommender.top_k(batch, history, k)
             for row_user, item_row, score_row in zip(batch, top_items.tolist(), top_scores.tolist()):
                 for rank, (item_idx, score) in enumerate(zip(item_row, score_row), start=1):
                     item = items[item_idx]
@@ -80,16 +85,26 @@ def deftrec_row(user_id, rank, item_id, title, category, cosine, pi_bonus, score
             spreadsheet_safe(category or ""), f"{cosine:.6f}", f"{pi_bonus:.2f}", f"{score:.6f}"]
 
 
+def cached_lists_of(run: Run) -> Recommender:
+    """The run's recommender whose lists the catalog caches (DeftRec); a one-line error for a run without one."""
+    from data.errors import RunError
+    listed = with_cached_lists(recommenders(run))
+    if listed is None:
+        raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
+    return listed
+
+
 def export_deftrec_cached(run: Run, out: str | Path, k: int = 20, on_progress=None) -> int:
     """Write DeftRec's cached top-k (computed at training with test-time masking) with its score breakdown."""
     from data.errors import RunError
+    listed = cached_lists_of(run)
     count = 0
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
-        cached_k = catalog.list_length("deftrec")
+        cached_k = catalog.list_length(listed.name)
         if cached_k < k:
-            raise RunError(f"the run caches DeftRec lists of length {cached_k}, fewer than --k {k}", path=run.path,
-                           hint=f"use --k {cached_k} or less")
-        rows = catalog.export_rows(k)
+            raise RunError(f"the run caches {listed.label} lists of length {cached_k}, fewer than --k {k}",
+                           path=run.path, hint=f"use --k {cached_k} or less")
+        rows = catalog.export_rows(k, model=listed.name)
         n_users = catalog.n_users()
         with atomic_csv(out, DEFTREC_COLUMNS) as writer:
             for user_id, rank, item_id, title, category, cosine, pi_bonus, score in rows:
@@ -124,8 +139,9 @@ def select_users(run: Run, users: list[str] | None = None, shard: tuple[int, int
 
 def cached_users(run: Run, users: list[int], k: int) -> set[int]:
     """Users whose DeftRec list of at least k items and preference text are cached in the catalog."""
+    listed = cached_lists_of(run)
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
-        done = catalog.cached_users(k, "deftrec")
+        done = catalog.cached_users(k, listed.name)
     return done.intersection(users)
 
 
@@ -163,8 +179,9 @@ def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int
 
 def read_cached_rows(run: Run, users: list[int], k: int) -> Iterator[list]:
     """DEFTREC_COLUMNS rows of the cached lists of `users` (catalog order), ranks 1…k."""
+    listed = cached_lists_of(run)
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
-        yield from catalog.export_rows(k, users)
+        yield from catalog.export_rows(k, users, model=listed.name)
 
 
 def write_table(out: str | Path, columns: list[str], rows: Iterator, fmt: str = "csv") -> int:
@@ -231,11 +248,7 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
     if on_start is not None:
         on_start(len(selected), len(have))
     if todo:
-        if model_loader is None:
-            from engine.recommender import open_deftrec
-            model = open_deftrec(run)
-        else:
-            model = model_loader()
+        model = cached_lists_of(run).model() if model_loader is None else model_loader()
         exact = model.retriever
         if index != "exact":
             from engine.ann import AnnSettings

@@ -1,6 +1,7 @@
 """One run opened for analysis: catalog lookups (users, histories, cached results, metrics) that answer at once,
 and the DeftRec model, loaded on first use, for live generation, trajectories and their step-by-step analysis.
-The explorer, `deftrec recommend` and the export of single users all go through it."""
+The explorer, `deftrec recommend` and the export of single users all go through it. The run's models are
+recommenders of one contract (engine/contract.py): the session asks what they explain, never which they are."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import numpy as np
 
 from data.catalog import Catalog
 from data.errors import DeftrecError
+from engine import contract
+from engine.contract import TEXT, Recommender
 from engine.run import Run
 
 
@@ -22,7 +25,8 @@ class UserRow:
     user_idx: int
     user_id: str
     n_train: int
-    test_rank: int | None  # 1-based rank of the test item in DeftRec's cached list, None when absent or uncached
+    test_rank: int | None  # 1-based rank of the test item in the explainer's (DeftRec's) cached list, None when
+    # absent or uncached
     cached: bool
 
     def hit(self, k: int = 10) -> bool:
@@ -113,13 +117,16 @@ class RunSession:
         self.run = run if isinstance(run, Run) else Run.open(run)
         self.path = self.run.path
         self.config = self.run.config
+        self.recommenders: list[Recommender] = contract.recommenders(self.run)  # nothing loaded until asked
+        # the one that generates a preference text (DeftRec): its cached lists and texts, its live model
+        self.explainer: Recommender | None = contract.explaining(self.recommenders, TEXT)
         with Catalog.open(self.run.catalog_path, readonly=True) as catalog:
             self.items = catalog.items()
             self._users = catalog.users()
             self.metrics = catalog.metrics()
             ranks = {}
-            if "deftrec" in self.models:
-                ranks = catalog.test_ranks("deftrec")
+            if self.explainer is not None:
+                ranks = catalog.test_ranks(self.explainer.name)
                 cached = catalog.preference_users()
             else:
                 cached = set()
@@ -136,9 +143,21 @@ class RunSession:
     def models(self) -> list[str]:
         return self.run.models
 
+    def explains(self, capability: str) -> bool:
+        """Whether the run has a model that explains `capability` (engine.contract: TEXT, TRAJECTORY, PI)."""
+        return contract.explaining(self.recommenders, capability) is not None
+
     @property
-    def has_deftrec(self) -> bool:
-        return "deftrec" in self.models
+    def reference(self) -> Recommender | None:
+        """The baseline shown beside the explainer's list (LightGCN), None when the run lacks it."""
+        return contract.reference(self.recommenders)
+
+    def recommender(self, name: str) -> Recommender:
+        """The run's model `name` behind the contract (one object per session, so its weights load once)."""
+        for candidate in self.recommenders:
+            if candidate.name == name:
+                return candidate
+        raise DeftrecError(f"the run has no model {name!r}", path=self.path)
 
     def user_index(self, user_id: str) -> int:
         """The internal index of a dataset user id; a one-line error for an unknown one."""
@@ -179,25 +198,26 @@ class RunSession:
 
     def cached(self, user_idx: int) -> Explanation | None:
         """The preference text and top list cached at training time, or None."""
+        if self.explainer is None:
+            return None
         with Catalog.open(self.run.catalog_path, readonly=True) as catalog:
             pref = catalog.preference(user_idx)
             if pref is None:
                 return None
-            rows = catalog.recommendations(user_idx, "deftrec")
+            rows = catalog.recommendations(user_idx, self.explainer.name)
         return Explanation(user_idx, pref[0], pref[1], pref[2] or None, self._ranked(user_idx, rows), "cache")
 
-    def baseline(self, user_idx: int, model: str = "lightgcn", k: int = 20) -> list[RankedItem]:
-        """A CF model's top-k for the user with the test-time mask; cosine holds the raw score, π is 0."""
-        import torch
-
-        from engine.baselines import cf_scorer
-        from engine.ranking import top_k
+    def baseline(self, user_idx: int, model: str | None = None, k: int = 20) -> list[RankedItem]:
+        """A model's top-k for the user with the test-time mask (by default the reference baseline, LightGCN);
+        cosine holds the raw score, π is 0."""
+        if model is None:
+            if self.reference is None:
+                raise DeftrecError("the run has no baseline to show beside its lists", path=self.path)
+            model = self.reference.name
         if model not in self.models:
             raise DeftrecError(f"the run has no model {model!r}", path=self.path)
-        scorer = cf_scorer(self.run, model)
         history, _ = self._test_history()
-        with torch.no_grad():
-            items, scores = top_k(scorer(np.array([user_idx])), history.mask(np.array([user_idx]), len(self.items)), k)
+        items, scores = self.recommender(model).top_k(np.array([user_idx]), history, k)
         rows = [(rank, int(i), float(s), 0.0, float(s)) for rank, (i, s) in
                 enumerate(zip(items[0].tolist(), scores[0].tolist()), start=1)]
         return self._ranked(user_idx, rows)
@@ -214,11 +234,10 @@ class RunSession:
         """The DeftRec model, loaded on first use (seconds) and then shared."""
         with self._lock:
             if self._model is None:
-                if not self.has_deftrec:
+                if self.explainer is None:
                     raise DeftrecError("the run has no DeftRec model (trained with --stage cf)", path=self.path,
                                        hint="train with: deftrec train --stage all")
-                from engine.recommender import open_deftrec
-                self._model = open_deftrec(self.run)
+                self._model = self.explainer.model()
             return self._model
 
     @property
@@ -313,11 +332,13 @@ class RunSession:
         return len(explanation.items)
 
     def export_all(self, out: str | Path, k: int = 20, on_progress=None) -> int:
-        """Every user's DeftRec list through the cache (users not cached go through this session's model), or
-        LightGCN's for a CF-only run; on_progress(done, total) after each batch."""
-        from engine.export import export_cf, export_deftrec
-        if not self.has_deftrec:
-            return export_cf(self.run, "lightgcn", out, k=k, on_progress=on_progress)
+        """Every user's list of the run's own model (engine.contract.primary): DeftRec's through the cache (users
+        not cached go through this session's model), or LightGCN's for a CF-only run; on_progress(done, total)
+        after each batch."""
+        from engine.export import export_deftrec, export_top_k
+        own = contract.primary(self.recommenders)
+        if not own.cached:
+            return export_top_k(self.run, own, out, k=k, on_progress=on_progress)
         state = {"done": 0, "total": 0}
 
         def started(total: int, cached: int) -> None:

@@ -1,7 +1,8 @@
 """Where a run's models win and lose (`deftrec eval RUN --slices`, the explorer's analysis tab): HR@k / NDCG@k by
 history length and by the test item's category and popularity, what each model's top-k covers, how DeftRec's
 and LightGCN's lists overlap, and the generated categories against the users' histories. Train+valid masking,
-as the stored metrics: DeftRec from the lists cached at training, the CF models from their stored vectors."""
+as the stored metrics: every model through the recommender contract (engine/contract.py), its lists read from the
+catalog where training cached them (DeftRec) and computed from its scores otherwise (the CF models)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,21 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from data.catalog import Catalog
+from engine.contract import (
+    MODEL_ORDER,
+    TEXT,
+    Recommender,
+    explaining,
+    in_order,
+    primary,
+    recommenders,
+    reference,
+)
 from engine.metrics import hit_ratio, ndcg
 from engine.prompts import leading_categories
 from engine.run import Run
 
 K = 10
-MODEL_ORDER = ("deftrec", "lightgcn", "mf", "pop")
 N_BUCKETS = 5  # quantile buckets of history length and of test-item popularity
 TOP_CATEGORIES = 10  # category slices shown; the remaining users form 'other'
 NO_CATEGORY = "(none)"
@@ -47,7 +57,8 @@ class SliceReport:
     category_mode: str  # 'category' | 'parts' (then a user is in the slice of each part of the test item)
     popularity: list[Slice]  # by the test item's popularity (train interactions)
     lists: dict[str, dict[str, float]]  # model -> coverage, mean_popularity, diversity of its top-k
-    overlap: dict | None = None  # DeftRec vs LightGCN: mean Jaccard@k, users hit by each alone / both / neither
+    overlap: dict | None = None  # the run's own model (DeftRec) vs the reference (LightGCN): mean Jaccard@k, users
+    # hit by each alone / both / neither
     generated: dict | None = None  # generated categories against the histories' categories
     notes: list[str] = field(default_factory=list)
 
@@ -131,24 +142,21 @@ def ranks_from_lists(lists: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return np.where(found.any(1), found.argmax(1), MISS).astype(np.int64)  # [U]
 
 
-def cf_lists(run: Run, model: str, targets: np.ndarray, n_items: int, k: int,
-             history=None) -> tuple[np.ndarray, np.ndarray]:
-    """A CF model's top-k [U,k] and the test item's full rank [U] under the test-time mask (train + valid)."""
+def computed_lists(recommender: Recommender, targets: np.ndarray, n_items: int, k: int,
+                   history) -> tuple[np.ndarray, np.ndarray]:
+    """A recommender's top-k [U,k] (its `top_k`) and the test item's full rank [U] (its `scores`) under the
+    test-time mask `history` (train + valid)."""
     import torch
 
-    from engine.baselines import cf_scorer
-    from engine.export import test_history
-    from engine.ranking import batches, target_ranks, top_k
-    scorer = cf_scorer(run, model)
-    history = history if history is not None else test_history(run)[0]
+    from engine.ranking import batches, target_ranks
     n_users = len(targets)
     lists = np.empty((n_users, min(k, n_items)), np.int64)  # [U,k]
     ranks = np.empty(n_users, np.int64)  # [U]
     with torch.no_grad():
         for users in batches(n_users, 512):
-            scores, mask = scorer(users), history.mask(users, n_items)  # [B,n_items] each
+            scores, mask = recommender.scores(users), history.mask(users, n_items)  # [B,n_items] each
             ranks[users] = target_ranks(scores, torch.as_tensor(targets[users]), mask)
-            lists[users] = top_k(scores, mask, k)[0].numpy()
+            lists[users] = recommender.top_k(users, history, k)[0].numpy()
     return lists, ranks
 
 
@@ -184,12 +192,13 @@ def generated_vs_history(generated: list[str | None], train: np.ndarray, item_ca
 
 def slice_report(run: Run, k: int = K) -> SliceReport:
     """Every figure of the analysis of a run (reads the catalog and the CF vectors; no LLM, no denoising)."""
+    recs = [r for r in in_order(recommenders(run)) if r.name in MODEL_ORDER]
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
         users = catalog.user_targets()
         items = catalog.item_facts()
         n_users = len(users)
-        stored = {m: catalog.top_lists(m, k, n_users) for m in MODEL_ORDER if m in run.models}
-        generated = catalog.generated_categories(n_users) if "deftrec" in run.models else None
+        stored = {r.name: catalog.top_lists(r.name, k, n_users) for r in recs}
+        generated = catalog.generated_categories(n_users) if explaining(recs, TEXT) is not None else None
         train = catalog.train_pairs()
     targets = users["test_item_idx"].to_numpy(np.int64)  # [U]
     popularity = items["popularity"].to_numpy(np.int64)  # [n_items]
@@ -199,17 +208,19 @@ def slice_report(run: Run, k: int = K) -> SliceReport:
     lists: dict[str, np.ndarray] = {}
     ranks: dict[str, np.ndarray] = {}
     history = None
-    for model, cached in stored.items():
+    for rec in recs:
+        cached = stored[rec.name]
         if cached is not None:
-            lists[model], ranks[model] = cached, ranks_from_lists(cached, targets)
-        elif model == "deftrec":
-            notes.append(f"deftrec left out: the catalog caches no DeftRec lists of length {k} (train the run again)")
+            lists[rec.name], ranks[rec.name] = cached, ranks_from_lists(cached, targets)
+        elif rec.cached:  # its lists come from the catalog only (computing them would need the LLM)
+            notes.append(f"{rec.name} left out: the catalog caches no {rec.label} lists of length {k} "
+                         "(train the run again)")
         else:
             if history is None:
                 from engine.export import test_history
                 history = test_history(run)[0]
-            lists[model], ranks[model] = cf_lists(run, model, targets, n_items, k, history)
-    models = [m for m in MODEL_ORDER if m in lists]
+            lists[rec.name], ranks[rec.name] = computed_lists(rec, targets, n_items, k, history)
+    models = [r.name for r in recs if r.name in lists]
 
     parts_mode = any("|" in c for c in item_categories)
     all_parts = sorted(set().union(*(parts_of(c) for c in item_categories))) if item_categories else []
@@ -230,12 +241,13 @@ def slice_report(run: Run, k: int = K) -> SliceReport:
         category_mode="parts" if parts_mode else "category",
         popularity=_slices([(lab, popularity_bucket == b) for b, lab in enumerate(popularity_labels)], ranks, k),
         lists={m: list_stats(lists[m], popularity, item_parts) for m in models}, notes=notes)
-    if "deftrec" in lists and "lightgcn" in lists:
-        a, b = lists["deftrec"], lists["lightgcn"]
+    own, baseline = primary(recs), reference(recs)
+    if own is not None and baseline is not None and own is not baseline and {own.name, baseline.name} <= set(lists):
+        a, b = lists[own.name], lists[baseline.name]
         inter = np.array([len(set(x[x >= 0]) & set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
         union = np.array([len(set(x[x >= 0]) | set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
-        hit_a, hit_b = ranks["deftrec"] < k, ranks["lightgcn"] < k  # [U]
-        report.overlap = {"a": "deftrec", "b": "lightgcn", "jaccard": float(np.mean(inter / np.maximum(union, 1))),
+        hit_a, hit_b = ranks[own.name] < k, ranks[baseline.name] < k  # [U]
+        report.overlap = {"a": own.name, "b": baseline.name, "jaccard": float(np.mean(inter / np.maximum(union, 1))),
                           "shared_items": float(inter.mean()), "hit_by_a_only": int((hit_a & ~hit_b).sum()),
                           "hit_by_b_only": int((hit_b & ~hit_a).sum()), "hit_by_both": int((hit_a & hit_b).sum()),
                           "hit_by_neither": int((~hit_a & ~hit_b).sum())}

@@ -12,7 +12,8 @@ from deftrec_tui.cli import app
 
 
 def test_train_valid_policy_is_what_training_stored_and_heads_only_reranking_reproduces_it(tiny_run):
-    from engine.evaluation import deftrec_scorer, run_metrics, stored_metrics
+    from engine.contract import recommender
+    from engine.evaluation import run_metrics, stored_metrics
     from engine.export import test_history
     from engine.metrics import metrics_from_ranks
     from engine.ranking import rank_all
@@ -24,7 +25,7 @@ def test_train_valid_policy_is_what_training_stored_and_heads_only_reranking_rep
     history, tables = test_history(run)  # train + validation masked, as for the stored test metrics
     targets = np.array(sqlite3.connect(tiny_run / "catalog.sqlite").execute(
         "select test_item_idx from users order by user_idx").fetchall()).ravel()
-    ranks = rank_all(deftrec_scorer(run), len(tables["users"]), len(tables["items"]), history, targets)
+    ranks = rank_all(recommender(run, "deftrec").scores, len(tables["users"]), len(tables["items"]), history, targets)
     assert metrics_from_ranks(ranks) == pytest.approx(stored_metrics(run)["deftrec"]["test"], abs=1e-9)
 
 

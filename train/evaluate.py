@@ -6,8 +6,9 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from engine.contract import MODEL_ORDER  # the order of every table's models
+
 METRIC_ORDER = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
-MODEL_ORDER = ("deftrec", "lightgcn", "mf", "pop")
 
 
 def ordered_models(models) -> list[str]:

@@ -62,9 +62,10 @@ def bench(
     figures: dict = {"cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     say = lambda text: console.print(f"[dim]… {text}[/dim]")
     if run is not None:
+        from engine.contract import TEXT, TRAJECTORY, explaining, recommenders
         from engine.run import Run
         opened = Run.open(run)
-        if "deftrec" not in opened.models:
+        if explaining(recommenders(opened), TEXT, TRAJECTORY) is None:
             raise DeftrecError("the run has no DeftRec model (trained with --stage cf)", path=run)
         result = measure.bench_run(opened, n_users=users, k=k, batch_sizes=sizes, baseline=baseline, on_step=say,
                                    decoding=decoding, compare_full=compare_full, precision=precision)

@@ -81,17 +81,19 @@ def export(
         summary = merge_exports(opened, merge, out, fmt)
         print(f"{summary['rows']} rows of {summary['users']} users from {summary['shards']} shards written to {out}")
         return
-    model = model or ("deftrec" if "deftrec" in opened.models else "lightgcn")
+    from engine.contract import primary, recommender, recommenders
+    model = model or primary(recommenders(opened)).name
     if model not in opened.models:
         raise DeftrecError(f"the run has no model {model!r}", path=run,
                            hint=f"models in this run: {', '.join(opened.models)}")
     selection, shard_of = parse_users(users), parse_shard(shard)
-    if model != "deftrec":
+    chosen = recommender(opened, model)
+    if not chosen.cached:  # lists computed on demand, in seconds: written whole
         if selection is not None or shard_of is not None or fmt != "csv":
             raise DeftrecError("--users, --shard and --format parquet apply to DeftRec exports",
                                hint="CF lists of every user take seconds: export them whole")
-        from engine.export import export_cf
-        rows = export_cf(opened, model, out, k=k)
+        from engine.export import export_top_k
+        rows = export_top_k(opened, chosen, out, k=k)
         print(f"{rows} rows written to {out}")
         return
     from engine.export import export_deftrec

@@ -33,6 +33,7 @@ from deftrec_tui.widgets.topk import TopKPanel
 from deftrec_tui.widgets.trajectory import TrajectoryPanel
 from deftrec_tui.widgets.user_panel import HistoryPanel, PreferencePanel
 from deftrec_tui.widgets.users import UserPicker
+from engine.contract import TEXT, TRAJECTORY
 
 TOP_K = 10  # the K of "test item in the top-K" and of the hit marks
 LIST_K = 20  # the length of the lists shown and exported
@@ -110,7 +111,7 @@ class MainScreen(Screen):
         self.sub_title = self.variant
         self.query_one("#export-bar").display = False
         self.query_one("#user-table").focus()
-        if not self.session.has_deftrec:
+        if not self.session.explains(TEXT):
             self.model_state = "none (a CF-only run: train with --stage all)"
         elif self.session.model_loaded:  # a session opened before (its model loaded by an earlier screen)
             self.model_state = "loaded"
@@ -145,9 +146,9 @@ class MainScreen(Screen):
             preference.show(cached.text, cached.category, "cache")
             self.query_one(TopKPanel).show(cached.items, "cache")
         else:
-            preference.clear_text("no cached result: generating…" if self.session.has_deftrec
+            preference.clear_text("no cached result: generating…" if self.session.explains(TEXT)
                                   else "this run has no DeftRec model")
-        if self.session.has_deftrec:
+        if self.session.explains(TRAJECTORY):
             self.query_one(TrajectoryPanel).clear("computing the trajectory…" if self.session.model_loaded
                                                   else "loading the model (once per session)…")
             if event.live or cached is None:
@@ -170,7 +171,7 @@ class MainScreen(Screen):
         if worker.is_cancelled:
             return
         self.post_message(UserLoaded(user_idx, history, cached, live))
-        if not self.session.has_deftrec:
+        if not self.session.explains(TEXT):
             return
         live = live or cached is None
         try:
@@ -235,7 +236,7 @@ class MainScreen(Screen):
     # ------------------------------------------------------------------ LightGCN comparison
 
     def load_baseline(self, user_idx: int) -> None:
-        if "lightgcn" not in self.session.models:
+        if self.session.reference is None:
             self.app.push_screen(ErrorDialog("no comparison", "this run has no LightGCN model"))
             return
         self.baseline_worker(user_idx)
@@ -243,7 +244,7 @@ class MainScreen(Screen):
     @work(thread=True, exclusive=True, group="baseline")
     def baseline_worker(self, user_idx: int) -> None:
         try:
-            self.post_message(BaselineReady(user_idx, self.session.baseline(user_idx, "lightgcn", LIST_K)))
+            self.post_message(BaselineReady(user_idx, self.session.baseline(user_idx, k=LIST_K)))
         except Exception as exc:  # noqa: BLE001
             self.post_message(WorkFailed("LightGCN's list could not be computed", _one_line(exc)))
 
@@ -310,7 +311,7 @@ class MainScreen(Screen):
         self.query_one(UserPicker).cycle_sort()
 
     def action_generate(self) -> None:
-        if self.user_idx is not None and self.session.has_deftrec:
+        if self.user_idx is not None and self.session.explains(TEXT):
             self.query_one("#tabs", TabbedContent).active = "tab-user"
             self.select_user(self.user_idx, live=True)
 

@@ -147,7 +147,8 @@ class AnalysisPanel(VerticalScroll):
         generated.display = bool(report.generated)
         if report.generated:
             rows = report.generated["rows"][:GENERATED_BARS]
-            names = {"generated": st.model_color("deftrec"), "history leading": st.HISTORY_COLOR}
+            generator = self.session.explainer.name  # the model whose generated categories these are
+            names = {"generated": st.model_color(generator), "history leading": st.HISTORY_COLOR}
             self.query_one("#generated-legend", Static).update(st.legend(list(names), list(names.values())))
             self.query_one("#plot-generated", BarPlot).show_bars([r["category"] for r in rows],
                            {"generated": [100 * r["generated"] for r in rows],
