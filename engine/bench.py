@@ -92,7 +92,7 @@ def timed_recommend(model, users: list[int], history, k: int, decoding: str | No
     times.denoising = time.perf_counter() - t1
     t2 = time.perf_counter()
     lists = model.retriever.search(paths[-1].numpy(), history, np.asarray(users), [p.category for p in prefs], k,
-                                   pi=model.config.pi, match=model.config.pi_match)
+                                   pi=model.config.retrieval.pi, match=model.config.retrieval.pi_match)
     times.retrieval = time.perf_counter() - t2
     return lists, times
 
@@ -103,7 +103,7 @@ def prefill_throughput(model, users: list[int], repeats: int = 5, precision: str
     the bare LLM forward on the same token ids, same batch, same padding; best of `repeats`."""
     template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
     prompts, kept = model.build_prompts(users, [model.inference_history(u) for u in users], template_ids)
-    batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
+    batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
     device = model.device
     ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
     tokens = int(mask.sum())
@@ -182,7 +182,7 @@ def beam_search_titles(model, user: int, k: int, max_new_tokens: int = 20) -> tu
     template_ids = [DEFAULT_INPUT_TEMPLATE]
     prompts, kept = model.build_prompts([user], [model.inference_history(user)], template_ids)
     prompts = [prompts[0] + TITLE_PROMPT]
-    batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length + 32)
+    batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length + 32)
     device = model.device
     embeds = model.embed([user], kept, template_ids, batch["input_ids"])  # [1,L,D]
     mask = batch["attention_mask"].to(device)
@@ -236,8 +236,8 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
     rng = np.random.default_rng(seed)
     sample = rng.permutation(n_total)[: max(n_users, max(batch_sizes))].tolist()
     users = sample[:n_users]
-    decoding = decoding or model.config.decoding
-    precision = precision or model.config.inference_precision
+    decoding = decoding or model.config.llm.decoding
+    precision = precision or model.config.llm.inference_precision
     timed_recommend(model, users[:1], history, k, decoding, precision)  # warm-up (allocations, kernels), not counted
     step(f"single-user latency ({decoding} decoding, {precision})")
     singles, full_singles, deftrec_lists, same_lists = [], [], {}, 0
@@ -267,7 +267,7 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
         targets = dict(enumerate(catalog.held_out()[:, 1].tolist()))
     result = {
         "run": str(run.path), "device": str(model.device), "torch_threads": torch.get_num_threads(),
-        "llm": model.config.llm, "k": k, "users": len(users), "model_load_s": load_seconds, "decoding": decoding,
+        "llm": model.config.llm.name, "k": k, "users": len(users), "model_load_s": load_seconds, "decoding": decoding,
         "precision": precision,
         "latency_s": {**asdict(latency), "total": latency.total}, "latency_share": latency.shares(),
         "throughput": throughput, "prefill": prefill,

@@ -25,7 +25,6 @@ from engine.run import Run, cf_weights_name
 LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried on the inner split
 TRAIN_SHARE = 0.8  # share of users the ridge is fitted on (and of those, the inner fit for choosing λ)
 DEFAULT_PI = 0.1  # π of the 'exact'/'overlap' figures when the run's own π is 0
-QUICK_REFINE = (30, 4)  # (refine_epochs, refine_patience) of a run whose config predates them (quick profile)
 
 
 @dataclass(frozen=True)
@@ -202,7 +201,7 @@ def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: to
             "lightgcn_dot": embedding_metrics(user_q, item_q, targets),
             "lightgcn_cosine": embedding_metrics(user_q, item_q, targets, cosine=True),
             "text": text_stats(texts, categories),
-            "pi": pi_metrics(finals, retriever, list(categories), heads.config.pi, targets)}
+            "pi": pi_metrics(finals, retriever, list(categories), heads.config.retrieval.pi, targets)}
 
 
 class DenoiserSampler(nn.Module):
@@ -216,8 +215,8 @@ class DenoiserSampler(nn.Module):
     def sample(self, cond: torch.Tensor, generator, temperature: float | None = None,
                guidance: float | None = None) -> torch.Tensor:
         """Trajectory [steps+1, B, d] for conditions cond [B, d_cf]."""
-        tau = self.config.sampling_temperature if temperature is None else temperature
-        weight = self.config.guidance if guidance is None else guidance
+        tau = self.config.diffusion.sampling_temperature if temperature is None else temperature
+        weight = self.config.diffusion.guidance if guidance is None else guidance
         return DDPMSchedule.from_config(self.denoiser.config).sample(guided(self.denoiser, weight), cond.float(),
                                                                      generator, temperature=tau)  # [S+1,B,d]
 
@@ -231,7 +230,7 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
     budget, checks and patience), sampled at the run's temperature and guidance and scored with the run's retriever
     and extracted categories; the epoch with the best validation HR@10, then NDCG@10, and its test metrics."""
     config = heads.config
-    if not config.diffusion:
+    if not config.diffusion.enabled:
         return {"skipped": "the run has no denoiser (trained --no-diffusion)"}
     targets = Targets.of(evaluator)
     device = next(heads.parameters()).device
@@ -247,7 +246,7 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
 
     def evaluate(which: tuple[str, ...]) -> dict:
         finals = denoise(sampler, user_q, everyone, seed)[-1]  # [U,d]
-        return retrieval_metrics(finals, retriever, categories, config.pi, config.pi_match, targets, which)
+        return retrieval_metrics(finals, retriever, categories, config.retrieval.pi, config.retrieval.pi_match, targets, which)
 
     def check(epoch: int) -> int:
         nonlocal best
@@ -266,13 +265,13 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
     check(0)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
-    users, items = refinement_pairs(config.history, targets.train_users, targets.train_items)  # as the run's
+    users, items = refinement_pairs(config.prompt.history, targets.train_users, targets.train_items)  # as the run's
     refine_epochs(denoiser, config, user_q, users, items, item_q, epochs, patience,
                   check, rng, generator, device, progress, history=(targets.train_users, targets.train_items))
     denoiser.load_state_dict(best[3])
     selected = evaluate(("valid", "test"))
     return {"epoch": best[2], "valid": selected["valid"], "test": selected["test"], "refine_epochs": epochs,
-            "patience": patience, "temperature": config.sampling_temperature, "guidance": config.guidance,
+            "patience": patience, "temperature": config.diffusion.sampling_temperature, "guidance": config.diffusion.guidance,
             "checks": checks}
 
 
@@ -297,15 +296,15 @@ def read_run(run: Run) -> RunInputs:
     from data.errors import RunError
     from engine.evaluation import cached_preferences
     from engine.recommender import load_heads
-    if not run.config.get("deftrec"):
+    config = run.deftrec_config
+    if config is None:
         raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path,
                        hint="train one with: deftrec train --stage all")
-    config = DeftRecConfig.from_dict(run.config["deftrec"])
     cached = cached_preferences(run)
     conditions, item_categories, n_users = cached.conditions, cached.item_categories, len(cached.texts)
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
         targets = Targets.from_catalog(catalog)
-    cf = run.tensors(cf_weights_name(config.cf))
+    cf = run.tensors(cf_weights_name(config.training.cf))
     if cf["user"].shape[0] != n_users or cf["item"].shape[0] != len(item_categories):
         raise RunError(f"the embeddings ({cf['user'].shape[0]} users, {cf['item'].shape[0]} items) do not match "
                        f"the catalog ({n_users} users, {len(item_categories)} items)", path=run.path)
@@ -321,14 +320,14 @@ def diagnose_run(run: Run, ceiling: bool = True, seed: int | None = None, ceilin
     seeds the R² split, the sampler and the ceiling's training; ceiling_epochs overrides the profile's refine_epochs."""
     inputs = read_run(run)
     seed = inputs.seed if seed is None else seed
-    out = {"run": str(run.path), "seed": seed, "cf": inputs.heads.config.cf,
+    out = {"run": str(run.path), "seed": seed, "cf": inputs.heads.config.training.cf,
            **cheap_diagnostics(inputs.conditions, inputs.user_q, inputs.item_q, inputs.item_categories, inputs.texts,
                                inputs.categories, inputs.heads, inputs.targets, seed),
            "ceiling": None}
     if ceiling:
-        profile = run.config["deftrec"].get("profile") or {}
-        epochs = ceiling_epochs if ceiling_epochs is not None else int(profile.get("refine_epochs", QUICK_REFINE[0]))
-        patience = int(profile.get("refine_patience", QUICK_REFINE[1]))
+        profile = inputs.heads.config.profile  # a format-1 run without one: the quick profile (engine.config.migrate)
+        epochs = ceiling_epochs if ceiling_epochs is not None else profile.refine_epochs
+        patience = profile.refine_patience
         out["ceiling"] = ceiling_metrics(inputs.heads, inputs.user_q, inputs.item_q, inputs.item_categories,
                                          inputs.categories, inputs.targets, seed, epochs, patience, on_epoch)
     return out

@@ -12,39 +12,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.config import PREDICTIONS, DiffusionConfig
+
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-PREDICTIONS = ("eps", "x0")
-
-
-@dataclass(frozen=True)
-class DiffusionConfig:
-    """Settings of the schedule and the denoiser (d = item_dim, D = cond_dim)."""
-
-    cond_dim: int
-    num_train_timesteps: int = 1000
-    beta_start: float = 1e-4
-    beta_end: float = 0.02
-    num_inference_steps: int = 100
-    item_dim: int = 64
-    hidden_dim: int = 256
-    time_embed_dim: int = 64
-    dropout: float = 0.1
-    n_layers: int = 2
-    cond_standardize: bool = False  # batch-standardize c inside the denoiser (running statistics at inference)
-    prediction: str = "eps"  # what the denoiser predicts: 'eps' (the paper's ε_θ) | 'x0' (the clean vector)
-    cond_dropout: float = 0.0  # training probability of replacing c by a learned null condition (for CFG)
-
-    def __post_init__(self) -> None:
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {self.prediction!r}")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise ValueError(f"cond_dropout must lie in [0, 1), got {self.cond_dropout}")
-        if not 1 <= self.num_inference_steps <= self.num_train_timesteps:
-            raise ValueError("num_inference_steps must lie in [1, num_train_timesteps]")
-        if not 0.0 < self.beta_start <= self.beta_end < 1.0:
-            raise ValueError("need 0 < beta_start <= beta_end < 1")
-        if self.n_layers < 1 or self.time_embed_dim % 2:
-            raise ValueError("need n_layers >= 1 and an even time_embed_dim")
 
 
 Generators = "torch.Generator | list[torch.Generator]"

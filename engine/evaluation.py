@@ -111,13 +111,6 @@ VOLATILE = ("deftrec.seconds", "deftrec.loss_log", "deftrec.refine.checks", "def
             "cf.n_items")
 
 
-def _with_model_defaults(settings: dict) -> dict:
-    """A run's DeftRec settings with the defaults of settings added since, and its variant."""
-    from engine.deftrec import DeftRecConfig
-    from engine.variants import variant_of
-    return {**DeftRecConfig().to_dict(), **settings, "variant": settings.get("variant") or variant_of(settings)}
-
-
 def test_hits(run: Run, model: str | None = None, k: int = 10) -> np.ndarray | None:
     """Per user (by user_idx), whether the test item is in the run's stored top-k of `model` (by default the
     recommender whose lists the catalog caches: DeftRec; train+valid masked), or None when the run stores no lists
@@ -168,8 +161,6 @@ def compare_runs(a, metrics_a: dict, b, metrics_b: dict) -> dict:
         if key == "deftrec" and (value_a is None) != (value_b is None):  # not a recommender: config section
             flat_a[key], flat_b[key] = ("trained" if value_a else "not trained"), ("trained" if value_b else "not trained")
             continue
-        if key == "deftrec" and value_a and value_b:  # not a recommender: config section of an older run
-            value_a, value_b = _with_model_defaults(value_a), _with_model_defaults(value_b)
         _flatten(key, value_a, flat_a)
         _flatten(key, value_b, flat_b)
     differ = {k: (flat_a.get(k), flat_b.get(k)) for k in sorted(set(flat_a) | set(flat_b))

@@ -274,7 +274,7 @@ def ann_recall(run: Run, model, exact, users: list[int], k: int) -> float:
     conditions = torch.from_numpy(np.stack([rows[u][0] for u in users]))
     categories = [rows[u][1] or None for u in users]
     finals = model.trajectories(conditions, users)[-1].numpy()  # [U,d]
-    kwargs = {"pi": model.config.pi, "match": model.config.pi_match}
+    kwargs = {"pi": model.config.retrieval.pi, "match": model.config.retrieval.pi_match}
     approx = model.retriever.search(finals, history, np.asarray(users), categories, k, **kwargs)
     truth = exact.search(finals, history, np.asarray(users), categories, k, **kwargs)
     pad = lambda lists: np.array([[r.item_idx for r in row] + [-1] * (k - len(row)) for row in lists])  # noqa: E731

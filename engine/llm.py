@@ -31,6 +31,7 @@ from transformers import (
 
 from data.checksum import sha256_file
 from data.errors import DeftrecError
+from engine.config import ConditionConfig
 from engine.offline import hub_offline
 from engine.prompts import CT, INPUT_TEMPLATES, MAX_TITLE_CHARS, RESPONSE_TEMPLATES, ROLE_PLAY, build_prompt
 
@@ -579,26 +580,12 @@ def response_hidden(model: nn.Module, prompt_embeds: torch.Tensor, prompt_mask: 
 # ---------------------------------------------------------------------------------------------- the condition c
 
 
-@dataclass(frozen=True)
-class ConditionConfig:
-    """How c is made: norm in sigmoid|layernorm|none, source in hidden (last hidden states)|embedding (inputs)."""
-
-    norm: str = "sigmoid"
-    source: str = "hidden"
-
-    def __post_init__(self) -> None:
-        if self.norm not in ("sigmoid", "layernorm", "none"):
-            raise DeftrecError(f"unknown condition norm {self.norm!r}", hint="use sigmoid, layernorm or none")
-        if self.source not in ("hidden", "embedding"):
-            raise DeftrecError(f"unknown condition source {self.source!r}", hint="use hidden or embedding")
-
-
 class ConditionHead(nn.Module):
     """c = norm(mean of the response positions) (§2.4.2); float32 output [B,D]."""
 
-    def __init__(self, hidden_size: int, config: ConditionConfig = ConditionConfig()) -> None:
+    def __init__(self, hidden_size: int, config: ConditionConfig | None = None) -> None:
         super().__init__()
-        self.config = config
+        self.config = config = config or ConditionConfig()
         self.norm = nn.LayerNorm(hidden_size) if config.norm == "layernorm" else None
 
     def forward(self, last_hidden: torch.Tensor, response_mask: torch.Tensor,

@@ -70,15 +70,15 @@ class DeftRecModel:
         """The user's prompt history at inference, at most max_history items: a seeded shuffle of the train
         interactions (history 'random', the paper; a repeated item stays repeated, as the user bought it twice), or
         the latest ones in time order (history 'recent')."""
-        if self.config.history == "recent":
-            return np.array(self.histories[user][-self.config.max_history:], dtype=np.int64)  # a writable copy
+        if self.config.prompt.history == "recent":
+            return np.array(self.histories[user][-self.config.prompt.max_history:], dtype=np.int64)  # a writable copy
         rng = np.random.default_rng([self.seed, user])
-        return rng.permutation(np.sort(self.histories[user]))[: self.config.max_history]  # sorted: order-free input
+        return rng.permutation(np.sort(self.histories[user]))[: self.config.prompt.max_history]  # sorted: order-free input
 
     def extract_category(self, text: str) -> str | None:
         """The category the generated text names, in the form π matches: the whole catalog category ('exact') or
         every category part it names ('overlap', 'all')."""
-        if self.config.pi_match in ("overlap", "all"):
+        if self.config.retrieval.pi_match in ("overlap", "all"):
             return extract_parts(text, self.category_parts)
         return extract_category(text, self.known_categories)
 
@@ -88,9 +88,9 @@ class DeftRecModel:
         prompts, kept = [], []
         for row, (history, template_id) in enumerate(zip(histories, template_ids)):
             prompt, n_kept = fit_prompt(self.tokenizer, template_id, [self.titles[i] for i in history],
-                                        self.config.k, self.config.max_length,
+                                        self.config.tokenizer.k, self.config.prompt.max_length,
                                         response=None if responses is None else responses[row],
-                                        max_title_chars=self.config.max_title_chars)
+                                        max_title_chars=self.config.prompt.max_title_chars)
             prompts.append(prompt)
             kept.append(history[len(history) - n_kept:])
         return prompts, kept
@@ -113,7 +113,7 @@ class DeftRecModel:
     def autocast(self, precision: str | None = None):
         """bf16 autocast over the LLM's fp32 weights when the run (or `precision`) asks for bfloat16 and the device has
         native bf16 (on the 2-core avx512_bf16 CPU a batch-32 prefill took 3.8 s against 7.9 s in fp32), else a no-op."""
-        precision = precision or self.config.inference_precision
+        precision = precision or self.config.llm.inference_precision
         device = self.device.type
         native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()
         return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16" and native)
@@ -126,7 +126,7 @@ class DeftRecModel:
         self.heads.eval()
         template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
         prompts, kept = self.build_prompts(users, [self.inference_history(u) for u in users], template_ids)
-        batch = encode_batch(self.tokenizer, prompts, None, self.config.max_length)
+        batch = encode_batch(self.tokenizer, prompts, None, self.config.prompt.max_length)
         embeds = self.embed(users, kept, template_ids, batch["input_ids"])  # [B,L,D]
         mask = batch["attention_mask"].to(embeds.device)
         with self.autocast(precision):
@@ -144,19 +144,19 @@ class DeftRecModel:
     def generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer=None, decoding: str | None = None):
         """Greedy responses to prompts embeds [B,L,D] (left padded) with their hidden states, decoded the way the
         run's config says (or `decoding`): full, template or constrained (engine/decoding.py)."""
-        decoding = decoding or self.config.decoding
+        decoding = decoding or self.config.llm.decoding
         if decoding == "full":
-            return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.max_new_tokens,
+            return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.llm.max_new_tokens,
                             streamer=streamer, with_hidden=True)
         from engine.decoding import CategoryTrie, shared_prompt_tokens, slot_names, template_generate
         if self._shared is None:
-            self._shared = shared_prompt_tokens(self.tokenizer, DEFAULT_INPUT_TEMPLATE, self.config.k)
+            self._shared = shared_prompt_tokens(self.tokenizer, DEFAULT_INPUT_TEMPLATE, self.config.tokenizer.k)
         trie = None
         if decoding == "constrained":
             if self._trie is None:
-                self._trie = CategoryTrie(self.tokenizer, slot_names(self.categories, self.config.response))
+                self._trie = CategoryTrie(self.tokenizer, slot_names(self.categories, self.config.prompt.response))
             trie = self._trie
-        return template_generate(self.llm, self.tokenizer, embeds, mask, self.config.max_new_tokens, trie=trie,
+        return template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens, trie=trie,
                                  streamer=streamer, shared_prefix=self._shared)
 
     @torch.no_grad()
@@ -168,7 +168,7 @@ class DeftRecModel:
 
     def scores(self, final: torch.Tensor, categories: list[str | None]) -> torch.Tensor:
         """Hybrid scores s = cos·(1+π) of every item [B, n_items] (for evaluation ranks)."""
-        return self.retriever.scores_dense(final.float().numpy(), categories, self.config.pi, self.config.pi_match)
+        return self.retriever.scores_dense(final.float().numpy(), categories, self.config.retrieval.pi, self.config.retrieval.pi_match)
 
     def recommend(self, users: list[int], history, k: int = 20, seed: int | None = None,
                   streamer=None) -> list[UserResult]:
@@ -176,7 +176,7 @@ class DeftRecModel:
         prefs = self.describe(users, streamer=streamer)
         paths = self.trajectories(torch.stack([p.condition for p in prefs]), users, seed)  # [S+1,B,d]
         lists = self.retriever.search(paths[-1].numpy(), history, np.asarray(users),
-                                      [p.category for p in prefs], k, pi=self.config.pi, match=self.config.pi_match)
+                                      [p.category for p in prefs], k, pi=self.config.retrieval.pi, match=self.config.retrieval.pi_match)
         return [UserResult(preference=p, trajectory=paths[:, row], items=lists[row]) for row, p in enumerate(prefs)]
 
 
@@ -226,10 +226,10 @@ def build_model(config: DeftRecConfig, split, user_q: torch.Tensor, item_q: torc
                 *, qlora: bool = False, lora_dir=None) -> DeftRecModel:
     """LLM + placeholder + LoRA (fresh, or loaded from lora_dir) + heads, as a DeftRecModel."""
     from peft import PeftModel
-    llm, tokenizer = load_llm(config.llm, qlora=qlora)
+    llm, tokenizer = load_llm(config.llm.name, qlora=qlora)
     ct_id = add_placeholder_token(llm, tokenizer)
     if lora_dir is None:
-        llm = apply_lora(llm, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+        llm = apply_lora(llm, r=config.llm.lora_r, alpha=config.llm.lora_alpha, dropout=config.llm.lora_dropout)
     else:
         # inference only: fold the adapter into the weights, so a forward costs what the bare LLM's does
         llm = PeftModel.from_pretrained(llm, str(lora_dir), is_trainable=False).merge_and_unload()
@@ -245,14 +245,14 @@ def open_deftrec(run: Run) -> DeftRecModel:
     """Rebuild a run's DeftRec on the CPU from the run's own config (never from CLI defaults) and weights."""
     from data.catalog import Catalog
     from data.errors import RunError
-    if not run.config.get("deftrec"):
+    config = run.deftrec_config
+    if config is None:
         raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
-    config = DeftRecConfig.from_dict(run.config["deftrec"])
     from engine.llm import llm_fingerprint
-    found = llm_fingerprint(config.llm)  # a one-line error when the run's LLM is not on this machine
-    if config.llm_fingerprint and found != config.llm_fingerprint:
-        raise RunError(f"the run was trained on another LLM: {config.llm!r} here has fingerprint {found}, "
-                       f"the run's is {config.llm_fingerprint}", path=run.path / "config.json",
+    found = llm_fingerprint(config.llm.name)  # a one-line error when the run's LLM is not on this machine
+    if config.llm.fingerprint and found != config.llm.fingerprint:
+        raise RunError(f"the run was trained on another LLM: {config.llm.name!r} here has fingerprint {found}, "
+                       f"the run's is {config.llm.fingerprint}", path=run.path / "config.json",
                        hint="open it where the LLM it was trained on is installed")
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
         catalog_checksum = catalog.meta().get("checksum")
@@ -264,7 +264,7 @@ def open_deftrec(run: Run) -> DeftRecModel:
         n_users = catalog.n_users()
     counts = np.bincount(train[:, 0], minlength=n_users)
     histories = np.split(train[:, 1], np.cumsum(counts)[:-1])
-    cf = run.tensors(cf_weights_name(config.cf))
+    cf = run.tensors(cf_weights_name(config.training.cf))
     if cf["user"].shape[0] != n_users or cf["item"].shape[0] != len(items):
         raise RunError(f"the embeddings ({cf['user'].shape[0]} users, {cf['item'].shape[0]} items) do not match "
                        f"the catalog ({n_users} users, {len(items)} items): weights from another dataset",

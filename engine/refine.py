@@ -9,7 +9,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from engine.deftrec import DeftRecConfig
+from engine.deftrec import DeftRecConfig, denoising_objective
 from engine.diffusion import DDPMSchedule, Denoiser, denoising_losses
 from engine.sampling import NegativeSampler
 
@@ -49,16 +49,16 @@ def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.T
     sampler = NegativeSampler(len(item_q), *(history if history is not None else (users, items)), rng)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-3, weight_decay=1e-5)
     schedule = DDPMSchedule.from_config(denoiser.config)
-    objective = config.denoising_objective()
+    objective = denoising_objective(config)
     for epoch in range(1, epochs + 1):
         denoiser.train()
         order = rng.permutation(len(users))
         for start in range(0, len(order), BATCH_PAIRS):
             batch = order[start:start + BATCH_PAIRS]
             u = users[batch]
-            negatives = sampler.sample(np.repeat(u, config.n_negatives)).reshape(len(u), -1)  # [B,n]
-            x_pos = (item_q[torch.as_tensor(items[batch])] / config.target_scale).to(device)  # [B,d]
-            x_neg = (item_q[torch.as_tensor(negatives)].mean(1) / config.target_scale).to(device)  # [B,d]
+            negatives = sampler.sample(np.repeat(u, config.training.n_negatives)).reshape(len(u), -1)  # [B,n]
+            x_pos = (item_q[torch.as_tensor(items[batch])] / config.diffusion.target_scale).to(device)  # [B,d]
+            x_neg = (item_q[torch.as_tensor(negatives)].mean(1) / config.diffusion.target_scale).to(device)  # [B,d]
             l_diff, l_aux = denoising_losses(denoiser, schedule, x_pos, x_neg,
                                              conditions[torch.as_tensor(u)].to(device), generator, objective)
             loss = l_diff + (config.aux_weight() * l_aux if objective.loss != "none" else 0.0)

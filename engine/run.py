@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from data.checksum import sha256_file
 from data.errors import RunError
+from engine.config import FORMAT_VERSION, DeftRecConfig, migrate
 
-RUN_FORMAT = 1
+RUN_FORMAT = FORMAT_VERSION  # config.json's format_version
+# the keys of config.json (train/pipeline.py writes them; RunBuilder.commit adds format_version, created, versions
+# and files) and of its "deftrec" part: the settings ("config") and the training's records
+RUN_KEYS = ("format_version", "created", "versions", "name", "stage", "dataset", "protocol", "seed", "min_count",
+            "cf", "models", "deftrec", "best_epochs", "seconds", "files")
+DEFTREC_KEYS = ("config", "tokenizer", "refine_epoch", "refine", "selection", "seconds", "loss_log", "diagnostics")
 CONFIG_NAME = "config.json"
 CATALOG_NAME = "catalog.sqlite"
 
@@ -40,9 +47,17 @@ class Run:
             config = json.loads(config_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise RunError(f"config.json is not valid JSON ({exc})", path=config_path) from None
-        if not isinstance(config, dict) or config.get("format") != RUN_FORMAT or "files" not in config:
+        if not isinstance(config, dict):
             raise RunError(f"config.json is not a deftrec run of format {RUN_FORMAT}", path=config_path)
+        config = migrate(config, path=config_path)  # an older run, in memory (its file is left as it is)
+        if config.get("format_version") != RUN_FORMAT:
+            raise RunError(f"config.json is not a deftrec run of format {RUN_FORMAT} "
+                           f"(format_version {config.get('format_version', config.get('format'))!r})", path=config_path)
+        check_keys(config, RUN_KEYS, "", config_path)
+        if config["deftrec"] is not None:
+            check_keys(config["deftrec"], DEFTREC_KEYS, "deftrec.", config_path, required=("config",))
         run = cls(path=path, config=config)
+        run.deftrec_config  # noqa: B018 -- parsed now: a bad setting is refused before anything loads
         if verify:
             run.verify()
         return run
@@ -71,10 +86,18 @@ class Run:
     def models(self) -> list[str]:
         return list(self.config.get("models", []))
 
+    @cached_property
+    def deftrec_config(self) -> DeftRecConfig | None:
+        """The run's DeftRec settings, read strictly from config.json (None for a CF-only run)."""
+        deftrec = self.config.get("deftrec")
+        if not deftrec:
+            return None
+        return DeftRecConfig.from_dict(deftrec.get("config"), path=self.path / CONFIG_NAME, where="deftrec.config")
+
     @property
     def cf_weights(self) -> str:
         """The name of the CF weights DeftRec retrieves with (cf_weights_name of the run's DeftRec config)."""
-        return cf_weights_name((self.config.get("deftrec") or {}).get("cf"))
+        return cf_weights_name(self.deftrec_config.training.cf if self.deftrec_config else None)
 
     def tensors(self, name: str) -> dict:
         """Load `<name>.safetensors` on the CPU."""
@@ -86,6 +109,21 @@ class Run:
             return load_file(str(file), device="cpu")
         except Exception as exc:  # safetensors raises its own error types on corrupt headers
             raise RunError(f"cannot read weights ({exc})", path=file) from None
+
+
+def check_keys(values: dict, known: tuple[str, ...], prefix: str, path: Path,
+               required: tuple[str, ...] | None = None) -> None:
+    """A one-line RunError for the first unknown key, or missing required one (default: all known keys)."""
+    if not isinstance(values, dict):
+        raise RunError(f"'{prefix.rstrip('.') or 'config'}' is not an object (format {RUN_FORMAT})", path=path)
+    for key in values:
+        if key not in known:
+            raise RunError(f"unknown key '{prefix}{key}' (format {RUN_FORMAT})", path=path,
+                           hint="a run written by a newer deftrec, or an edited config.json")
+    for key in known if required is None else required:
+        if key not in values:
+            raise RunError(f"missing key '{prefix}{key}' (format {RUN_FORMAT})", path=path,
+                           hint="an edited or truncated config.json")
 
 
 def latest_run(root: str | Path = "runs") -> Path | None:

@@ -252,7 +252,7 @@ def slice_report(run: Run, k: int = K) -> SliceReport:
                           "hit_by_b_only": int((hit_b & ~hit_a).sum()), "hit_by_both": int((hit_a & hit_b).sum()),
                           "hit_by_neither": int((~hit_a & ~hit_b).sum())}
     if generated is not None:
-        settings = run.config.get("deftrec") or {}
-        latest = int(settings.get("max_history") or 0) if settings.get("history") == "recent" else None
+        config = run.deftrec_config
+        latest = config.prompt.max_history if config is not None and config.prompt.history == "recent" else None
         report.generated = generated_vs_history(generated, train, item_categories, test_categories, latest or None)
     return report

@@ -3,39 +3,11 @@ ContRec's σ-VAE, the same encoder with a fixed-distribution σ (LatentLM, Sun e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-KINDS = ("kway", "linear", "sigma-vae")
-
-
-@dataclass(frozen=True)
-class TokenizerConfig:
-    """Settings of one encoder (in_dim = d, out_dim = the LLM hidden size D); kind="linear" is "w/o Encoder"."""
-
-    out_dim: int
-    in_dim: int = 64
-    k: int = 2
-    n_blocks: int = 2
-    dropout: float = 0.1
-    mask_ratio: float = 0.2
-    kind: str = "kway"
-    out_scale: float = 1.0
-    out_norm: bool = True
-    sigma_scale: float = 0.5  # C_σ of the σ-VAE: σ ~ |N(0, C_σ²)| per example, in units of out_scale (0: no noise)
-
-    def __post_init__(self) -> None:
-        if self.sigma_scale < 0:
-            raise ValueError(f"sigma_scale must be >= 0, got {self.sigma_scale}")
-        if self.kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {self.kind!r}")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must lie in [0, 1), got {self.mask_ratio}")
-        if self.k < 1 or self.n_blocks < 0:
-            raise ValueError("need k >= 1 and n_blocks >= 0")
+from engine.config import TokenizerConfig
 
 
 def bernoulli_mask(q: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:

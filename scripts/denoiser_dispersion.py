@@ -34,12 +34,12 @@ def main() -> None:
         if args.untrained and index == 0:
             torch.manual_seed(0)
             denoisers.append(("untrained", type(model.heads.denoiser)(model.heads.denoiser.config).eval()))
-        schedule, tau = model.heads.schedule(), model.config.dispersive_tau
+        schedule, tau = model.heads.schedule(), model.config.diffusion.dispersive_tau
         for label, denoiser in denoisers:
             generator = torch.Generator().manual_seed(0)
             users = torch.randint(0, len(conditions), (args.batch,), generator=generator)
             items = torch.randint(0, len(model.item_q), (args.batch,), generator=generator)
-            x0 = model.item_q[items] / model.config.target_scale  # [B, d]
+            x0 = model.item_q[items] / model.config.diffusion.target_scale  # [B, d]
             for t in (0, 250, 500, 999):
                 steps = torch.full((args.batch,), t)
                 noise = torch.randn(x0.shape, generator=generator)  # [B, d]

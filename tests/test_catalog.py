@@ -302,5 +302,7 @@ def test_cf_weights_name():
     from engine.run import Run, cf_weights_name
     assert cf_weights_name("random") == "cf_random"
     assert cf_weights_name("lightgcn") == cf_weights_name(None) == "lightgcn"
-    assert Run(Path("."), {"deftrec": {"cf": "random"}}).cf_weights == "cf_random"
+    from engine.config import DeftRecConfig
+    no_cf = DeftRecConfig().updated({"training.cf": "random"}).to_dict()
+    assert Run(Path("."), {"deftrec": {"config": no_cf}}).cf_weights == "cf_random"
     assert Run(Path("."), {"deftrec": None}).cf_weights == Run(Path("."), {}).cf_weights == "lightgcn"

@@ -20,7 +20,7 @@ from engine.diffusion import (
     guided,
 )
 from engine.tokenizer import ContinuousTokenizer, SigmaVAE, TokenizerConfig, draw_sigma
-from engine.variants import variant_label, variant_of
+from engine.variants import variant_config, variant_label, variant_of
 
 # ---------------------------------------------------------------- σ-VAE
 
@@ -247,21 +247,23 @@ def test_dispersive_objective_reads_the_middle_block_and_is_finite():
 
 
 def test_variant_names():
-    assert variant_of({}) == "deftrec"
-    contrec = {"encoder": "sigma-vae", "diffusion_loss": "dispersive", "prediction": "x0", "cond_dropout": 0.1,
-               "tokenizer_pretrain_epochs": 50, "guidance": 2.0}
-    assert variant_of(contrec) == "contrec"
-    assert variant_of({**contrec, "encoder": "kway"}) == "custom"
+    from engine.config import DeftRecConfig
+    assert variant_of(DeftRecConfig()) == "deftrec"
+    contrec = DeftRecConfig().updated({"tokenizer.kind": "sigma-vae", "diffusion.aux_loss": "dispersive",
+                                       "diffusion.prediction": "x0", "diffusion.cond_dropout": 0.1,
+                                       "tokenizer.pretrain_epochs": 50, "diffusion.guidance": 2.0})
+    assert variant_of(contrec) == "contrec" and variant_of(variant_config("contrec")) == "contrec"
+    assert variant_of(contrec.updated({"tokenizer.kind": "kway"})) == "custom"
     assert variant_label(contrec) == "contrec: σ-VAE tokenizer · dispersive x0-diffusion, CFG w=2"
-    assert variant_label({"negative_loss": False}) == "deftrec: K-way tokenizer · plain eps-diffusion"
+    no_bpr = DeftRecConfig().updated({"diffusion.aux_loss": "none"})
+    assert variant_label(no_bpr) == "deftrec: K-way tokenizer · plain eps-diffusion"
 
 
 @pytest.mark.parametrize("args, message", [
     (["--variant", "nope"], "unknown variant"),
     (["--tokenizer", "vq"], "unknown --tokenizer"),
-    (["--diffusion-loss", "mse"], "unknown --diffusion-loss"),
+    (["--aux-loss", "mse"], "unknown --aux-loss"),
     (["--prediction", "v"], "unknown --prediction"),
-    (["--no-encoder", "--tokenizer", "sigma-vae"], "cannot go with a σ-VAE"),
     (["--guidance", "2"], "needs a denoiser trained with condition dropout"),
     (["--variant", "contrec", "--guidance", "-1"], "bad --guidance"),
 ])
@@ -286,13 +288,14 @@ def test_contrec_run_records_every_choice_and_reloads_identically(contrec_run):
     from engine.run import Run
 
     config = json.loads((contrec_run / "config.json").read_text())["deftrec"]
-    assert config["variant"] == "contrec"
-    assert {k: config[k] for k in ("encoder", "diffusion_loss", "prediction", "cond_dropout", "sigma_scale",
-                                   "dispersive_weight", "tokenizer_pretrain_epochs")} == {
-        "encoder": "sigma-vae", "diffusion_loss": "dispersive", "prediction": "x0", "cond_dropout": 0.1,
-        "sigma_scale": 0.5, "dispersive_weight": 0.5, "tokenizer_pretrain_epochs": 50}
-    assert config["dispersive_tau"] == 2.0  # a hyper-parameter of the loss, not of the variant
-    assert config["guidance"] in (1.0, 2.0) and {c["guidance"] for c in config["refine"]["checks"]} == {1.0, 2.0}
+    settings = config["config"]
+    assert settings["variant"] == "contrec"
+    tokenizer, diffusion = settings["tokenizer"], settings["diffusion"]
+    assert (tokenizer["kind"], diffusion["aux_loss"], diffusion["prediction"], diffusion["cond_dropout"],
+            tokenizer["sigma_scale"], settings["training"]["dispersive_weight"], tokenizer["pretrain_epochs"]) == (
+        "sigma-vae", "dispersive", "x0", 0.1, 0.5, 0.5, 50)
+    assert diffusion["dispersive_tau"] == 2.0  # a hyper-parameter of the loss, not of the variant
+    assert diffusion["guidance"] in (1.0, 2.0) and {c["guidance"] for c in config["refine"]["checks"]} == {1.0, 2.0}
     tokenizer = config["tokenizer"]
     assert tokenizer["reconstruction_after"] < tokenizer["reconstruction_before"]
     assert tokenizer["user_effective_rank"] > 1 and 0 <= tokenizer["item_mean_abs_cosine"] <= 1
@@ -300,7 +303,7 @@ def test_contrec_run_records_every_choice_and_reloads_identically(contrec_run):
 
     run = Run.open(contrec_run)
     model = open_deftrec(run)
-    assert model.config.guidance == config["guidance"] and model.heads.denoiser.null_cond is not None
+    assert model.config.diffusion.guidance == diffusion["guidance"] and model.heads.denoiser.null_cond is not None
     history, _ = test_history(run)
     db = sqlite3.connect(contrec_run / "catalog.sqlite")
     for result in model.recommend(list(range(8)), history, k=20):
@@ -313,9 +316,9 @@ def test_eval_puts_deftrec_and_contrec_side_by_side(tiny_run, contrec_run):
     result = CliRunner().invoke(app, ["eval", str(tiny_run), str(contrec_run), "--json"])
     assert result.exit_code == 0, result.output
     settings = json.loads(result.output)["settings"]
-    assert settings["deftrec.variant"] == ["deftrec", "contrec"]
-    assert settings["deftrec.encoder"] == ["kway", "sigma-vae"]
-    assert settings["deftrec.diffusion_loss"] == ["bpr", "dispersive"]
+    assert settings["deftrec.config.variant"] == ["deftrec", "contrec"]
+    assert settings["deftrec.config.tokenizer.kind"] == ["kway", "sigma-vae"]
+    assert settings["deftrec.config.diffusion.aux_loss"] == ["bpr", "dispersive"]
     assert not any(key.startswith("deftrec.tokenizer.") for key in settings)
     paired = json.loads(result.output)["paired_test"]
     assert paired["users"] == 60 and sum(paired[k] for k in ("hit by A only", "hit by both")) == round(

@@ -15,8 +15,9 @@ def test_run_directory_holds_every_part(tiny_run):
     assert {"config.json", "catalog.sqlite", "lightgcn.safetensors", "tokenizer.safetensors",
             "denoiser.safetensors", "lora", "items.faiss"} <= names
     config = json.loads((tiny_run / "config.json").read_text())
-    assert config["models"][0] == "deftrec" and config["deftrec"]["llm"] == "tiny"
-    assert config["deftrec"]["k"] == 2 and config["deftrec"]["llm_hidden"] == 64
+    settings = config["deftrec"]["config"]
+    assert config["models"][0] == "deftrec" and settings["llm"]["name"] == "tiny"
+    assert settings["tokenizer"]["k"] == 2 and settings["llm"]["hidden"] == 64
 
 
 def test_eval_shows_deftrec_beside_the_baselines(tiny_run):
@@ -89,13 +90,14 @@ def _copy_run(tiny_run, tmp_path):
 
 
 def _edit_config(run, **changes):
+    """Replace values of config.json by path, parts joined by '__' (deftrec__config__llm__fingerprint=…)."""
     config = json.loads((run / "config.json").read_text())
     for key, value in changes.items():
-        section, _, field = key.partition("__")
-        if field:
-            config[section][field] = value
-        else:
-            config[section] = value
+        *parents, field = key.split("__")
+        target = config
+        for part in parents:
+            target = target[part]
+        target[field] = value
     (run / "config.json").write_text(json.dumps(config))
 
 
@@ -110,7 +112,7 @@ def test_recommend_streams_one_user_and_refuses_an_unknown_id(tiny_run):
 
 def test_run_trained_on_another_llm_is_refused(tiny_run, tmp_path):
     run = _copy_run(tiny_run, tmp_path)
-    _edit_config(run, deftrec__llm_fingerprint="0123456789abcdef")
+    _edit_config(run, deftrec__config__llm__fingerprint="0123456789abcdef")
     result = CliRunner().invoke(app, ["recommend", str(run), "--user", "u3"])
     assert result.exit_code == 2
     assert "trained on another LLM" in result.output

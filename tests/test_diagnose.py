@@ -83,7 +83,7 @@ def test_diagnose_cli_json_without_ceiling(tiny_run):
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     assert set(out) == KEYS and out["ceiling"] is None
-    config = json.loads((tiny_run / "config.json").read_text())["deftrec"]
+    config = json.loads((tiny_run / "config.json").read_text())["deftrec"]["config"]["retrieval"]
     stored = stored_metrics(Run.open(tiny_run))
     # the figures the run already knows come out the same: LightGCN by dot product, DeftRec with the run's π
     for split in ("valid", "test"):
@@ -134,7 +134,7 @@ def test_ceiling_with_a_small_budget(tiny_run):
     best = max(ceiling["checks"], key=lambda c: (c["HR@10"], c["NDCG@10"]))
     assert ceiling["valid"] == {"HR@10": best["HR@10"], "NDCG@10": best["NDCG@10"]}  # the selected epoch's own
     assert all(0.0 <= ceiling[s][m] <= 1.0 for s in ("valid", "test") for m in ("HR@10", "NDCG@10"))
-    config = json.loads((tiny_run / "config.json").read_text())["deftrec"]
+    config = json.loads((tiny_run / "config.json").read_text())["deftrec"]["config"]["diffusion"]
     assert ceiling["temperature"] == config["sampling_temperature"] and ceiling["guidance"] == config["guidance"]
 
 

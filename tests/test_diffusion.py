@@ -256,4 +256,5 @@ def test_condition_standardizer_uses_batch_then_running_statistics():
     rm, rv = den.cond_norm.running_mean, den.cond_norm.running_var
     assert torch.allclose(single, (cond[:1] - rm) / (rv + 1e-5).sqrt(), atol=1e-6)
     assert "cond_norm.running_mean" in den.state_dict()
-    assert "cond_norm.running_mean" not in Denoiser(DiffusionConfig(cond_dim=3, item_dim=2)).state_dict()
+    assert "cond_norm.running_mean" not in Denoiser(DiffusionConfig(cond_dim=3, item_dim=2,
+                                                                    cond_standardize=False)).state_dict()

@@ -77,13 +77,13 @@ def test_paper_comparison_deltas_by_hand():
 
 
 def test_denoise_is_batch_independent(tiny_run):
-    from engine.deftrec import DeftRecConfig, DeftRecHeads
+    from engine.deftrec import DeftRecHeads
     from engine.recommender import denoise, load_heads
     from engine.run import Run
     run = Run.open(tiny_run)
-    heads = DeftRecHeads(DeftRecConfig.from_dict(run.config["deftrec"]))
+    heads = DeftRecHeads(run.deftrec_config)
     load_heads(run, heads)
-    conditions = torch.rand(5, heads.config.llm_hidden)
+    conditions = torch.rand(5, heads.config.llm.hidden)
     together = denoise(heads, conditions, [3, 1, 4, 0, 2], seed=0, temperature=1.0)
     alone = denoise(heads, conditions[2:3], [4], seed=0, temperature=1.0)
     assert torch.allclose(together[:, 2], alone[:, 0], atol=1e-5)
@@ -96,7 +96,7 @@ def test_two_runs_side_by_side_with_their_differing_settings(tiny_run, tmp_path)
     assert result.exit_code == 0, result.output
     comparison = json.loads(result.output)
     settings = comparison["settings"]
-    assert settings["deftrec.sampling_temperature"][1] == 1.0
+    assert settings["deftrec.config.diffusion.sampling_temperature"][1] == 1.0
     assert "deftrec.seconds.joint" not in settings  # timings are not settings
     lightgcn = [r for r in comparison["rows"] if r["model"] == "lightgcn" and r["split"] == "test"][0]
     assert lightgcn["a"] == lightgcn["b"]  # same data, same seed: the CF stage is identical

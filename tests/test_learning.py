@@ -14,6 +14,7 @@ MARGIN = 0.15  # validation HR@10 above popularity; measured: c learnt 0.26–0.
 def _train_and_read(tmp_path, monkeypatch, history: str) -> dict[str, float]:
     import train.deftrec as deftrec_training
     from data.catalog import Catalog
+    from engine.config import config_from_v1
     from train.cf import CFTrainConfig
     from train.pipeline import TrainRequest, train_run
 
@@ -23,8 +24,9 @@ def _train_and_read(tmp_path, monkeypatch, history: str) -> dict[str, float]:
     data = write_clustered_csv(tmp_path / "data", n_users=80, n_items=80, per_user=10)
     path = train_run(TrainRequest(dataset=f"csv:{data}", out_root=tmp_path / "runs", name="learn", stage="all",
                                   threads=1, cf=CFTrainConfig(max_epochs=30), profile="tiny",
-                                  deftrec={"llm": "tiny", "history": history, "temperatures": [0.0],
-                                           "num_inference_steps": 10}))
+                                  deftrec=config_from_v1({"llm": "tiny", "history": history,
+                                                          "num_inference_steps": 10}),  # format-1 defaults
+                                  temperatures=(0.0,)))
     with Catalog.open(path / "catalog.sqlite", readonly=True) as catalog:
         metrics = catalog.metrics()
     valid = metrics[(metrics["split"] == "valid") & (metrics["metric"] == "HR@10")]
@@ -62,7 +64,7 @@ def test_joint_sampler_history_modes():
     seq = np.array([7, 3, 9, 1, 5, 8, 2, 6, 0, 4])
     split = SimpleNamespace(n_items=12, n_users=1, train_pairs=lambda: (np.zeros(10, np.int64), seq))
     for history in ("recent", "random"):
-        model = SimpleNamespace(config=DeftRecConfig(history=history), histories=[seq],
+        model = SimpleNamespace(config=DeftRecConfig().updated({"prompt.history": history}), histories=[seq],
                                 item_q=torch.zeros(12, 2), user_q=torch.zeros(1, 2))
         sampler = JointSampler(model, split, profile, np.random.default_rng(0))
         for _ in range(20):

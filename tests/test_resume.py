@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 import train.deftrec
 from data.errors import RunError
 from deftrec_tui.cli import app
+from engine.config import config_from_v1
 from tests.conftest import write_clustered_csv
 from train.cf import CFTrainConfig
 from train.pipeline import TrainRequest, train_run
@@ -19,8 +20,9 @@ from train.pipeline import TrainRequest, train_run
 def _request(base: Path, name: str, resume: bool = False, dataset: str | None = None, llm: str = "tiny"):
     return TrainRequest(dataset=dataset or f"csv:{base / 'data'}", out_root=base / "runs", name=name, stage="all",
                         threads=1, cf=CFTrainConfig(max_epochs=10), profile="tiny", resume=resume,
-                        deftrec={"llm": llm, "k": 2, "condition_source": "hidden", "diffusion": True,
-                                 "negative_loss": True, "encoder": "kway", "mask_ratio": 0.2, "cf": "lightgcn"})
+                        deftrec=config_from_v1({"llm": llm, "k": 2, "condition_source": "hidden", "diffusion": True,
+                                                "negative_loss": True, "encoder": "kway", "mask_ratio": 0.2,
+                                                "cf": "lightgcn"}))
 
 
 def _recommendations(run: Path) -> list:

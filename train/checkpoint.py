@@ -119,7 +119,7 @@ class RunBuilder:
         for file in sorted(self.path.rglob("*")):
             if file.is_file() and not file.name.endswith(("-wal", "-shm")):
                 files[str(file.relative_to(self.path))] = sha256_file(file)
-        full = {"format": RUN_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
+        full = {"format_version": RUN_FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "versions": _versions(),
                 **config, "files": files}
         tmp = self.path / (CONFIG_NAME + ".tmp")
         tmp.write_text(json.dumps(full, indent=2, sort_keys=False, default=str), encoding="utf-8")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from data.protocol import Split
-from engine.deftrec import DeftRecConfig, DeftRecHeads
+from engine.config import PROFILES, DeftRecConfig, Profile  # noqa: F401 -- PROFILES: train.deftrec.PROFILES as before
+from engine.deftrec import DeftRecHeads
 from engine.llm import encode_batch, llm_fingerprint
 from engine.memory import is_out_of_memory
 from engine.metrics import metrics_from_ranks
@@ -31,47 +32,6 @@ from train.resume import (
     random_state,
     restore_random_state,
 )
-
-
-@dataclass(frozen=True)
-class Profile:
-    """How long and how wide the joint training runs."""
-
-    name: str
-    steps: int  # optimizer steps
-    batch_size: int  # users per micro-batch
-    grad_accum: int  # micro-batches per optimizer step
-    lr: float
-    weight_decay: float
-    max_history: int
-    max_length: int
-    refine_epochs: int
-    diffusion_repeats: int  # noise draws per LLM condition in a joint step (cheap extra diffusion signal)
-    describe_batch: int
-    checkpoint_every: int  # optimizer steps between resume checkpoints
-    val_every: int  # optimizer steps between validation HR@10 checks (0: only the final model)
-    val_users: int  # users in the validation subset checked during joint training
-    val_patience: int  # checks without improvement before stopping early
-    refine_patience: int = 4  # refinement checks (every 3 epochs) without improvement before stopping
-    cpu_bf16: bool = False  # bf16 autocast for joint training on CPUs with native bf16 (GPUs always use it)
-
-
-PROFILES = {
-    "quick": Profile("quick", steps=60, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
-                     max_length=160, refine_epochs=30, diffusion_repeats=8, describe_batch=48,
-                     checkpoint_every=20, val_every=0, val_users=0, val_patience=0, cpu_bf16=True),
-    # ≤ 60 min for the whole ML-100K run on the 2-core CPU: 6.7× the quick profile's joint steps (3,200 samples,
-    # each user about 3.4 times), the same prompts, a longer refinement
-    "cpu": Profile("cpu", steps=400, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
-                   max_length=160, refine_epochs=60, diffusion_repeats=8, describe_batch=48,
-                   checkpoint_every=40, val_every=0, val_users=0, val_patience=0, cpu_bf16=True),
-    "paper": Profile("paper", steps=20_000, batch_size=12, grad_accum=1, lr=1e-3, weight_decay=1e-5,
-                     max_history=20, max_length=1024, refine_epochs=200, diffusion_repeats=4, describe_batch=64,
-                     checkpoint_every=500, val_every=1000, val_users=1024, val_patience=5),
-    "tiny": Profile("tiny", steps=2, batch_size=4, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=5,
-                    max_length=128, refine_epochs=2, diffusion_repeats=2, describe_batch=16,
-                    checkpoint_every=1, val_every=0, val_users=0, val_patience=0),
-}
 
 
 def embedding_rms(llm) -> float:
@@ -112,9 +72,9 @@ class JointSampler:
         """(prompt history, positives [R]) of one user."""
         config, rng, max_history = self.model.config, self.rng, self.profile.max_history
         repeats = max(1, self.profile.diffusion_repeats)
-        wanted = repeats if config.distinct_positives else 1
+        wanted = repeats if config.training.distinct_positives else 1
         seq = self.sequences[user]
-        if config.history == "recent":
+        if config.prompt.history == "recent":
             cut = int(rng.integers(min(max_history, len(seq) - 1), len(seq))) if len(seq) > 1 else 0
             shown, positives = seq[max(0, cut - max_history):cut], seq[cut:cut + wanted]
         else:
@@ -132,7 +92,7 @@ class JointSampler:
             shown, pos = self.draw(user)
             template_id = int(rng.integers(len(INPUT_TEMPLATES)))
             response_id = int(rng.integers(len(RESPONSE_TEMPLATES)))
-            if config.response == "target":
+            if config.prompt.response == "target":
                 response = build_response(response_id, model.categories[int(pos[0])] or "various")
                 prompt, shown_kept = model.build_prompts([user], [shown], [template_id], [response])
             else:  # the leading categories of what the prompt shows, recomputed if the prompt had to drop items
@@ -149,11 +109,11 @@ class JointSampler:
             template_ids.append(template_id)
             responses.append(response)
             prompts.append(prompt[0])
-        encoded = encode_batch(model.tokenizer, prompts, responses, config.max_length)
+        encoded = encode_batch(model.tokenizer, prompts, responses, config.prompt.max_length)
         pos = np.stack(positives).T.reshape(-1)  # [R*B], repeat-major: row j*B + b is user b's j-th positive
         negatives = self.negatives.sample(np.repeat(np.tile(users, len(pos) // len(users)),
-                                                    config.n_negatives)).reshape(len(pos), -1)  # [R*B,n]
-        device, scale = model.device, config.target_scale
+                                                    config.training.n_negatives)).reshape(len(pos), -1)  # [R*B,n]
+        device, scale = model.device, config.diffusion.target_scale
         return JointBatch(
             input_ids=encoded["input_ids"].to(device), attention_mask=encoded["attention_mask"].to(device),
             labels=encoded["labels"].to(device), response_mask=encoded["response_mask"].to(device),
@@ -202,7 +162,7 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
     """Phase 1: the joint objective of Eq. 15 through Accelerate, with gradient accumulation, resume
     checkpoints and (when the profile asks) validation HR@10 on a user subset for early stopping."""
     config = model.config
-    accelerator = make_accelerator(profile.cpu_bf16 and config.llm != "tiny")
+    accelerator = make_accelerator(profile.cpu_bf16 and config.llm.name != "tiny")
     rng = np.random.default_rng([seed, accelerator.process_index])  # each process draws its own users
     generator = torch.Generator().manual_seed(seed + 7919 * accelerator.process_index)
     objective = JointObjective(model.llm, model.heads, config, model.ct_id)
@@ -366,8 +326,8 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
     heads = model.heads
     conditions = torch.stack([p.condition for p in prefs])  # [U,D]
     categories = [p.category for p in prefs]
-    temperatures = temperatures or (config.sampling_temperature,)
-    guidances = guidances if (guidances and config.cond_dropout > 0) else (config.guidance,)
+    temperatures = temperatures or (config.diffusion.sampling_temperature,)
+    guidances = guidances if (guidances and config.diffusion.cond_dropout > 0) else (config.diffusion.guidance,)
     checks: list[dict] = []
 
     def check(epoch: int, best: tuple | None) -> tuple:
@@ -385,7 +345,7 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
     if heads.denoiser is None or profile.refine_epochs == 0:
         return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
     users, items = split.train_pairs()  # distinct pairs
-    if config.history == "recent":  # each user's latest items, from the time-ordered sequences
+    if config.prompt.history == "recent":  # each user's latest items, from the time-ordered sequences
         users, items = refinement_pairs("recent", np.repeat(np.arange(len(model.histories)),
                                                             [len(h) for h in model.histories]),
                                         np.concatenate(model.histories).astype(np.int64))
@@ -419,7 +379,7 @@ def _keep_best(model: DeftRecModel, best: tuple, evaluator: Evaluator, condition
     """Load the selected heads, fix the selected temperature and guidance into the model's config;
     (valid, epoch, record)."""
     model.heads.load_state_dict(best[3])
-    model.config = replace(model.config, sampling_temperature=best[4], guidance=best[5])
+    model.config = model.config.updated({"diffusion.sampling_temperature": best[4], "diffusion.guidance": best[5]})
     model.heads.config = model.config
     metrics = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)[0]
     return metrics, best[2], {"epoch": best[2], "temperature": best[4], "guidance": best[5], "checks": checks}
@@ -440,33 +400,35 @@ class DeftRecOutcome:
 
 
 def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item_q: torch.Tensor,
-                  config: DeftRecConfig, profile: Profile, seed: int, *, qlora: bool = False,
+                  config: DeftRecConfig, seed: int, *, qlora: bool = False,
                   resume: ResumeState | None = None, temperatures: tuple[float, ...] = (),
                   guidances: tuple[float, ...] = (), joint_only: bool = False) -> DeftRecOutcome | None:
-    """All DeftRec phases; returns the trained model and its metrics (selected on validation only); joint_only
-    (a non-main process of a multi-process training) stops after the joint phase."""
+    """All DeftRec phases under the config's profile; returns the trained model and its metrics (selected on
+    validation only); joint_only (a non-main process of a multi-process training) stops after the joint phase."""
     torch.manual_seed(seed)
     timings = {}
     t0 = time.perf_counter()
-    if config.cf == "random":
+    profile = config.profile
+    if config.training.cf == "random":
         g = torch.Generator().manual_seed(seed)
         user_q = torch.randn(user_q.shape, generator=g) * user_q.std()
         item_q = torch.randn(item_q.shape, generator=g) * item_q.std()
     target_scale = float(item_q.pow(2).mean().sqrt())
     model = build_model(config, (split.items["title"].tolist(), split.items["category"].tolist(),
                                  split.train_histories()), user_q, item_q, seed, qlora=qlora)
-    config = DeftRecConfig.from_dict({**config.to_dict(), "llm_hidden": model.llm.config.hidden_size,
-                                      "token_scale": embedding_rms(model.llm), "target_scale": target_scale,
-                                      "max_history": profile.max_history, "max_length": profile.max_length,
-                                      "llm_fingerprint": llm_fingerprint(config.llm)})
+    config = config.with_llm_hidden(model.llm.config.hidden_size).updated({
+        "tokenizer.out_scale": embedding_rms(model.llm), "diffusion.target_scale": target_scale,
+        "prompt.max_history": profile.max_history, "prompt.max_length": profile.max_length,
+        "llm.fingerprint": llm_fingerprint(config.llm.name)})
+    config = config.updated({"variant": variant_of(config)})
     model.config = config
     model.heads = DeftRecHeads(config).to(model.device)
-    log(f"deftrec: LLM {config.llm} (hidden {config.llm_hidden}), K={config.k}, variant {variant_of(config.to_dict())}, "
+    log(f"deftrec: LLM {config.llm.name} (hidden {config.llm.hidden}), K={config.tokenizer.k}, variant {config.variant}, "
         f"profile {profile.name}: {profile.steps} joint steps × {profile.batch_size} users")
     pretrain = {}
     if model.heads.tokenizer.has_decoder:
         t_pretrain = time.perf_counter()
-        pretrain = pretrain_tokenizer(model, config.tokenizer_pretrain_epochs, seed)
+        pretrain = pretrain_tokenizer(model, config.tokenizer.pretrain_epochs, seed)
         timings["tokenizer_pretrain"] = time.perf_counter() - t_pretrain
     rows, selection = joint_training(model, split, evaluator, profile, seed, resume)
     timings["joint"] = time.perf_counter() - t0 - timings.get("tokenizer_pretrain", 0.0)  # model load + joint steps
@@ -481,8 +443,8 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
     t2 = time.perf_counter()
     valid, refine_epoch, refine_record = refine_denoiser(model, split, evaluator, prefs, profile, seed, temperatures,
                                                          guidances)
-    log(f"deftrec: refinement kept epoch {refine_epoch}, sampling temperature {model.config.sampling_temperature:g}"
-        f", guidance {model.config.guidance:g}")
+    log(f"deftrec: refinement kept epoch {refine_epoch}, sampling temperature "
+        f"{model.config.diffusion.sampling_temperature:g}, guidance {model.config.diffusion.guidance:g}")
     timings["refine"] = time.perf_counter() - t2
     conditions = torch.stack([p.condition for p in prefs])
     test, _ = evaluate_cached(model, evaluator, conditions, [p.category for p in prefs], "test", seed)
@@ -551,7 +513,7 @@ def tokenizer_health(model: DeftRecModel) -> dict:
             side_vae = tokenizer.user if side == "user" else tokenizer.item
             record[f"{side}_reconstruction"] = round(float(
                 torch.nn.functional.mse_loss(side_vae.decode(side_vae.encode(q.to(device))[0]), q.to(device)).cpu()
-                / model.config.target_scale ** 2), 5)
+                / model.config.diffusion.target_scale ** 2), 5)
     return record
 
 
@@ -561,7 +523,3 @@ def effective_rank(matrix: torch.Tensor) -> float:
     p = singular / singular.sum().clamp_min(1e-12)
     entropy = -(p * p.clamp_min(1e-12).log()).sum()
     return float(entropy.exp())
-
-
-def profile_dict(profile: Profile) -> dict:
-    return asdict(profile)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.deftrec import DeftRecConfig, DeftRecHeads
+from engine.deftrec import DeftRecConfig, DeftRecHeads, denoising_objective
 from engine.diffusion import denoising_losses, diffusion_loss
 from engine.llm import embed_with_continuous_tokens, lm_forward
 
@@ -48,7 +48,7 @@ class JointObjective(nn.Module):
         parts: dict[str, torch.Tensor] = {"l_llm": out.loss}
         if self.heads.denoiser is not None:
             r = batch.x_pos.shape[0] // cond.shape[0]  # positives (and (t, ε) draws) per condition: cheap signal
-            objective = config.denoising_objective()
+            objective = denoising_objective(config)
             l_diff, l_aux = denoising_losses(
                 self.heads.denoiser, self.heads.schedule(), batch.x_pos, batch.x_neg,
                 cond.repeat(r, 1), generator, objective)  # cond [R*B,D], repeat-major like x_pos
@@ -60,11 +60,11 @@ class JointObjective(nn.Module):
             r = batch.x_pos.shape[0] // cond.shape[0]
             l_diff = diffusion_loss(self.heads.regressor(cond).repeat(r, 1), batch.x_pos)  # w/o Diffusion: regress q⁺
             parts["l_neg"] = torch.zeros((), device=cond.device)
-        loss = l_diff + config.gamma1 * out.loss
-        if config.denoising_objective().loss != "none":  # γ2·L_neg or λ·L_disp
+        loss = l_diff + config.training.gamma1 * out.loss
+        if config.diffusion.aux_loss != "none":  # γ2·L_neg or λ·L_disp
             loss = loss + config.aux_weight() * (parts["l_disp"] if "l_disp" in parts else parts["l_neg"])
         if self.heads.tokenizer.has_decoder:
             history = torch.cat(batch.history_q) if batch.history_q else batch.user_q.new_zeros(0, batch.user_q.shape[1])
             parts["l_rec"] = self.heads.reconstruction_loss(batch.user_q, history)
-            loss = loss + config.gamma3 * parts["l_rec"]
+            loss = loss + config.training.gamma3 * parts["l_rec"]
         return {"loss": loss, "l_diff": l_diff, **parts}

@@ -13,7 +13,7 @@ from data.catalog import Catalog
 from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
-from engine.variants import variant_of
+from engine.config import PROFILES, DeftRecConfig
 from train.cf import CFResult, CFTrainConfig, Evaluator, train_bpr_model, train_popularity
 from train.checkpoint import RunBuilder, training_lock
 from train.progress import log
@@ -33,8 +33,10 @@ class TrainRequest:
     force: bool = False
     threads: int | None = None
     cf: CFTrainConfig = field(default_factory=CFTrainConfig)
-    profile: str = "quick"
-    deftrec: dict = field(default_factory=dict)  # DeftRecConfig overrides (llm, k, ablations)
+    profile: str = "quick"  # engine.config.PROFILES name; it replaces the profile of `deftrec`
+    deftrec: DeftRecConfig = field(default_factory=DeftRecConfig)  # the DeftRec settings (stage all)
+    temperatures: tuple[float, ...] = ()  # sampling temperatures to choose among on validation (default: the config's)
+    guidances: tuple[float, ...] = ()  # guidance weights to choose among on validation (with condition dropout)
     qlora: bool = False
     resume: bool = False
 
@@ -138,17 +140,20 @@ def _train_run(request: TrainRequest, name: str, started: float) -> Path:
 def _join_joint_training(request: TrainRequest) -> None:
     """A non-main process of `accelerate launch`: the same split, the main process's CF embeddings, then its
     share of the joint training; it writes nothing."""
-    from engine.deftrec import DeftRecConfig
-    from train.deftrec import PROFILES, train_deftrec
+    from train.deftrec import train_deftrec
     split = prepare(load_dataset(request.dataset), min_count=request.min_count, seed=request.seed)
     barrier()  # the main process has finished (or reloaded) the CF stage
     saved = ResumeState(request.out_root, request.name).load("cf")
     if saved is None:
         raise RunError("the main process left no CF embeddings to share", path=request.out_root)
     tensors, _ = saved
-    config = DeftRecConfig.from_dict(request.deftrec)
-    train_deftrec(split, Evaluator(split), tensors["lightgcn.user"], tensors["lightgcn.item"], config,
-                  PROFILES[request.profile], request.seed, qlora=request.qlora, resume=None, joint_only=True)
+    train_deftrec(split, Evaluator(split), tensors["lightgcn.user"], tensors["lightgcn.item"], deftrec_config(request),
+                  request.seed, qlora=request.qlora, resume=None, joint_only=True)
+
+
+def deftrec_config(request: TrainRequest) -> DeftRecConfig:
+    """The DeftRec settings a request trains with: its config under the profile it names."""
+    return request.deftrec.updated({"profile": PROFILES[request.profile]})
 
 
 def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
@@ -156,11 +161,11 @@ def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
     fingerprint = None
     if request.stage == "all":
         from engine.llm import llm_fingerprint
-        fingerprint = llm_fingerprint(request.deftrec.get("llm", "smollm2"))
+        fingerprint = llm_fingerprint(request.deftrec.llm.name)
     return {"dataset_checksum": split.checksum, "llm_fingerprint": fingerprint, "dataset": request.dataset,
             "stage": request.stage, "seed": request.seed, "min_count": request.min_count,
-            "cf": asdict(cf_config), "profile": request.profile, "deftrec": dict(sorted(request.deftrec.items())),
-            "qlora": request.qlora}
+            "cf": asdict(cf_config), "profile": request.profile, "deftrec": deftrec_config(request).to_dict(),
+            "temperatures": list(request.temperatures), "guidances": list(request.guidances), "qlora": request.qlora}
 
 
 def _cf_stage(split, evaluator: Evaluator, cf_config: CFTrainConfig, resume: ResumeState) -> list[CFResult]:
@@ -185,23 +190,19 @@ def _cf_stage(split, evaluator: Evaluator, cf_config: CFTrainConfig, resume: Res
 def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFResult, run: RunBuilder,
                          catalog: Catalog, resume: ResumeState) -> dict:
     """Train DeftRec on top of LightGCN, save its parts into the run and cache results in the catalog."""
-    from engine.deftrec import DeftRecConfig
     from engine.run import cf_weights_name
-    from train.deftrec import PROFILES, profile_dict, train_deftrec
+    from train.deftrec import train_deftrec
 
-    profile = PROFILES[request.profile]
-    config = DeftRecConfig.from_dict(request.deftrec)
-    temperatures = tuple(request.deftrec.get("temperatures") or ())
-    guidances = tuple(request.deftrec.get("guidances") or ())
-    outcome = train_deftrec(split, evaluator, lightgcn.user_embeddings, lightgcn.item_embeddings, config, profile,
-                            request.seed, qlora=request.qlora, resume=resume, temperatures=temperatures,
-                            guidances=guidances)
+    config = deftrec_config(request)
+    outcome = train_deftrec(split, evaluator, lightgcn.user_embeddings, lightgcn.item_embeddings, config,
+                            request.seed, qlora=request.qlora, resume=resume, temperatures=tuple(request.temperatures),
+                            guidances=tuple(request.guidances))
     model = outcome.model
     run.save_tensors("tokenizer", model.heads.tokenizer.state_dict())
     run.save_tensors("denoiser", {f"condition.{k}": v for k, v in model.heads.condition.state_dict().items()}
                      | {f"denoiser.{k}": v for k, v in (model.heads.denoiser or model.heads.regressor).state_dict().items()})
-    if config.cf == "random":
-        run.save_tensors(cf_weights_name(config.cf), {"user": model.user_q, "item": model.item_q})
+    if config.training.cf == "random":
+        run.save_tensors(cf_weights_name(config.training.cf), {"user": model.user_q, "item": model.item_q})
     model.llm.save_pretrained(str(run.path / "lora"), safe_serialization=True, save_embedding_layers=False)
     model.retriever.save(str(run.path / "items.faiss"))
     catalog.put_metrics("deftrec", "valid", outcome.valid)
@@ -213,8 +214,8 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     conditions = torch.stack([p.condition for p in outcome.preferences])
     paths = model.trajectories(conditions, list(range(split.n_users)), request.seed)
     lists = model.retriever.search(paths[-1].numpy(), evaluator.test_history, np.arange(split.n_users),
-                                   [p.category for p in outcome.preferences], 20, pi=model.config.pi,
-                                   match=model.config.pi_match)
+                                   [p.category for p in outcome.preferences], 20, pi=model.config.retrieval.pi,
+                                   match=model.config.retrieval.pi_match)
     catalog.put_recommendations("deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
@@ -222,7 +223,6 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     diagnostics = cheap_diagnostics(conditions, model.user_q, model.item_q, split.items["category"].tolist(),
                                     [p.text for p in outcome.preferences], [p.category for p in outcome.preferences],
                                     model.heads, evaluator, request.seed, finals=paths[-1])
-    return {**model.config.to_dict(), "variant": variant_of(model.config.to_dict()), "profile": profile_dict(profile),
-            "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
+    return {"config": model.config.to_dict(), "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
             "refine": outcome.refine, "selection": outcome.selection,
             "seconds": outcome.seconds, "loss_log": outcome.log[-20:], "diagnostics": diagnostics}

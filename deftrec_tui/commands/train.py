@@ -9,40 +9,41 @@ import typer
 
 from deftrec_tui.commands.data_info import DATASET_HELP
 from deftrec_tui.errors import cli_errors
+from engine.config import PROFILES, DeftRecConfig  # torch-free, so --help stays light
+
+D = DeftRecConfig()  # the options' defaults are the config's; None: the variant's
 
 
 @cli_errors
 def train(
     dataset: Annotated[str, typer.Option("--dataset", "-d", help=DATASET_HELP)] = "ml-100k",
     stage: Annotated[str, typer.Option(help="'all' = CF stage then DeftRec; 'cf' = LightGCN, MF-BPR, popularity only.")] = "all",
-    profile: Annotated[str, typer.Option(help="quick (2-core CPU, ≤ 20 min on ML-100K) | cpu (2-core CPU, ≤ 60 min) | paper (GPU) | tiny (tests).")] = "quick",
-    llm: Annotated[str, typer.Option(help="'smollm2' (packaged SmolLM2-135M-Instruct), 'tiny', or a local HF model dir.")] = "smollm2",
-    k: Annotated[int, typer.Option("--k", help="Continuous tokens per user/item (paper: 2).", min=1, max=8)] = 2,
-    condition: Annotated[str, typer.Option(help="Condition source: hidden (paper) | embedding (authors' code).")] = "hidden",
+    profile: Annotated[str, typer.Option(help="quick (2-core CPU, ≤ 20 min on ML-100K) | cpu (2-core CPU, ≤ 60 min) | paper (GPU) | tiny (tests).")] = D.profile.name,
+    llm: Annotated[str, typer.Option(help="'smollm2' (packaged SmolLM2-135M-Instruct), 'tiny', or a local HF model dir.")] = D.llm.name,
+    k: Annotated[int, typer.Option("--k", help="Continuous tokens per user/item (paper: 2).", min=1, max=8)] = D.tokenizer.k,
+    condition: Annotated[str, typer.Option(help="Condition source: hidden (paper) | embedding (authors' code).")] = D.condition.source,
     no_diffusion: Annotated[bool, typer.Option("--no-diffusion", help="Ablation: regression head instead of diffusion.")] = False,
-    no_bpr: Annotated[bool, typer.Option("--no-bpr", help="Ablation: drop the negative loss L_neg.")] = False,
-    no_encoder: Annotated[bool, typer.Option("--no-encoder", help="Ablation: one linear projection as tokenizer.")] = False,
     no_mask: Annotated[bool, typer.Option("--no-mask", help="Ablation: no Bernoulli mask in the tokenizer.")] = False,
     no_cf: Annotated[bool, typer.Option("--no-cf", help="Ablation: random user/item embeddings instead of LightGCN.")] = False,
     temperature: Annotated[str, typer.Option(help="Sampling temperature τ of the reverse diffusion: 'auto' picks 1 (paper) or 0 (deterministic) on validation, or a number in [0, 1].")] = "auto",
-    standardize_condition: Annotated[bool, typer.Option(help="Standardize c per dimension inside the denoiser (--no-standardize-condition: the paper's sigmoid c as is).")] = True,
-    variant: Annotated[str, typer.Option(help="deftrec (this paper: K-way tokenizer, BPR ε-diffusion) | contrec (its later version: σ-VAE tokenizer, dispersive x0-diffusion with CFG); the options below override single choices.")] = "deftrec",
-    tokenizer: Annotated[str | None, typer.Option(help="kway | sigma-vae (default: the variant's).")] = None,
-    diffusion_loss: Annotated[str | None, typer.Option(help="Auxiliary denoiser loss: bpr (L_neg, Eq. 13) | dispersive (Wang & He 2025) (default: the variant's).")] = None,
+    standardize_condition: Annotated[bool, typer.Option(help="Standardize c per dimension inside the denoiser (--no-standardize-condition: the paper's sigmoid c as is).")] = D.diffusion.cond_standardize,
+    variant: Annotated[str, typer.Option(help="deftrec (this paper: K-way tokenizer, BPR ε-diffusion) | contrec (its later version: σ-VAE tokenizer, dispersive x0-diffusion with CFG); the options below override single choices.")] = D.variant,
+    tokenizer: Annotated[str | None, typer.Option(help="kway | linear (ablation w/o Encoder: one linear projection) | sigma-vae (default: the variant's).")] = None,
+    aux_loss: Annotated[str | None, typer.Option(help="Auxiliary denoiser loss: bpr (L_neg, Eq. 13) | dispersive (Wang & He 2025) | none (ablation w/o BPR) (default: the variant's).")] = None,
     prediction: Annotated[str | None, typer.Option(help="Denoiser target: eps | x0 (default: the variant's).")] = None,
     guidance: Annotated[str, typer.Option(help="Classifier-free guidance weight w: 'auto' picks 1 or 2 on validation when the condition is dropped in training, else a number >= 0 (1 = no guidance).")] = "auto",
     cond_dropout: Annotated[float | None, typer.Option(help="Training probability of the null condition, for guidance (default: the variant's: 0 or 0.1).", min=0.0, max=0.9)] = None,
-    sigma: Annotated[float, typer.Option(help="σ-VAE: C_σ of σ ~ |N(0, C_σ²)| in units of the token RMS (0: a plain autoencoder).", min=0.0)] = 0.5,
+    sigma: Annotated[float, typer.Option(help="σ-VAE: C_σ of σ ~ |N(0, C_σ²)| in units of the token RMS (0: a plain autoencoder).", min=0.0)] = D.tokenizer.sigma_scale,
     tokenizer_pretrain: Annotated[int | None, typer.Option(help="σ-VAE: epochs of reconstruction pre-training before the joint stage (default: the variant's: 50).", min=0)] = None,
-    dispersive_weight: Annotated[float, typer.Option(help="λ of the dispersive loss.", min=0.0)] = 0.5,
-    dispersive_tau: Annotated[float, typer.Option(help="τ of the dispersive loss, against the mean squared distance per dimension.", min=1e-6)] = 0.5,
-    response: Annotated[str, typer.Option(help="What the training response names: history (the leading categories of the prompt's history, as the LLM can read them) | target (the held-out target's category, the paper's Table 6 reading; it leaks the target into c in training).")] = "history",
-    history: Annotated[str, typer.Option(help="Prompt history: recent (the latest train items in time order; joint training predicts the items after a cut point; chosen on validation) | random (the paper: a shuffled sample of the train items).")] = "recent",
-    neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = "sum",
-    distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = True,
-    pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = "exact",
-    decoding: Annotated[str, typer.Option(help="How the LLM writes the preference text: template (greedy, the templates' fixed words fed in one pass; equal to full greedy decoding wherever it follows a template) | full (greedy, token by token) | constrained (template, with the category slot limited to the dataset's category names).")] = "template",
-    inference_precision: Annotated[str, typer.Option(help="The LLM when it writes preference texts: float32 | bfloat16 (autocast over the fp32 weights, on GPUs and on CPUs with native bf16; elsewhere float32).")] = "float32",
+    dispersive_weight: Annotated[float, typer.Option(help="λ of the dispersive loss.", min=0.0)] = D.training.dispersive_weight,
+    dispersive_tau: Annotated[float, typer.Option(help="τ of the dispersive loss, against the mean squared distance per dimension.", min=1e-6)] = D.diffusion.dispersive_tau,
+    response: Annotated[str, typer.Option(help="What the training response names: history (the leading categories of the prompt's history, as the LLM can read them) | target (the held-out target's category, the paper's Table 6 reading; it leaks the target into c in training).")] = D.prompt.response,
+    history: Annotated[str, typer.Option(help="Prompt history: recent (the latest train items in time order; joint training predicts the items after a cut point; chosen on validation) | random (the paper: a shuffled sample of the train items).")] = D.prompt.history,
+    neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
+    distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = D.training.distinct_positives,
+    pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = D.retrieval.pi_match,
+    decoding: Annotated[str, typer.Option(help="How the LLM writes the preference text: template (greedy, the templates' fixed words fed in one pass; equal to full greedy decoding wherever it follows a template) | full (greedy, token by token) | constrained (template, with the category slot limited to the dataset's category names).")] = D.llm.decoding,
+    inference_precision: Annotated[str, typer.Option(help="The LLM when it writes preference texts: float32 | bfloat16 (autocast over the fp32 weights, on GPUs and on CPUs with native bf16; elsewhere float32).")] = D.llm.inference_precision,
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -62,7 +63,6 @@ def train(
 
     if stage not in ("cf", "all"):
         raise DeftrecError(f"unknown stage {stage!r}", hint="use --stage all or --stage cf")
-    PROFILES = ("quick", "cpu", "paper", "tiny")  # train.deftrec.PROFILES, named here so --help stays torch-free
     if profile not in PROFILES:
         raise DeftrecError(f"unknown profile {profile!r}", hint=f"use one of: {', '.join(PROFILES)}")
     if condition not in ("hidden", "embedding"):
@@ -82,22 +82,19 @@ def train(
             temperatures = [-1.0]
         if not 0.0 <= temperatures[0] <= 1.0:
             raise DeftrecError(f"bad --temperature {temperature!r}", hint="use auto or a number in [0, 1]")
-    from engine.variants import VARIANTS  # torch-free, so --help stays light
+    from engine.variants import VARIANTS, variant_config  # torch-free, so --help stays light
     if variant not in VARIANTS:
         raise DeftrecError(f"unknown variant {variant!r}", hint=f"use one of: {', '.join(VARIANTS)}")
-    variant_settings = VARIANTS[variant]
-    v_tokenizer, v_loss, v_prediction = (variant_settings[k] for k in ("encoder", "diffusion_loss", "prediction"))
-    v_dropout, v_pretrain = variant_settings["cond_dropout"], variant_settings["tokenizer_pretrain_epochs"]
-    tokenizer = tokenizer or v_tokenizer
-    for flag, value, allowed in (("--tokenizer", tokenizer, ("kway", "sigma-vae")),
-                                 ("--diffusion-loss", diffusion_loss or v_loss, ("bpr", "dispersive")),
-                                 ("--prediction", prediction or v_prediction, ("eps", "x0"))):
+    base = variant_config(variant)
+    tokenizer = tokenizer or base.tokenizer.kind
+    aux_loss = aux_loss or base.diffusion.aux_loss
+    prediction = prediction or base.diffusion.prediction
+    for flag, value, allowed in (("--tokenizer", tokenizer, ("kway", "linear", "sigma-vae")),
+                                 ("--aux-loss", aux_loss, ("none", "bpr", "dispersive")),
+                                 ("--prediction", prediction, ("eps", "x0"))):
         if value not in allowed:
             raise DeftrecError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(allowed)}")
-    if no_encoder and tokenizer == "sigma-vae":
-        raise DeftrecError("--no-encoder replaces the tokenizer by one linear map; it cannot go with a σ-VAE",
-                           hint="drop --no-encoder or use --tokenizer kway")
-    cond_dropout = v_dropout if cond_dropout is None else cond_dropout
+    cond_dropout = base.diffusion.cond_dropout if cond_dropout is None else cond_dropout
     if guidance == "auto":
         guidances = [1.0, 2.0] if cond_dropout > 0 else [1.0]
     else:
@@ -118,22 +115,24 @@ def train(
     if stage == "all" and llm not in ("smollm2", "tiny"):
         from engine.llm import resolve_model_dir
         resolve_model_dir(llm)  # a bad --llm fails now, before any training
-    overrides = {"llm": llm, "k": k, "condition_source": condition, "diffusion": not no_diffusion,
-                 "negative_loss": not no_bpr, "encoder": "linear" if no_encoder else tokenizer,
-                 "mask_ratio": 0.0 if no_mask else 0.2, "cf": "random" if no_cf else "lightgcn",
-                 "condition_standardize": standardize_condition, "sampling_temperature": temperatures[0],
-                 "temperatures": temperatures, "diffusion_loss": diffusion_loss or v_loss,
-                 "prediction": prediction or v_prediction, "cond_dropout": cond_dropout, "guidance": guidances[0],
-                 "guidances": guidances, "sigma_scale": sigma, "dispersive_weight": dispersive_weight,
-                 "dispersive_tau": dispersive_tau, "response": response, "history": history, "neg_norm": neg_norm,
-                 "distinct_positives": distinct_positives, "pi_match": pi_match, "max_title_chars": 40,
-                 "decoding": decoding, "inference_precision": inference_precision,
-                 "tokenizer_pretrain_epochs": v_pretrain if tokenizer_pretrain is None else tokenizer_pretrain}
-    if tokenizer != "sigma-vae":
-        overrides["tokenizer_pretrain_epochs"] = 0
+    pretrain = base.tokenizer.pretrain_epochs if tokenizer_pretrain is None else tokenizer_pretrain
+    config = base.updated({
+        "llm.name": llm, "llm.decoding": decoding, "llm.inference_precision": inference_precision,
+        "prompt.history": history, "prompt.response": response,
+        "tokenizer.k": k, "tokenizer.kind": tokenizer, "tokenizer.mask_ratio": 0.0 if no_mask else base.tokenizer.mask_ratio,
+        "tokenizer.sigma_scale": sigma, "tokenizer.pretrain_epochs": pretrain if tokenizer == "sigma-vae" else 0,
+        "condition.source": condition,
+        "diffusion.enabled": not no_diffusion, "diffusion.cond_standardize": standardize_condition,
+        "diffusion.prediction": prediction, "diffusion.cond_dropout": cond_dropout, "diffusion.aux_loss": aux_loss,
+        "diffusion.neg_norm": neg_norm, "diffusion.dispersive_tau": dispersive_tau,
+        "diffusion.sampling_temperature": temperatures[0], "diffusion.guidance": guidances[0],
+        "retrieval.pi_match": pi_match,
+        "training.cf": "random" if no_cf else base.training.cf, "training.dispersive_weight": dispersive_weight,
+        "training.distinct_positives": distinct_positives})
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
-                           profile=profile, deftrec=overrides, qlora=qlora, resume=resume)
+                           profile=profile, deftrec=config, temperatures=tuple(temperatures),
+                           guidances=tuple(guidances), qlora=qlora, resume=resume)
     if max_memory:
         from engine.memory import limit_memory
         limit_memory(max_memory)

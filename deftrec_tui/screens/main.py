@@ -100,11 +100,12 @@ class MainScreen(Screen):
     @property
     def variant(self) -> str:
         """The run's model variant and sampler in one line ('' for a CF-only run)."""
-        settings = (getattr(self.session, "config", None) or {}).get("deftrec")
-        if not settings:
+        run = getattr(self.session, "run", None)
+        config = run.deftrec_config if run is not None else None
+        if config is None:
             return ""
         from engine.variants import variant_label
-        return f"{variant_label(settings)} · τ={settings.get('sampling_temperature', 1.0):g}"
+        return f"{variant_label(config)} · τ={config.diffusion.sampling_temperature:g}"
 
     def on_mount(self) -> None:
         self.title = f"deftrec · {self.session.path.name}"
