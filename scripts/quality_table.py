@@ -11,7 +11,8 @@ from engine.diagnostics import diagnose_run
 from engine.evaluation import compare_runs, run_metrics
 from engine.run import Run
 
-KEYS = ("response", "history", "neg_norm", "distinct_positives", "pi_match", "encoder", "diffusion_loss")
+KEYS = ("prompt.response", "prompt.history", "diffusion.neg_norm", "training.distinct_positives", "retrieval.pi_match",
+        "tokenizer.kind", "diffusion.aux_loss")  # the settings the rows differ in (engine/config.py paths)
 
 
 def _share(value: float | None) -> str:
@@ -35,7 +36,8 @@ def main(paths: list[str]) -> None:
         deftrec = run.config.get("deftrec") or {}
         diag = deftrec.get("diagnostics") or diagnose_run(run, ceiling=False)  # a run trained before they were stored
         text = diag.get("text") or {}
-        settings = ", ".join(f"{k}={deftrec.get(k)}" for k in KEYS if deftrec.get(k) != (reference.config.get("deftrec") or {}).get(k))
+        mine, theirs = run.deftrec_config, reference.deftrec_config  # migrated in memory for format-1 runs
+        settings = ", ".join(f"{k.split('.')[-1]}={mine.get(k)}" for k in KEYS if mine.get(k) != theirs.get(k))
         paired = ""
         if run is not reference:
             test = compare_runs(reference, ref_metrics, run, metrics)["paired_test"]
@@ -46,7 +48,7 @@ def main(paths: list[str]) -> None:
         lg, mf, pop = (metrics[m]["test"] for m in ("lightgcn", "mf", "pop"))
         r2s = [(diag.get(key) or {}).get("r2") for key in ("condition_r2", "recent_items_r2")]
         lines.append(
-            f"| {run.path.name} | {(deftrec.get('profile') or {}).get('name', '')} | {settings or 'reference'} | "
+            f"| {run.path.name} | {mine.profile.name} | {settings or 'reference'} | "
             f"{t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {v['HR@10']:.4f} | "
             f"{' / '.join('–' if r is None else f'{r:.2f}' for r in r2s)} | {text.get('distinct_sentences', '')} | "
             f"{_share(text.get('top_sentence_share'))} | {_pi(diag.get('pi') or {})} | {run.config.get('seconds', '')} | "

@@ -4,7 +4,6 @@ import time
 import torch
 
 torch.set_num_threads(1)
-from dataclasses import replace
 
 from safetensors.torch import load_file
 
@@ -16,9 +15,9 @@ from train.deftrec import embedding_rms
 
 split = prepare(load_dataset("ml-100k"), min_count=5, seed=0)
 lg = load_file("runs/cf100k/lightgcn.safetensors")
-cfg = DeftRecConfig(max_history=8, max_length=160, condition_standardize=True)
+cfg = DeftRecConfig().updated({"prompt.max_history": 8, "prompt.max_length": 160, "diffusion.cond_standardize": True})
 model = build_model(cfg, (split.items["title"].tolist(), split.items["category"].tolist(), split.train_histories()), lg["user"], lg["item"], 0)
-model.config = replace(cfg, llm_hidden=576, token_scale=embedding_rms(model.llm)); model.heads = DeftRecHeads(model.config)
+model.config = cfg.with_llm_hidden(576).updated({"tokenizer.out_scale": embedding_rms(model.llm)}); model.heads = DeftRecHeads(model.config)
 model.llm.eval()
 users = list(range(16))
 for name in ("unmerged", "merged"):

@@ -3,7 +3,6 @@ Usage (from the repo root, after a CF run named cf100k): python scripts/measure/
 lengths block measured the share of prompts that lose an item (set its tuple to (60, 40, 30))."""
 import sys
 import time
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -21,14 +20,15 @@ split = prepare(load_dataset("ml-100k"), min_count=5, seed=0)
 lg = load_file("runs/cf100k/lightgcn.safetensors")
 prof = PROFILES["quick"]
 hist = sys.argv[1] if len(sys.argv) > 1 else "random"
-cfg = DeftRecConfig(max_history=prof.max_history, max_length=prof.max_length, target_scale=float(lg["item"].pow(2).mean().sqrt()),
-                    condition_standardize=True, history=hist)
+cfg = DeftRecConfig().updated({"prompt.max_history": prof.max_history, "prompt.max_length": prof.max_length,
+                                "diffusion.target_scale": float(lg["item"].pow(2).mean().sqrt()),
+                                "diffusion.cond_standardize": True, "prompt.history": hist})
 model = build_model(cfg, (split.items["title"].tolist(), split.items["category"].tolist(), split.train_histories()), lg["user"], lg["item"], 0)
-cfg = replace(cfg, llm_hidden=model.llm.config.hidden_size, token_scale=embedding_rms(model.llm))
+cfg = cfg.with_llm_hidden(model.llm.config.hidden_size).updated({"tokenizer.out_scale": embedding_rms(model.llm)})
 model.config = cfg; model.heads = DeftRecHeads(cfg)
 # prompt fit statistics
 for chars in ():
-    model.config = replace(cfg, max_title_chars=chars)
+    model.config = cfg.updated({"prompt.max_title_chars": chars})
     s = JointSampler(model, split, prof, np.random.default_rng(0))
     lost = 0; n = 0; lens = []
     for _ in range(20):
