@@ -49,7 +49,7 @@ class ExplorerApp(App):
         self.session = session
         self.pair = None
         if compare is not None:
-            from engine.compare import RunPair
+            from engine.services.compare import RunPair
             self.pair = RunPair(session, compare)  # refuses two runs of different datasets
 
     def on_mount(self) -> None:
@@ -57,6 +57,6 @@ class ExplorerApp(App):
 
 
 def create_app(session, compare=None) -> ExplorerApp:
-    """The explorer on an opened run (engine.session.RunSession or anything with its interface), or the
+    """The explorer on an opened run (engine.services.session.RunSession or anything with its interface), or the
     user-by-user comparison of it with `compare`, a second run of the same dataset."""
     return ExplorerApp(session, compare)

@@ -12,7 +12,7 @@ from deftrec_tui.commands.export import export
 from deftrec_tui.commands.recommend import recommend
 from deftrec_tui.commands.train import train
 from deftrec_tui.commands.tui import tui
-from engine.offline import hub_offline
+from engine.model.offline import hub_offline
 
 app = typer.Typer(name="deftrec",  # not a recommender: the program's name
                   help="DeftRec: generative recommendation with continuous-token diffusion.",

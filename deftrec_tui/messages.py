@@ -25,7 +25,7 @@ class ExplanationReady(Message):
     """The result for a user: cached (trajectory may follow) or live."""
 
     user_idx: int
-    explanation: object  # engine.session.Explanation
+    explanation: object  # engine.services.session.Explanation
 
 
 @dataclass
@@ -59,8 +59,8 @@ class UserLoaded(Message):
     """A user's history and cached result (None when uncached or not wanted), read from the catalog."""
 
     user_idx: int
-    history: list  # engine.session.HistoryRow
-    cached: object | None  # engine.session.Explanation
+    history: list  # engine.services.session.HistoryRow
+    cached: object | None  # engine.services.session.Explanation
     live: bool
 
 
@@ -68,7 +68,7 @@ class UserLoaded(Message):
 class UsersFound(Message):
     """The users whose history holds an item matching a title query."""
 
-    search: object  # engine.session.UserSearch
+    search: object  # engine.services.session.UserSearch
 
 
 @dataclass
@@ -76,12 +76,12 @@ class PairLoaded(Message):
     """One user's cached results under both runs of a comparison."""
 
     user_idx: int
-    detail: object  # engine.compare.PairDetail
+    detail: object  # engine.services.compare.PairDetail
 
 
 @dataclass
 class PairSummary(Message):
-    """The paired test-hit figures of two runs (engine.evaluation.paired_hits)."""
+    """The paired test-hit figures of two runs (engine.services.evaluation.paired_hits)."""
 
     figures: dict
 
@@ -90,7 +90,7 @@ class PairSummary(Message):
 class AnalysisReady(Message):
     """The run's slice analysis for the analysis tab."""
 
-    report: object  # engine.slices.SliceReport
+    report: object  # engine.services.slices.SliceReport
 
 
 @dataclass

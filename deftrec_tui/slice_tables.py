@@ -1,4 +1,4 @@
-"""Rich tables and lines of an engine.slices.SliceReport, shared by `deftrec eval --slices` and the analysis tab."""
+"""Rich tables and lines of an engine.services.slices.SliceReport, shared by `deftrec eval --slices` and the analysis tab."""
 
 from __future__ import annotations
 

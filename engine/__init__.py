@@ -1,1 +1,2 @@
-"""The model and inference: pure torch modules and the recommender facade (headless)."""
+"""The model (engine.model: pure torch modules and the DeftRec facade) and the services that read runs and answer
+questions about them (engine.services); headless, and the model imports nothing of the services."""

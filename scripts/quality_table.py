@@ -7,9 +7,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.diagnostics import diagnose_run
-from engine.evaluation import compare_runs, run_metrics
-from engine.run import Run
+from engine.services.diagnostics import diagnose_run
+from engine.services.evaluation import compare_runs, run_metrics
+from engine.services.run import Run
 
 KEYS = ("prompt.response", "prompt.history", "diffusion.neg_norm", "training.distinct_positives", "retrieval.pi_match",
         "tokenizer.kind", "diffusion.aux_loss")  # the settings the rows differ in (engine/config.py paths)

@@ -100,7 +100,7 @@ def scanned_files() -> list[Path]:
 def test_only_the_catalog_module_touches_sqlite():
     files = scanned_files()
     names = {path.relative_to(ROOT).as_posix() for path in files}
-    assert {OWNER, "engine/session.py", "engine/export.py", "train/pipeline.py", "deftrec_tui/app.py"} <= names
+    assert {OWNER, "engine/services/session.py", "engine/services/export.py", "train/pipeline.py", "deftrec_tui/app.py"} <= names
     offenders = [use for path in files if path.relative_to(ROOT).as_posix() != OWNER
                  for use in sql_uses(path.read_text(encoding="utf-8"), path.relative_to(ROOT).as_posix())]
     assert offenders == [], "SQL outside data/catalog.py (add a Catalog method instead):\n" + "\n".join(offenders)
@@ -299,10 +299,10 @@ def test_a_failed_write_leaves_nothing(catalog_path):
 
 
 def test_cf_weights_name():
-    from engine.run import Run, cf_weights_name
+    from engine.services.run import Run, cf_weights_name
     assert cf_weights_name("random") == "cf_random"
     assert cf_weights_name("lightgcn") == cf_weights_name(None) == "lightgcn"
-    from engine.config import DeftRecConfig
+    from engine.model.config import DeftRecConfig
     no_cf = DeftRecConfig().updated({"training.cf": "random"}).to_dict()
     assert Run(Path("."), {"deftrec": {"config": no_cf}}).cf_weights == "cf_random"
     assert Run(Path("."), {"deftrec": None}).cf_weights == Run(Path("."), {}).cf_weights == "lightgcn"

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from engine.metrics import metrics_from_ranks
+from engine.model.metrics import metrics_from_ranks
 from tests.conftest import write_clustered_csv
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""The run's settings (engine/config.py): one nested config saved whole in config.json, read back strictly, and
+"""The run's settings (engine/model/config.py): one nested config saved whole in config.json, read back strictly, and
 format-1 runs migrated on load with the values their code used, whatever the defaults become."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from engine.config import (
+from engine.model.config import (
     FORMAT_VERSION,
     PROFILES,
     SECTIONS,
@@ -25,7 +25,7 @@ from engine.config import (
     config_from_v1,
     migrate,
 )
-from engine.run import Run
+from engine.services.run import Run
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMAT1 = Path(__file__).parent / "data" / "config_format1.json"  # runs/q-recent-s0's config.json, records trimmed
@@ -104,7 +104,7 @@ def _format2(settings: dict | None) -> dict:
 
 
 def test_config_module_imports_no_torch():
-    code = ("import sys, engine.config, engine.variants, engine.run; "
+    code = ("import sys, engine.model.config, engine.model.variants, engine.services.run; "
             "print('torch' in sys.modules, 'transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"]
@@ -126,10 +126,10 @@ def test_every_setting_round_trips_through_config_json(tmp_path):
 
 
 def test_the_model_parts_take_the_config_sections_themselves():
-    from engine.deftrec import DeftRecHeads
-    from engine.diffusion import DiffusionConfig as ModelDiffusionConfig
-    from engine.llm import ConditionConfig
-    from engine.tokenizer import TokenizerConfig as ModelTokenizerConfig
+    from engine.model.deftrec import DeftRecHeads
+    from engine.model.diffusion import DiffusionConfig as ModelDiffusionConfig
+    from engine.model.llm import ConditionConfig
+    from engine.model.tokenizer import TokenizerConfig as ModelTokenizerConfig
     assert ModelDiffusionConfig is DiffusionConfig and ModelTokenizerConfig is TokenizerConfig
     assert ConditionConfig is SECTIONS["ConditionConfig"]
     config = DeftRecConfig().with_llm_hidden(64).updated({"diffusion.beta_end": 0.03, "tokenizer.n_blocks": 1})

@@ -1,4 +1,4 @@
-"""The recommender contract (engine/contract.py, issue 16 part 4): every implementation's top_k is the brute-force
+"""The recommender contract (engine/services/contract.py, issue 16 part 4): every implementation's top_k is the brute-force
 sort of its masked scores, the CF models and popularity give hand-computed values on a tiny fixture, and no
 caller of the contract branches on a model's name."""
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.contract import (
+from engine.services.contract import (
     KNOWN,
     PI,
     TEXT,
@@ -26,7 +26,7 @@ from engine.contract import (
     reference,
     with_cached_lists,
 )
-from engine.ranking import HistoryIndex
+from engine.model.ranking import HistoryIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,8 +49,8 @@ def brute_force_top_k(scores: torch.Tensor, history: HistoryIndex | None, users:
 
 @pytest.fixture(scope="module")
 def tiny(tiny_run):
-    from engine.export import test_history
-    from engine.run import Run
+    from engine.services.export import test_history
+    from engine.services.run import Run
     run = Run.open(tiny_run)
     return run, test_history(run)[0]
 
@@ -120,7 +120,7 @@ def _hand_run(tmp_path, tensors: dict) -> object:
     from safetensors.torch import save_file
 
     from data.catalog import Catalog
-    from engine.run import Run
+    from engine.services.run import Run
     from tests.test_catalog import tiny_split
     Catalog.create(tmp_path / "catalog.sqlite", tiny_split())
     for name, (user, item) in tensors.items():
@@ -166,8 +166,8 @@ def test_lightgcn_by_hand(tmp_path):
 
 # ------------------------------------------------------------------------------------------ no name branches
 
-CALLERS = ["engine/evaluation.py", "engine/export.py", "engine/bench.py", "engine/session.py", "engine/slices.py",
-           "engine/compare.py"]
+CALLERS = ["engine/services/evaluation.py", "engine/services/export.py", "engine/services/bench.py", "engine/services/session.py", "engine/services/slices.py",
+           "engine/services/compare.py"]
 # deftrec_tui/commands/train.py writes training settings ('lightgcn' there is DeftRecConfig's cf source, which
 # exists before any recommender), so it is not a caller of the contract
 NOT_CALLERS = {"deftrec_tui/commands/train.py"}

@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from engine.diffusion import (
+from engine.model.diffusion import (
     DDPMSchedule,
     DenoisingObjective,
     Denoiser,
@@ -19,8 +19,8 @@ from engine.diffusion import (
     dispersive_loss,
     guided,
 )
-from engine.tokenizer import ContinuousTokenizer, SigmaVAE, TokenizerConfig, draw_sigma
-from engine.variants import variant_config, variant_label, variant_of
+from engine.model.tokenizer import ContinuousTokenizer, SigmaVAE, TokenizerConfig, draw_sigma
+from engine.model.variants import variant_config, variant_label, variant_of
 
 # ---------------------------------------------------------------- σ-VAE
 
@@ -247,7 +247,7 @@ def test_dispersive_objective_reads_the_middle_block_and_is_finite():
 
 
 def test_variant_names():
-    from engine.config import DeftRecConfig
+    from engine.model.config import DeftRecConfig
     assert variant_of(DeftRecConfig()) == "deftrec"
     contrec = DeftRecConfig().updated({"tokenizer.kind": "sigma-vae", "diffusion.aux_loss": "dispersive",
                                        "diffusion.prediction": "x0", "diffusion.cond_dropout": 0.1,
@@ -283,9 +283,9 @@ def contrec_run(tmp_path_factory):
 def test_contrec_run_records_every_choice_and_reloads_identically(contrec_run):
     import sqlite3
 
-    from engine.export import test_history
-    from engine.recommender import open_deftrec
-    from engine.run import Run
+    from engine.services.export import test_history
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
 
     config = json.loads((contrec_run / "config.json").read_text())["deftrec"]
     settings = config["config"]
@@ -336,7 +336,7 @@ def test_explorer_names_the_variant_and_steps_its_trajectory(contrec_run):
 
     from deftrec_tui.app import create_app
     from deftrec_tui.widgets.trajectory import TrajectoryPanel
-    from engine.session import RunSession
+    from engine.services.session import RunSession
 
     session = RunSession(contrec_run)
 

@@ -1,12 +1,12 @@
-"""Template-aware decoding (engine/decoding.py) against full greedy decoding (engine.llm.generate)."""
+"""Template-aware decoding (engine/model/decoding.py) against full greedy decoding (engine.model.llm.generate)."""
 
 import pytest
 import torch
 
-from engine.decoding import CategoryTrie, slot_names, template_generate, template_tokens
-from engine.llm import (ConditionHead, add_placeholder_token, embed_with_continuous_tokens, encode_batch, generate,
+from engine.model.decoding import CategoryTrie, slot_names, template_generate, template_tokens
+from engine.model.llm import (ConditionHead, add_placeholder_token, embed_with_continuous_tokens, encode_batch, generate,
                         lm_forward, tiny_llama)
-from engine.prompts import RESPONSE_TEMPLATES, build_prompt, build_response
+from engine.model.prompts import RESPONSE_TEMPLATES, build_prompt, build_response
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "Star Wars (1977)", "Fargo (1996)"]
 # (history shown, response template, category): the trained model answers each prompt with its own response
@@ -70,7 +70,7 @@ def test_equals_full_greedy_decoding_where_it_follows_the_template(taught):
 
 def test_shared_prompt_words_go_through_the_llm_once(taught):
     model, tok, ct_id = taught
-    from engine.decoding import shared_prompt_tokens
+    from engine.model.decoding import shared_prompt_tokens
     shared = shared_prompt_tokens(tok, 0, 2)
     head = tok("### Input: Given the following purchase history:", add_special_tokens=True)["input_ids"]
     assert 0 < shared <= len(head) + 1

@@ -38,9 +38,9 @@ def test_catalog_caches_preferences_and_breakdown(tiny_run):
 
 
 def test_reloaded_run_gives_identical_recommendations(tiny_run):
-    from engine.export import test_history
-    from engine.recommender import open_deftrec
-    from engine.run import Run
+    from engine.services.export import test_history
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
 
     run = Run.open(tiny_run)
     model = open_deftrec(run)
@@ -164,9 +164,9 @@ def test_qlora_without_cuda_is_refused(tmp_path):
 def test_repeated_items_stay_in_the_prompt_and_are_masked_once(tiny_run):
     import numpy as np
 
-    from engine.ranking import HistoryIndex
-    from engine.recommender import open_deftrec
-    from engine.run import Run
+    from engine.model.ranking import HistoryIndex
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
     model = open_deftrec(Run.open(tiny_run))
     model.histories[0] = np.array([3, 5, 3, 7, 3])  # item 3 bought three times
     history = model.inference_history(0)

@@ -13,9 +13,9 @@ import torch
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from engine.diagnostics import _ridge, diagnose_run, ridge_r2, text_stats
-from engine.evaluation import stored_metrics
-from engine.run import Run
+from engine.services.diagnostics import _ridge, diagnose_run, ridge_r2, text_stats
+from engine.services.evaluation import stored_metrics
+from engine.services.run import Run
 
 runner = CliRunner()
 KEYS = {"run", "seed", "cf", "condition_r2", "recent_items_r2", "recent_items_cosine", "lightgcn_dot", "lightgcn_cosine", "text", "pi", "ceiling"}
@@ -184,7 +184,7 @@ def test_cheap_diagnostics_in_memory_equal_the_run_directory_ones(tiny_run):
     what `deftrec diagnose --no-ceiling` computes from the run directory."""
     from data.protocol import prepare
     from data.registry import load_dataset
-    from engine.diagnostics import cheap_diagnostics, read_run
+    from engine.services.diagnostics import cheap_diagnostics, read_run
     from train.cf import Evaluator
     config = json.loads((tiny_run / "config.json").read_text())
     split = prepare(load_dataset(config["dataset"]["spec"]), min_count=config["min_count"], seed=config["seed"])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from engine.diffusion import (
+from engine.model.diffusion import (
     DDPMSchedule,
     Denoiser,
     DiffusionConfig,

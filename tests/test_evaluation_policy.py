@@ -12,12 +12,12 @@ from deftrec_tui.cli import app
 
 
 def test_train_valid_policy_is_what_training_stored_and_heads_only_reranking_reproduces_it(tiny_run):
-    from engine.contract import recommender
-    from engine.evaluation import run_metrics, stored_metrics
-    from engine.export import test_history
-    from engine.metrics import metrics_from_ranks
-    from engine.ranking import rank_all
-    from engine.run import Run
+    from engine.services.contract import recommender
+    from engine.services.evaluation import run_metrics, stored_metrics
+    from engine.services.export import test_history
+    from engine.model.metrics import metrics_from_ranks
+    from engine.model.ranking import rank_all
+    from engine.services.run import Run
     import sqlite3
 
     run = Run.open(tiny_run)
@@ -30,8 +30,8 @@ def test_train_valid_policy_is_what_training_stored_and_heads_only_reranking_rep
 
 
 def test_no_masking_ranks_every_item_like_brute_force(tiny_run):
-    from engine.evaluation import run_metrics
-    from engine.run import Run
+    from engine.services.evaluation import run_metrics
+    from engine.services.run import Run
     import sqlite3
 
     run = Run.open(tiny_run)
@@ -66,7 +66,7 @@ def test_eval_cli_states_the_policy_and_refuses_unknown_ones(tiny_run):
 
 
 def test_paper_comparison_deltas_by_hand():
-    from engine.evaluation import PAPER_TABLE2, paper_comparison, paper_dataset
+    from engine.services.evaluation import PAPER_TABLE2, paper_comparison, paper_dataset
     assert paper_dataset("paper:software") == "software" and paper_dataset("paper:LastFM") == "lastfm"
     assert paper_dataset("ml-100k") is None
     measured = {"lightgcn": {"test": {"HR@10": 0.2, "NDCG@10": 0.1, "HR@20": 0.3, "NDCG@20": 0.12}}}
@@ -77,9 +77,10 @@ def test_paper_comparison_deltas_by_hand():
 
 
 def test_denoise_is_batch_independent(tiny_run):
-    from engine.deftrec import DeftRecHeads
-    from engine.recommender import denoise, load_heads
-    from engine.run import Run
+    from engine.model.deftrec import DeftRecHeads
+    from engine.model.recommender import denoise
+    from engine.services.loading import load_heads
+    from engine.services.run import Run
     run = Run.open(tiny_run)
     heads = DeftRecHeads(run.deftrec_config)
     load_heads(run, heads)
@@ -115,7 +116,7 @@ def test_two_runs_side_by_side_with_their_differing_settings(tiny_run, tmp_path)
 
 
 def test_mcnemar_and_paired_hits_by_hand():
-    from engine.evaluation import mcnemar_p, paired_hits
+    from engine.services.evaluation import mcnemar_p, paired_hits
     assert mcnemar_p(0, 5) == pytest.approx(2 / 32)  # all 5 discordant users on one side: 2 · (1/2)^5
     assert mcnemar_p(3, 3) == 1.0 and mcnemar_p(0, 0) == 1.0
     assert mcnemar_p(1, 4) == pytest.approx(2 * (1 + 5) / 32)
@@ -129,8 +130,8 @@ def test_mcnemar_and_paired_hits_by_hand():
 
 
 def test_stored_test_hits_give_the_stored_hr(tiny_run):
-    from engine.evaluation import stored_metrics, test_hits
-    from engine.run import Run
+    from engine.services.evaluation import stored_metrics, test_hits
+    from engine.services.run import Run
     run = Run.open(tiny_run)
     hits = test_hits(run, "deftrec", 10)
     assert hits.mean() == pytest.approx(stored_metrics(run)["deftrec"]["test"]["HR@10"])

@@ -28,8 +28,8 @@ def invoke(*args):
 
 
 def test_second_export_reuses_the_cache_and_loads_no_model(run_copy, tmp_path):
-    from engine.export import export_deftrec
-    from engine.run import Run
+    from engine.services.export import export_deftrec
+    from engine.services.run import Run
 
     def no_model():
         raise AssertionError("the model was loaded although every list is cached")
@@ -39,9 +39,9 @@ def test_second_export_reuses_the_cache_and_loads_no_model(run_copy, tmp_path):
 
 
 def test_recompute_then_resume_after_an_interruption_gives_the_same_file(run_copy, tmp_path):
-    from engine.export import export_deftrec
-    from engine.recommender import open_deftrec
-    from engine.run import Run
+    from engine.services.export import export_deftrec
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
 
     run = Run.open(run_copy)
     model = open_deftrec(run)
@@ -115,7 +115,7 @@ def test_users_option_and_bad_selections(run_copy, tmp_path):
 
 
 def test_recall_at_k_by_hand_and_ivf_matches_exact_when_probing_every_cell():
-    from engine.ann import AnnSettings, build_index, recall_at_k, search, synthetic_catalog, unit_rows
+    from engine.model.ann import AnnSettings, build_index, recall_at_k, search, synthetic_catalog, unit_rows
     exact = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
     approx = np.array([[4, 3, 9, 1], [5, 0, 0, 0]])
     assert recall_at_k(exact, approx) == pytest.approx((3 / 4 + 1 / 4) / 2)
@@ -168,9 +168,9 @@ def test_bench_splits_the_time_and_times_the_baseline(tiny_run, tmp_path):
 
 
 def test_approximate_retriever_equals_exact_when_it_sees_every_item():
-    from engine.ann import AnnSettings
-    from engine.ranking import HistoryIndex
-    from engine.retriever import HybridRetriever
+    from engine.model.ann import AnnSettings
+    from engine.model.ranking import HistoryIndex
+    from engine.model.retriever import HybridRetriever
     rng = np.random.default_rng(0)
     items = rng.standard_normal((500, 8)).astype(np.float32)
     categories = [f"c{i % 7}" for i in range(500)]

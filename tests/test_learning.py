@@ -14,7 +14,7 @@ MARGIN = 0.15  # validation HR@10 above popularity; measured: c learnt 0.26–0.
 def _train_and_read(tmp_path, monkeypatch, history: str) -> dict[str, float]:
     import train.deftrec as deftrec_training
     from data.catalog import Catalog
-    from engine.config import config_from_v1
+    from engine.model.config import config_from_v1
     from train.cf import CFTrainConfig
     from train.pipeline import TrainRequest, train_run
 
@@ -41,7 +41,7 @@ def test_tiny_deftrec_beats_popularity_on_clustered_data(tmp_path, monkeypatch):
 def test_a_condition_without_the_user_does_not_reach_the_margin(tmp_path, monkeypatch):
     import torch
 
-    from engine.llm import ConditionHead
+    from engine.model.llm import ConditionHead
     original = ConditionHead.forward
     monkeypatch.setattr(ConditionHead, "forward",
                         lambda self, *args, **kwargs: torch.full_like(original(self, *args, **kwargs), 0.5))
@@ -57,7 +57,7 @@ def test_joint_sampler_history_modes():
     import numpy as np
     import torch
 
-    from engine.deftrec import DeftRecConfig
+    from engine.model.deftrec import DeftRecConfig
     from train.deftrec import PROFILES, JointSampler
 
     profile = replace(PROFILES["tiny"], max_history=4, diffusion_repeats=3)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from data.errors import DeftrecError
-from engine import llm
-from engine.llm import (
+from engine.model import llm
+from engine.model.llm import (
     ConditionConfig,
     ConditionHead,
     add_placeholder_token,
@@ -25,7 +25,7 @@ from engine.llm import (
     splice_continuous_tokens,
     tiny_llama,
 )
-from engine.prompts import (
+from engine.model.prompts import (
     CT,
     INPUT_TEMPLATES,
     RESPONSE_TEMPLATES,
@@ -340,7 +340,7 @@ def test_missing_gguf_package_and_bad_gguf(monkeypatch, tmp_path):
 
 
 def test_leading_categories_counts_parts_most_frequent_first():
-    from engine.prompts import leading_categories
+    from engine.model.prompts import leading_categories
     assert leading_categories(["Drama|Comedy", "Drama", "Comedy|Romance", "Action|Drama"]) == "Drama|Comedy"
     assert leading_categories(["Rock", "Pop", "Pop"], n=1) == "Pop"
     assert leading_categories(["B", "A"]) == "A|B"  # ties by name

@@ -5,9 +5,9 @@ import math
 import numpy as np
 import torch
 
-from engine.metrics import hit_ratio, metrics_from_ranks, ndcg
-from engine.ranking import MISS, HistoryIndex, items_ahead, rank_all, target_ranks, top_k
-from engine.session import Explanation
+from engine.model.metrics import hit_ratio, metrics_from_ranks, ndcg
+from engine.model.ranking import MISS, HistoryIndex, items_ahead, rank_all, target_ranks, top_k
+from engine.services.session import Explanation
 
 
 def test_hr_and_ndcg_hand_computed():

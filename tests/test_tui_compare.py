@@ -8,8 +8,8 @@ from textual.widgets import DataTable
 from deftrec_tui.app import create_app
 from deftrec_tui.screens.help import HelpScreen
 from deftrec_tui.widgets.compare import PairPicker, PairSide
-from engine.compare import RunPair, open_pair
-from engine.session import RunSession
+from engine.services.compare import RunPair, open_pair
+from engine.services.session import RunSession
 from tests.tui_helpers import other_dataset_run, second_run, visible_rows
 
 
@@ -30,7 +30,7 @@ def sessions(tiny_run, run_b):
 
 
 def test_pair_rows_and_paired_figures_equal_eval_a_b(sessions):
-    from engine.evaluation import compare_runs, stored_metrics
+    from engine.services.evaluation import compare_runs, stored_metrics
     a, b = sessions
     pair = RunPair(a, b)
     assert len(pair.rows) == 60 and [r.user_id for r in pair.rows] == [r.user_id for r in a.user_rows]

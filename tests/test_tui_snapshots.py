@@ -3,7 +3,7 @@
 import pytest
 
 from deftrec_tui.app import create_app
-from engine.session import RunSession
+from engine.services.session import RunSession
 from tests.tui_helpers import LongTitles
 
 

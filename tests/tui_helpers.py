@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from engine.session import RunSession
+from engine.services.session import RunSession
 
 
 class LongTitles(RunSession):

@@ -10,10 +10,10 @@ import numpy as np
 import torch
 
 from data.protocol import Split
-from engine.cf import CFConfig, LightGCN, MatrixFactorization, bpr_loss, l2_penalty, normalized_adjacency
-from engine.metrics import metrics_from_ranks
-from engine.ranking import HistoryIndex, rank_all
-from engine.sampling import NegativeSampler
+from engine.model.cf import CFConfig, LightGCN, MatrixFactorization, bpr_loss, l2_penalty, normalized_adjacency
+from engine.model.metrics import metrics_from_ranks
+from engine.model.ranking import HistoryIndex, rank_all
+from engine.model.sampling import NegativeSampler
 from train.progress import log, make_progress
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from data.checksum import sha256_file
 from data.errors import RunError
-from engine.run import CATALOG_NAME, CONFIG_NAME, RUN_FORMAT
+from engine.services.run import CATALOG_NAME, CONFIG_NAME, RUN_FORMAT
 
 
 def _versions() -> dict[str, str]:

@@ -12,16 +12,16 @@ import numpy as np
 import torch
 
 from data.protocol import Split
-from engine.config import PROFILES, DeftRecConfig, Profile  # noqa: F401 -- PROFILES: train.deftrec.PROFILES as before
-from engine.deftrec import DeftRecHeads
-from engine.llm import encode_batch, llm_fingerprint
-from engine.memory import is_out_of_memory
-from engine.metrics import metrics_from_ranks
-from engine.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response, leading_categories
-from engine.ranking import target_ranks
-from engine.recommender import DeftRecModel, Preference, build_model
-from engine.refine import refine_epochs, refinement_pairs
-from engine.variants import variant_of
+from engine.model.config import PROFILES, DeftRecConfig, Profile  # noqa: F401 -- PROFILES: train.deftrec.PROFILES as before
+from engine.model.deftrec import DeftRecHeads
+from engine.model.llm import encode_batch, llm_fingerprint
+from engine.services.memory import is_out_of_memory
+from engine.model.metrics import metrics_from_ranks
+from engine.model.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response, leading_categories
+from engine.model.ranking import target_ranks
+from engine.model.recommender import DeftRecModel, Preference, build_model
+from engine.model.refine import refine_epochs, refinement_pairs
+from engine.model.variants import variant_of
 from train.cf import Evaluator, NegativeSampler
 from train.objective import JointBatch, JointObjective
 from train.progress import log, make_progress
@@ -45,7 +45,7 @@ def make_accelerator(cpu_bf16: bool = False):
     took 5.1 s in bf16 against 6.7 s in fp32 on the 2-core avx512_bf16 machine, same starting losses)."""
     from accelerate import Accelerator
 
-    from engine.recommender import cpu_supports_bf16
+    from engine.model.recommender import cpu_supports_bf16
     cuda = torch.cuda.is_available()
     bf16 = torch.cuda.is_bf16_supported() if cuda else (cpu_bf16 and cpu_supports_bf16())
     return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
@@ -286,7 +286,7 @@ def describe_all(model: DeftRecModel, profile: Profile, resume: ResumeState | No
     with make_progress() as progress:
         task = progress.add_task("describe users", total=n_users, status="", completed=len(done))
         started = time.perf_counter()
-        from engine.memory import adaptive_batches
+        from engine.services.memory import adaptive_batches
         finished = 0
         for users, prefs in adaptive_batches(todo, profile.describe_batch, model.describe, lambda size, error: log(
                 f"describe: out of memory ({str(error).splitlines()[0][:80]}), continuing with batches of {size}")):
@@ -436,7 +436,7 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
         return None
     t1 = time.perf_counter()
     model.llm.eval()
-    from engine.llm import merged_lora
+    from engine.model.llm import merged_lora
     with merged_lora(model.llm):  # training is over: generate at the speed (and with the weights) of a loaded run
         prefs = describe_all(model, profile, resume)
     timings["describe"] = time.perf_counter() - t1

@@ -6,7 +6,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from engine.contract import MODEL_ORDER  # the order of every table's models
+from engine.services.contract import MODEL_ORDER  # the order of every table's models
 
 METRIC_ORDER = ("HR@10", "NDCG@10", "HR@20", "NDCG@20")
 

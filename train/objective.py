@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from engine.deftrec import DeftRecConfig, DeftRecHeads, denoising_objective
-from engine.diffusion import denoising_losses, diffusion_loss
-from engine.llm import embed_with_continuous_tokens, lm_forward
+from engine.model.deftrec import DeftRecConfig, DeftRecHeads, denoising_objective
+from engine.model.diffusion import denoising_losses, diffusion_loss
+from engine.model.llm import embed_with_continuous_tokens, lm_forward
 
 
 @dataclass

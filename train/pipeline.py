@@ -13,7 +13,7 @@ from data.catalog import Catalog
 from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
-from engine.config import PROFILES, DeftRecConfig
+from engine.model.config import PROFILES, DeftRecConfig
 from train.cf import CFResult, CFTrainConfig, Evaluator, train_bpr_model, train_popularity
 from train.checkpoint import RunBuilder, training_lock
 from train.progress import log
@@ -33,7 +33,7 @@ class TrainRequest:
     force: bool = False
     threads: int | None = None
     cf: CFTrainConfig = field(default_factory=CFTrainConfig)
-    profile: str = "quick"  # engine.config.PROFILES name; it replaces the profile of `deftrec`
+    profile: str = "quick"  # engine.model.config.PROFILES name; it replaces the profile of `deftrec`
     deftrec: DeftRecConfig = field(default_factory=DeftRecConfig)  # the DeftRec settings (stage all)
     temperatures: tuple[float, ...] = ()  # sampling temperatures to choose among on validation (default: the config's)
     guidances: tuple[float, ...] = ()  # guidance weights to choose among on validation (with condition dropout)
@@ -160,7 +160,7 @@ def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
     """What must be equal for --resume to continue a training: data, LLM and every setting."""
     fingerprint = None
     if request.stage == "all":
-        from engine.llm import llm_fingerprint
+        from engine.model.llm import llm_fingerprint
         fingerprint = llm_fingerprint(request.deftrec.llm.name)
     return {"dataset_checksum": split.checksum, "llm_fingerprint": fingerprint, "dataset": request.dataset,
             "stage": request.stage, "seed": request.seed, "min_count": request.min_count,
@@ -190,7 +190,7 @@ def _cf_stage(split, evaluator: Evaluator, cf_config: CFTrainConfig, resume: Res
 def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFResult, run: RunBuilder,
                          catalog: Catalog, resume: ResumeState) -> dict:
     """Train DeftRec on top of LightGCN, save its parts into the run and cache results in the catalog."""
-    from engine.run import cf_weights_name
+    from engine.services.run import cf_weights_name
     from train.deftrec import train_deftrec
 
     config = deftrec_config(request)
@@ -219,7 +219,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     catalog.put_recommendations("deftrec", ({"user_idx": u, "rank": r.rank, "item_idx": r.item_idx, "cosine": r.cosine,
                                          "pi_bonus": r.pi_bonus, "score": r.score}
                                         for u, items in enumerate(lists) for r in items))
-    from engine.diagnostics import cheap_diagnostics
+    from engine.services.diagnostics import cheap_diagnostics
     diagnostics = cheap_diagnostics(conditions, model.user_q, model.item_q, split.items["category"].tolist(),
                                     [p.text for p in outcome.preferences], [p.category for p in outcome.preferences],
                                     model.heads, evaluator, request.seed, finals=paths[-1])

@@ -58,12 +58,12 @@ def bench(
     import torch
     if threads:
         torch.set_num_threads(threads)
-    from engine import bench as measure
+    from engine.services import bench as measure
     figures: dict = {"cpu_threads": torch.get_num_threads(), "cuda": torch.cuda.is_available()}
     say = lambda text: console.print(f"[dim]… {text}[/dim]")
     if run is not None:
-        from engine.contract import TEXT, TRAJECTORY, explaining, recommenders
-        from engine.run import Run
+        from engine.services.contract import TEXT, TRAJECTORY, explaining, recommenders
+        from engine.services.run import Run
         opened = Run.open(run)
         if explaining(recommenders(opened), TEXT, TRAJECTORY) is None:
             raise DeftrecError("the run has no DeftRec model (trained with --stage cf)", path=run)
@@ -106,7 +106,7 @@ def bench(
             console.print(f"[bold]DeftRec is {result['speedup']:.1f}× faster per user than the beam-search baseline "
                           f"(same users, same LLM, measured in this run)")
     if synthetic_items:
-        from engine.ann import AnnSettings
+        from engine.model.ann import AnnSettings
         settings = AnnSettings(kind=index, nprobe=nprobe, ef_search=ef_search)
         result = measure.bench_ann(synthetic_items, synthetic_users, n_queries=min(queries, synthetic_users), k=k,
                                    settings=settings, on_step=say)

@@ -22,8 +22,8 @@ def diagnose(
     the generated text, DeftRec with π off / exact / overlap, and the ceiling of the retrieval side."""
     import json
 
-    from engine.diagnostics import diagnose_run
-    from engine.run import Run
+    from engine.services.diagnostics import diagnose_run
+    from engine.services.run import Run
     from train.progress import make_progress
 
     opened = Run.open(run)

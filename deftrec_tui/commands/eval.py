@@ -29,8 +29,8 @@ def eval_run(
     from rich.table import Table
 
     from data.errors import DeftrecError
-    from engine.evaluation import MASK_POLICIES, POLICY_TEXT, paper_comparison, paper_dataset, run_metrics
-    from engine.run import Run
+    from engine.services.evaluation import MASK_POLICIES, POLICY_TEXT, paper_comparison, paper_dataset, run_metrics
+    from engine.services.run import Run
     from train.evaluate import metrics_table
 
     if mask_history not in MASK_POLICIES:
@@ -40,7 +40,7 @@ def eval_run(
                            hint="leave out the second run, --paper and --mask-history")
     opened = Run.open(run)
     if slices:
-        from engine.slices import slice_report
+        from engine.services.slices import slice_report
         report = slice_report(opened)
         if json_out:
             print(json.dumps(report.to_dict(), indent=2))
@@ -54,7 +54,7 @@ def eval_run(
                            hint="Table 2 covers paper:…/software, paper:…/beauty and paper:…/lastfm")
     nested = run_metrics(opened, mask_history)
     if other is not None:
-        from engine.evaluation import compare_runs
+        from engine.services.evaluation import compare_runs
         second = Run.open(other)
         comparison = compare_runs(opened, nested, second, run_metrics(second, mask_history))
         if json_out:
@@ -144,7 +144,7 @@ def _print_comparison(comparison: dict, mask_history: str) -> None:
 
 
 def _print_slices(report) -> None:
-    """The figures of engine.slices.SliceReport as rich tables (the same numbers as --json, rounded)."""
+    """The figures of engine.services.slices.SliceReport as rich tables (the same numbers as --json, rounded)."""
     from rich.console import Console
 
     from deftrec_tui import slice_tables as st

@@ -63,7 +63,7 @@ def export(
     """Write top-K lists (train and validation items masked). DeftRec lists come from the run's cache where
     present and are computed and cached otherwise, so an interrupted export resumes where it stopped."""
     from data.errors import DeftrecError
-    from engine.run import Run
+    from engine.services.run import Run
 
     fmt = fmt or ("parquet" if out.suffix == ".parquet" else "csv")
     if index not in ("exact", "ivf", "hnsw"):
@@ -73,15 +73,15 @@ def export(
     if not out.parent.exists():
         raise DeftrecError("output folder does not exist", path=out.parent)
     if max_memory:
-        from engine.memory import limit_memory
+        from engine.services.memory import limit_memory
         limit_memory(max_memory)
     opened = Run.open(run)
     if merge:
-        from engine.export import merge_exports
+        from engine.services.export import merge_exports
         summary = merge_exports(opened, merge, out, fmt)
         print(f"{summary['rows']} rows of {summary['users']} users from {summary['shards']} shards written to {out}")
         return
-    from engine.contract import primary, recommender, recommenders
+    from engine.services.contract import primary, recommender, recommenders
     model = model or primary(recommenders(opened)).name
     if model not in opened.models:
         raise DeftrecError(f"the run has no model {model!r}", path=run,
@@ -92,11 +92,11 @@ def export(
         if selection is not None or shard_of is not None or fmt != "csv":
             raise DeftrecError("--users, --shard and --format parquet apply to DeftRec exports",
                                hint="CF lists of every user take seconds: export them whole")
-        from engine.export import export_top_k
+        from engine.services.export import export_top_k
         rows = export_top_k(opened, chosen, out, k=k)
         print(f"{rows} rows written to {out}")
         return
-    from engine.export import export_deftrec
+    from engine.services.export import export_deftrec
     from train.progress import log, make_progress
     import time
     with make_progress() as progress:

@@ -22,7 +22,7 @@ def recommend(
     from rich.table import Table
 
     from data.errors import DeftrecError
-    from engine.session import RunSession
+    from engine.services.session import RunSession
 
     console = Console()
     session = RunSession(run)

@@ -9,7 +9,7 @@ import typer
 
 from deftrec_tui.commands.data_info import DATASET_HELP
 from deftrec_tui.errors import cli_errors
-from engine.config import PROFILES, DeftRecConfig  # torch-free, so --help stays light
+from engine.model.config import PROFILES, DeftRecConfig  # torch-free, so --help stays light
 
 D = DeftRecConfig()  # the options' defaults are the config's; None: the variant's
 
@@ -82,7 +82,7 @@ def train(
             temperatures = [-1.0]
         if not 0.0 <= temperatures[0] <= 1.0:
             raise DeftrecError(f"bad --temperature {temperature!r}", hint="use auto or a number in [0, 1]")
-    from engine.variants import VARIANTS, variant_config  # torch-free, so --help stays light
+    from engine.model.variants import VARIANTS, variant_config  # torch-free, so --help stays light
     if variant not in VARIANTS:
         raise DeftrecError(f"unknown variant {variant!r}", hint=f"use one of: {', '.join(VARIANTS)}")
     base = variant_config(variant)
@@ -113,7 +113,7 @@ def train(
             raise DeftrecError("--qlora needs a CUDA GPU and bitsandbytes; this machine has no CUDA device",
                                hint="drop --qlora to train LoRA on the full-precision model")
     if stage == "all" and llm not in ("smollm2", "tiny"):
-        from engine.llm import resolve_model_dir
+        from engine.model.llm import resolve_model_dir
         resolve_model_dir(llm)  # a bad --llm fails now, before any training
     pretrain = base.tokenizer.pretrain_epochs if tokenizer_pretrain is None else tokenizer_pretrain
     config = base.updated({
@@ -134,7 +134,7 @@ def train(
                            profile=profile, deftrec=config, temperatures=tuple(temperatures),
                            guidances=tuple(guidances), qlora=qlora, resume=resume)
     if max_memory:
-        from engine.memory import limit_memory
+        from engine.services.memory import limit_memory
         limit_memory(max_memory)
     import signal
     import sys

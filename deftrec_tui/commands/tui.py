@@ -20,8 +20,8 @@ def tui(
 ) -> None:
     """Explore a run user by user (text, trajectory, top-K with cosine and π-bonus), or two runs side by side."""
     from data.errors import RunError
-    from engine.run import latest_run
-    from engine.session import RunSession
+    from engine.services.run import latest_run
+    from engine.services.session import RunSession
 
     if run is None:
         run = latest_run(runs)
@@ -32,5 +32,5 @@ def tui(
     if compare is None:
         create_app(RunSession(run)).run()
     else:
-        from engine.compare import open_pair
+        from engine.services.compare import open_pair
         create_app(*open_pair(run, compare)).run()

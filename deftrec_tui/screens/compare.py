@@ -52,7 +52,7 @@ class CompareScreen(Screen):
 
     def __init__(self, pair) -> None:
         super().__init__()
-        self.pair = pair  # engine.compare.RunPair
+        self.pair = pair  # engine.services.compare.RunPair
         self.user_idx: int | None = None
         self.detail = None
 

@@ -33,7 +33,7 @@ from deftrec_tui.widgets.topk import TopKPanel
 from deftrec_tui.widgets.trajectory import TrajectoryPanel
 from deftrec_tui.widgets.user_panel import HistoryPanel, PreferencePanel
 from deftrec_tui.widgets.users import UserPicker
-from engine.contract import TEXT, TRAJECTORY
+from engine.services.contract import TEXT, TRAJECTORY
 
 TOP_K = 10  # the K of "test item in the top-K" and of the hit marks
 LIST_K = 20  # the length of the lists shown and exported
@@ -104,7 +104,7 @@ class MainScreen(Screen):
         config = run.deftrec_config if run is not None else None
         if config is None:
             return ""
-        from engine.variants import variant_label
+        from engine.model.variants import variant_label
         return f"{variant_label(config)} · τ={config.diffusion.sampling_temperature:g}"
 
     def on_mount(self) -> None:

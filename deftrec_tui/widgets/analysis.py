@@ -1,4 +1,4 @@
-"""The analysis tab: where the run's models win and lose (engine.slices, the figures of `deftrec eval --slices`).
+"""The analysis tab: where the run's models win and lose (engine.services.slices, the figures of `deftrec eval --slices`).
 Bars for HR@10 by history length and by test-item popularity and for the generated categories (textual-plotext),
 tables for the rest. Computed once, in a thread worker, the first time the tab is shown."""
 
@@ -101,9 +101,9 @@ class AnalysisPanel(VerticalScroll):
 
     @work(thread=True, exclusive=True, group="analysis")
     def compute(self) -> None:
-        """engine.slices.slice_report of the session's run, posted back as a message."""
+        """engine.services.slices.slice_report of the session's run, posted back as a message."""
         try:
-            from engine.slices import slice_report
+            from engine.services.slices import slice_report
             self.post_message(AnalysisReady(slice_report(self.session.run)))
         except Exception as exc:  # noqa: BLE001  shown in the tab; the app keeps running
             text = exc.one_line() if hasattr(exc, "one_line") else f"{type(exc).__name__}: {exc}"

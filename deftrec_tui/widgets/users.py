@@ -36,7 +36,7 @@ class UserPicker(Vertical):
         super().__init__(**kwargs)
         self.rows = rows
         self.k = k
-        self.find_users = find_users  # query -> engine.session.UserSearch (a catalog lookup: run in a worker)
+        self.find_users = find_users  # query -> engine.services.session.UserSearch (a catalog lookup: run in a worker)
         self.sort = self.SORTS[0]
         self.query_text = ""
         self.title_search = None  # the UserSearch of the latest title query

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from engine.diagnostics import ceiling_metrics, read_run, recent_item_means
-from engine.run import Run
+from engine.services.diagnostics import ceiling_metrics, read_run, recent_item_means
+from engine.services.run import Run
 
 torch.set_num_threads(1)
 inp = read_run(Run.open(Path(sys.argv[1])))

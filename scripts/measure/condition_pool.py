@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from engine.diagnostics import read_run, recent_item_means, ridge_r2
-from engine.llm import encode_batch, lm_forward
-from engine.prompts import DEFAULT_INPUT_TEMPLATE
-from engine.recommender import open_deftrec
-from engine.run import Run
+from engine.services.diagnostics import read_run, recent_item_means, ridge_r2
+from engine.model.llm import encode_batch, lm_forward
+from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.services.loading import open_deftrec
+from engine.services.run import Run
 
 run = Run.open(Path(sys.argv[1]))
 inp = read_run(run)

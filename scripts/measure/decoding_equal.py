@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.llm import encode_batch, merged_lora
-from engine.metrics import metrics_from_ranks
-from engine.prompts import DEFAULT_INPUT_TEMPLATE
-from engine.ranking import target_ranks
-from engine.recommender import open_deftrec
-from engine.run import Run
+from engine.model.llm import encode_batch, merged_lora
+from engine.model.metrics import metrics_from_ranks
+from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.model.ranking import target_ranks
+from engine.services.loading import open_deftrec
+from engine.services.run import Run
 
 run = Run.open(sys.argv[1])
 model = open_deftrec(run)

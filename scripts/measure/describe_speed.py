@@ -9,8 +9,8 @@ from safetensors.torch import load_file
 
 from data.protocol import prepare
 from data.registry import load_dataset
-from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.recommender import build_model
+from engine.model.deftrec import DeftRecConfig, DeftRecHeads
+from engine.model.recommender import build_model
 from train.deftrec import embedding_rms
 
 split = prepare(load_dataset("ml-100k"), min_count=5, seed=0)

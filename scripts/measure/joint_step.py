@@ -10,8 +10,8 @@ from safetensors.torch import load_file
 
 from data.protocol import prepare
 from data.registry import load_dataset
-from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.recommender import build_model
+from engine.model.deftrec import DeftRecConfig, DeftRecHeads
+from engine.model.recommender import build_model
 from train.deftrec import PROFILES, JointSampler, accumulate_step, embedding_rms
 from train.objective import JointObjective
 

@@ -5,10 +5,10 @@ import time
 
 import torch
 
-from engine.decoding import shared_prompt_tokens, template_generate
-from engine.llm import encode_batch
-from engine.recommender import open_deftrec
-from engine.run import Run
+from engine.model.decoding import shared_prompt_tokens, template_generate
+from engine.model.llm import encode_batch
+from engine.services.loading import open_deftrec
+from engine.services.run import Run
 
 model = open_deftrec(Run.open(sys.argv[1] if len(sys.argv) > 1 else "runs/q-recent-s1"))
 users = list(range(32))

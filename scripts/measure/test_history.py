@@ -7,11 +7,11 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.llm import merged_lora
-from engine.recommender import open_deftrec
-from engine.metrics import metrics_from_ranks
-from engine.ranking import target_ranks
-from engine.run import Run
+from engine.model.llm import merged_lora
+from engine.services.loading import open_deftrec
+from engine.model.metrics import metrics_from_ranks
+from engine.model.ranking import target_ranks
+from engine.services.run import Run
 
 run = Run.open(sys.argv[1])
 model = open_deftrec(run)

@@ -11,15 +11,15 @@ from tests.reliability import tally
 
 
 def test_readers_and_writers_share_the_catalog(tiny_run, tmp_path):
-    from engine.export import cache_results, export_deftrec
-    from engine.recommender import open_deftrec
-    from engine.run import Run
-    from engine.session import RunSession
+    from engine.services.export import cache_results, export_deftrec
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+    from engine.services.session import RunSession
 
     path = shutil.copytree(tiny_run, tmp_path / "run")
     run = Run.open(path)
     model = open_deftrec(run)
-    from engine.export import test_history
+    from engine.services.export import test_history
     history, _ = test_history(run)
     second_explorer_results = model.recommend(list(range(0, 60, 7)), history, k=20)
     errors: list[BaseException] = []

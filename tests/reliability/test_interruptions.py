@@ -73,7 +73,7 @@ def test_killed_export_reruns_to_the_uninterrupted_file(base, tmp_path, count, s
     reference = deftrec("export", whole, "--out", tmp_path / "whole.csv", "--recompute", "--batch-size", "8")
     assert reference.returncode == 0, reference.stderr[-2000:]
     killed = deftrec("export", cut, "--out", tmp_path / "cut.csv", "--recompute", "--batch-size", "8",
-                     hook="engine.export:cache_results", count=count, sig=sig)
+                     hook="engine.services.export:cache_results", count=count, sig=sig)
     assert killed.returncode != 0
     assert not (tmp_path / "cut.csv").exists() and not list(tmp_path.glob(".cut.csv.partial-*"))
     again = deftrec("export", cut, "--out", tmp_path / "cut.csv", "--batch-size", "8")

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from data.dataset import RawDataset
 from data.errors import DataError
 from data.protocol import prepare
-from engine.metrics import metrics_from_ranks
-from engine.ranking import HistoryIndex, rank_all
+from engine.model.metrics import metrics_from_ranks
+from engine.model.ranking import HistoryIndex, rank_all
 
 interaction = st.tuples(st.integers(0, 11), st.integers(0, 14), st.integers(0, 40))  # user, item, timestamp
 

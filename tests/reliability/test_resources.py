@@ -9,7 +9,7 @@ from tests.reliability import tally
 
 
 def test_adaptive_batches_halve_on_out_of_memory_and_keep_order():
-    from engine.memory import adaptive_batches, is_out_of_memory
+    from engine.services.memory import adaptive_batches, is_out_of_memory
     told = []
 
     def work(batch):
@@ -30,9 +30,9 @@ def test_adaptive_batches_halve_on_out_of_memory_and_keep_order():
 
 
 def test_export_continues_with_smaller_batches_after_out_of_memory(tiny_run, tmp_path):
-    from engine.export import export_deftrec
-    from engine.recommender import open_deftrec
-    from engine.run import Run
+    from engine.services.export import export_deftrec
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
     a, b = (Run.open(shutil.copytree(tiny_run, tmp_path / name)) for name in ("a", "b"))
     model = open_deftrec(a)
     export_deftrec(a, tmp_path / "a.csv", k=10, recompute=True, batch_size=16, model_loader=lambda: model)
@@ -84,7 +84,7 @@ def test_joint_training_halves_the_micro_batch_and_doubles_accumulation(tmp_path
 def test_max_memory_turns_an_oversized_allocation_into_an_error_the_loops_handle():
     import subprocess
     import sys
-    code = ("import torch\nfrom engine.memory import is_out_of_memory, limit_memory\nlimit_memory(6)\n"
+    code = ("import torch\nfrom engine.services.memory import is_out_of_memory, limit_memory\nlimit_memory(6)\n"
             "small = torch.ones(1024, 1024)\n"
             "try:\n    torch.empty(8 * 1024 ** 3, dtype=torch.uint8)\nexcept BaseException as e:\n"
             "    print('caught', is_out_of_memory(e))\n")

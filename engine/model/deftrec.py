@@ -1,16 +1,16 @@
 """DeftRec's trainable parts besides the LLM: the continuous tokenizer, the condition head and the denoiser
-(or the regression head of the 'w/o Diffusion' ablation), built from the run's config (engine/config.py)."""
+(or the regression head of the 'w/o Diffusion' ablation), built from the run's config (engine/model/config.py)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from engine.config import DeftRecConfig
-from engine.diffusion import DDPMSchedule, DenoisingObjective, Denoiser, DiffusionConfig, RegressionHead, guided
-from engine.llm import ConditionHead
-from engine.prompts import INPUT_TEMPLATES
-from engine.tokenizer import ContinuousTokenizer
+from engine.model.config import DeftRecConfig
+from engine.model.diffusion import DDPMSchedule, DenoisingObjective, Denoiser, DiffusionConfig, RegressionHead, guided
+from engine.model.llm import ConditionHead
+from engine.model.prompts import INPUT_TEMPLATES
+from engine.model.tokenizer import ContinuousTokenizer
 
 
 def denoising_objective(config: DeftRecConfig) -> DenoisingObjective:

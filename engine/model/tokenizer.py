@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import TokenizerConfig
+from engine.model.config import TokenizerConfig
 
 
 def bernoulli_mask(q: torch.Tensor, ratio: float, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.config import PREDICTIONS, DiffusionConfig
+from engine.model.config import PREDICTIONS, DiffusionConfig
 
 EpsFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 

@@ -1,6 +1,6 @@
 """Top-K lists of every user to CSV, with the dataset's own ids and test-time masking (train + validation).
 
-Any recommender of the run (engine/contract.py): one whose lists are computed on demand is written whole from
+Any recommender of the run (engine/services/contract.py): one whose lists are computed on demand is written whole from
 its `top_k` (`export_top_k`); the one whose lists the catalog caches (DeftRec) goes through the cache, computing
 and caching the users without a list (`export_deftrec`), with its score breakdown when it explains π."""
 
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.contract import Recommender, recommenders, with_cached_lists
-from engine.ranking import HistoryIndex, batches
-from engine.run import Run
+from engine.model.ranking import HistoryIndex, batches
+from engine.services.contract import Recommender, recommenders, with_cached_lists
+from engine.services.run import Run
 
 CF_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "score"]
 
@@ -165,7 +165,7 @@ def compute_and_cache(run: Run, model, users: list[int], k: int, batch_size: int
     """Run the full DeftRec pipeline for `users` in batches of similar prompt length and cache each batch's
     preferences and top-k in the catalog in one short transaction (an interrupted export keeps its batches).
     Out of memory, the batch size is halved and the export goes on (on_smaller(new_size, error) is told)."""
-    from engine.memory import adaptive_batches
+    from engine.services.memory import adaptive_batches
     history, _ = test_history(run)
     order = [users[i] for i in np.argsort(model.prompt_lengths(users), kind="stable")]
     done = 0
@@ -251,7 +251,7 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
         model = cached_lists_of(run).model() if model_loader is None else model_loader()
         exact = model.retriever
         if index != "exact":
-            from engine.ann import AnnSettings
+            from engine.model.ann import AnnSettings
             model.retriever = exact.with_ann(AnnSettings(kind=index))
         try:
             compute_and_cache(run, model, todo, k, batch_size, on_progress, on_smaller)
@@ -267,7 +267,7 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
 
 def ann_recall(run: Run, model, exact, users: list[int], k: int) -> float:
     """Recall@k of the model's (approximate) retriever against exact search, from the users' cached conditions."""
-    from engine.ann import recall_at_k
+    from engine.model.ann import recall_at_k
     history, _ = test_history(run)
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
         rows = catalog.conditions_of(users)

@@ -1,6 +1,6 @@
 """A run's metrics under a history-masking policy: 'train+valid' (ours; what training stored) or 'none' (what
 the paper authors' code does at test time: every item ranked, the user's own history included). Every model
-scores through the recommender contract (engine/contract.py); DeftRec is re-ranked from the conditions cached in
+scores through the recommender contract (engine/services/contract.py); DeftRec is re-ranked from the conditions cached in
 the catalog (denoiser and retriever only, no LLM call)."""
 
 from __future__ import annotations
@@ -11,7 +11,9 @@ import numpy as np
 
 from data.catalog import Catalog
 from data.errors import DeftrecError
-from engine.contract import (  # noqa: F401  (CachedPreferences, cached_preferences: engine.diagnostics reads them here)
+from engine.model.metrics import metrics_from_ranks
+from engine.model.ranking import HistoryIndex, rank_all
+from engine.services.contract import (  # noqa: F401  (CachedPreferences, cached_preferences: engine.services.diagnostics reads them here)
     MODEL_ORDER,
     CachedPreferences,
     NotCached,
@@ -19,9 +21,7 @@ from engine.contract import (  # noqa: F401  (CachedPreferences, cached_preferen
     recommenders,
     with_cached_lists,
 )
-from engine.metrics import metrics_from_ranks
-from engine.ranking import HistoryIndex, rank_all
-from engine.run import Run
+from engine.services.run import Run
 
 MASK_POLICIES = ("train+valid", "none")
 POLICY_TEXT = {"train+valid": "train items masked (and the validation item for test)",

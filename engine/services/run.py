@@ -9,7 +9,7 @@ from pathlib import Path
 
 from data.checksum import sha256_file
 from data.errors import RunError
-from engine.config import FORMAT_VERSION, DeftRecConfig, migrate
+from engine.model.config import FORMAT_VERSION, DeftRecConfig, migrate
 
 RUN_FORMAT = FORMAT_VERSION  # config.json's format_version
 # the keys of config.json (train/pipeline.py writes them; RunBuilder.commit adds format_version, created, versions

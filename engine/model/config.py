@@ -3,9 +3,9 @@ are built with, the training objective and profile, and the variant; written who
 strictly, with the run format's version and the migration of runs written before it existed.
 
 Torch-free, so `deftrec --help` and the explorer can read a run's settings without loading the model. The
-sections are the objects the model's parts take (engine/tokenizer.py takes `TokenizerConfig`, engine/diffusion.py
-`DiffusionConfig`, engine/llm.py `ConditionConfig`), so each setting has one name from the command line to the file.
-Defaults are defined here once: they are what `deftrec train` uses; `engine/variants.py` names the settings that
+sections are the objects the model's parts take (engine/model/tokenizer.py takes `TokenizerConfig`, engine/model/diffusion.py
+`DiffusionConfig`, engine/model/llm.py `ConditionConfig`), so each setting has one name from the command line to the file.
+Defaults are defined here once: they are what `deftrec train` uses; `engine/model/variants.py` names the settings that
 make ContRec, and the command line's options default to these values.
 """
 
@@ -29,7 +29,7 @@ class LLMConfig:
     """The language model, its LoRA adapter and how it writes the preference text at inference."""
 
     name: str = "smollm2"  # 'smollm2' (the packaged GGUF), 'tiny' (tests) or a local HF directory
-    fingerprint: str = ""  # engine.llm.llm_fingerprint of the LLM the run was trained on; checked at load
+    fingerprint: str = ""  # engine.model.llm.llm_fingerprint of the LLM the run was trained on; checked at load
     hidden: int = 576  # D, its hidden size (set from the loaded LLM at training)
     lora_r: int = 16
     lora_alpha: int = 32
@@ -201,7 +201,7 @@ PROFILES = {
 class DeftRecConfig:
     """Every setting of a DeftRec run; stored whole in config.json and the only source a run is rebuilt from."""
 
-    variant: str = "deftrec"  # engine.variants.variant_of of the settings below, recorded at training
+    variant: str = "deftrec"  # engine.model.variants.variant_of of the settings below, recorded at training
     llm: LLMConfig = field(default_factory=LLMConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
@@ -297,7 +297,7 @@ SECTIONS = {c.__name__: c for c in (LLMConfig, PromptConfig, TokenizerConfig, Co
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Format 1 → 2. Format 1 stored a flat DeftRecConfig (engine/deftrec.py until format 2) under config["deftrec"],
+# Format 1 → 2. Format 1 stored a flat DeftRecConfig (engine/model/deftrec.py until format 2) under config["deftrec"],
 # beside the variant, the profile and the training's records, and left some model arguments to the code's
 # defaults. These are those values as the format-1 code had them (unchanged from the first commit to the last
 # format-1 run): they are frozen here, whatever the defaults above become.
@@ -318,7 +318,7 @@ V1_FLAT_DEFAULTS: dict[str, Any] = {
 # model arguments format 1 never stored (TokenizerConfig's and DiffusionConfig's defaults of the format-1 code)
 V1_IMPLICIT = {"n_blocks": 2, "out_norm": True, "beta_start": 1e-4, "beta_end": 0.02, "time_embed_dim": 64}
 V1_PROFILE_DEFAULTS = {"refine_patience": 4, "cpu_bf16": False}  # Profile fields added with a default
-# a format-1 run without a profile trained with the quick profile of its time (engine/diagnostics.py assumed so)
+# a format-1 run without a profile trained with the quick profile of its time (engine/services/diagnostics.py assumed so)
 V1_QUICK_PROFILE = {"name": "quick", "steps": 60, "batch_size": 8, "grad_accum": 1, "lr": 1e-3, "weight_decay": 1e-5,
                     "max_history": 8, "max_length": 160, "refine_epochs": 30, "diffusion_repeats": 8,
                     "describe_batch": 48, "checkpoint_every": 20, "val_every": 0, "val_users": 0, "val_patience": 0}
@@ -365,7 +365,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
     }
     config = DeftRecConfig.from_dict(nested, path=path, where="deftrec")
     if variant is None:
-        from engine.variants import variant_of
+        from engine.model.variants import variant_of
         variant = variant_of(config)
     return replace(config, variant=variant)
 

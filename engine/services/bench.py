@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from engine.llm import encode_batch, position_ids_from_mask
-from engine.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.model.llm import encode_batch, position_ids_from_mask
+from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 
 
 def _sync(device: torch.device) -> None:
@@ -48,7 +48,7 @@ STAGES = ("prefill", "generation", "denoising", "retrieval")
 def forward_timer(llm, device: torch.device):
     """Record the wall time of every pass through the LLM's transformer (the first one of a response is the
     prefill); hooked on the decoder, which full and template decoding both call."""
-    from engine.decoding import decoder_of
+    from engine.model.decoding import decoder_of
     base = decoder_of(llm)
     durations: list[float] = []
     started: list[float] = []
@@ -222,8 +222,8 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
     run says, or as `decoding` says), full greedy decoding (compare_full) and the beam-search baseline in this one
     process."""
     from data.errors import RunError
-    from engine.contract import TEXT, TRAJECTORY, explaining, recommenders
-    from engine.export import test_history
+    from engine.services.contract import TEXT, TRAJECTORY, explaining, recommenders
+    from engine.services.export import test_history
     step = on_step or (lambda _text: None)
     timed = explaining(recommenders(run), TEXT, TRAJECTORY)  # the stages timed: LLM, denoising, retrieval
     if timed is None:
@@ -297,7 +297,7 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
 def bench_ann(n_items: int, n_users: int, n_queries: int = 1000, k: int = 20, kind: str = "ivf",
               settings=None, seed: int = 0, on_step=None) -> dict:
     """Recall@k of an approximate index against exact search on a synthetic clustered catalog, with timings."""
-    from engine.ann import AnnSettings, build_index, recall_at_k, search, synthetic_catalog, unit_rows
+    from engine.model.ann import AnnSettings, build_index, recall_at_k, search, synthetic_catalog, unit_rows
     step = on_step or (lambda _text: None)
     settings = settings or AnnSettings(kind=kind)
     step(f"synthetic catalog: {n_items:,} items, {n_users:,} users")

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from data.errors import RunError
-from engine.run import Run
-from engine.session import Explanation, RunSession
+from engine.services.run import Run
+from engine.services.session import Explanation, RunSession
 
 OUTCOMES = ("both", "A only", "B only", "neither")
 
@@ -93,7 +93,7 @@ class RunPair:
 
     def paired(self) -> dict:
         """The paired test-hit figures of `deftrec eval A B` (HR@k of both, lone hits, bootstrap CI, McNemar)."""
-        from engine.evaluation import paired_hits  # imports torch: call it off the UI thread
+        from engine.services.evaluation import paired_hits  # imports torch: call it off the UI thread
         hits_a, hits_b = self.hits()
         return paired_hits(hits_a, hits_b, self.k)
 

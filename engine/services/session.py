@@ -1,7 +1,7 @@
 """One run opened for analysis: catalog lookups (users, histories, cached results, metrics) that answer at once,
 and the DeftRec model, loaded on first use, for live generation, trajectories and their step-by-step analysis.
 The explorer, `deftrec recommend` and the export of single users all go through it. The run's models are
-recommenders of one contract (engine/contract.py): the session asks what they explain, never which they are."""
+recommenders of one contract (engine/services/contract.py): the session asks what they explain, never which they are."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import numpy as np
 
 from data.catalog import Catalog
 from data.errors import DeftrecError
-from engine import contract
-from engine.contract import TEXT, Recommender
-from engine.run import Run
+from engine.services import contract
+from engine.services.contract import TEXT, Recommender
+from engine.services.run import Run
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class Explanation:
             return []
         import torch
 
-        from engine.ranking import items_ahead
+        from engine.model.ranking import items_ahead
         scores = torch.from_numpy(self.step_scores)  # [S+1, n_items]
         return (items_ahead(scores, torch.full((len(scores),), int(item_idx))) + 1).tolist()
 
@@ -144,7 +144,7 @@ class RunSession:
         return self.run.models
 
     def explains(self, capability: str) -> bool:
-        """Whether the run has a model that explains `capability` (engine.contract: TEXT, TRAJECTORY, PI)."""
+        """Whether the run has a model that explains `capability` (engine.services.contract: TEXT, TRAJECTORY, PI)."""
         return contract.explaining(self.recommenders, capability) is not None
 
     @property
@@ -224,7 +224,7 @@ class RunSession:
 
     def _test_history(self):
         if not hasattr(self, "_history_cache"):
-            from engine.export import test_history
+            from engine.services.export import test_history
             self._history_cache = test_history(self.run)
         return self._history_cache
 
@@ -261,7 +261,7 @@ class RunSession:
         """Fill the per-step statistics (norm, cosine to y, nearest item, test rank) of a computed trajectory."""
         import torch
 
-        from engine.ranking import items_ahead
+        from engine.model.ranking import items_ahead
         model = self.model()
         path = torch.as_tensor(explanation.trajectory, dtype=torch.float32)  # [S+1,d]
         history, _ = self._test_history()
@@ -323,7 +323,7 @@ class RunSession:
 
     def export_user(self, explanation: Explanation, out: str | Path) -> int:
         """The user's list as shown, in the columns of `deftrec export`."""
-        from engine.export import DEFTREC_COLUMNS, atomic_csv, deftrec_row
+        from engine.services.export import DEFTREC_COLUMNS, atomic_csv, deftrec_row
         user_id = self.user_rows[explanation.user_idx].user_id
         with atomic_csv(out, DEFTREC_COLUMNS) as writer:
             for item in explanation.items:
@@ -332,10 +332,10 @@ class RunSession:
         return len(explanation.items)
 
     def export_all(self, out: str | Path, k: int = 20, on_progress=None) -> int:
-        """Every user's list of the run's own model (engine.contract.primary): DeftRec's through the cache (users
+        """Every user's list of the run's own model (engine.services.contract.primary): DeftRec's through the cache (users
         not cached go through this session's model), or LightGCN's for a CF-only run; on_progress(done, total)
         after each batch."""
-        from engine.export import export_deftrec, export_top_k
+        from engine.services.export import export_deftrec, export_top_k
         own = contract.primary(self.recommenders)
         if not own.cached:
             return export_top_k(self.run, own, out, k=k, on_progress=on_progress)

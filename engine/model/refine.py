@@ -1,6 +1,6 @@
 """The denoiser refinement loop on fixed conditions: (condition of the user, train item) pairs in shuffled batches
 of 1024, the run's denoising objective, a check every 3 epochs with patience. Shared by training's refinement on
-the cached LLM conditions (train/deftrec.py) and the ceiling diagnostic on CF user vectors (engine/diagnostics.py)."""
+the cached LLM conditions (train/deftrec.py) and the ceiling diagnostic on CF user vectors (engine/services/diagnostics.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from engine.deftrec import DeftRecConfig, denoising_objective
-from engine.diffusion import DDPMSchedule, Denoiser, denoising_losses
-from engine.sampling import NegativeSampler
+from engine.model.deftrec import DeftRecConfig, denoising_objective
+from engine.model.diffusion import DDPMSchedule, Denoiser, denoising_losses
+from engine.model.sampling import NegativeSampler
 
 CHECK_EVERY = 3  # epochs between validation checks
 RECENT_TARGETS = 5  # history 'recent': refinement targets per user (the latest train items; chosen on validation)

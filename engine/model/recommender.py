@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.llm import (
+from engine.model.deftrec import DeftRecConfig, DeftRecHeads
+from engine.model.llm import (
     add_placeholder_token,
     apply_lora,
     embed_with_continuous_tokens,
@@ -20,9 +20,8 @@ from engine.llm import (
     load_causal_lm,
     tiny_llama,
 )
-from engine.prompts import DEFAULT_INPUT_TEMPLATE
-from engine.retriever import HybridRetriever, category_parts, extract_category, extract_parts
-from engine.run import Run, cf_weights_name
+from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.model.retriever import HybridRetriever, category_parts, extract_category, extract_parts
 
 
 @dataclass
@@ -143,12 +142,12 @@ class DeftRecModel:
 
     def generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer=None, decoding: str | None = None):
         """Greedy responses to prompts embeds [B,L,D] (left padded) with their hidden states, decoded the way the
-        run's config says (or `decoding`): full, template or constrained (engine/decoding.py)."""
+        run's config says (or `decoding`): full, template or constrained (engine/model/decoding.py)."""
         decoding = decoding or self.config.llm.decoding
         if decoding == "full":
             return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.llm.max_new_tokens,
                             streamer=streamer, with_hidden=True)
-        from engine.decoding import CategoryTrie, shared_prompt_tokens, slot_names, template_generate
+        from engine.model.decoding import CategoryTrie, shared_prompt_tokens, slot_names, template_generate
         if self._shared is None:
             self._shared = shared_prompt_tokens(self.tokenizer, DEFAULT_INPUT_TEMPLATE, self.config.tokenizer.k)
         trie = None
@@ -194,16 +193,6 @@ def denoise(heads: DeftRecHeads, conditions: torch.Tensor, users: list[int], see
     return torch.cat(paths, dim=1)  # [S+1,B,d]
 
 
-def load_heads(run: Run, heads: DeftRecHeads) -> None:
-    """The run's tokenizer, condition head and denoiser (or regression head) weights into `heads`."""
-    heads.tokenizer.load_state_dict(run.tensors("tokenizer"))
-    weights = run.tensors("denoiser")
-    heads.condition.load_state_dict({k[10:]: v for k, v in weights.items() if k.startswith("condition.")})
-    head = heads.denoiser or heads.regressor
-    head.load_state_dict({k[9:]: v for k, v in weights.items() if k.startswith("denoiser.")})
-    heads.eval()
-
-
 def cpu_supports_bf16() -> bool:
     try:
         flags = open("/proc/cpuinfo").read()
@@ -237,40 +226,3 @@ def build_model(config: DeftRecConfig, split, user_q: torch.Tensor, item_q: torc
     titles, categories, histories = split
     return DeftRecModel(config, llm, tokenizer, ct_id, heads, user_q, item_q, titles, categories, histories,
                         seed=seed)
-
-
-
-
-def open_deftrec(run: Run) -> DeftRecModel:
-    """Rebuild a run's DeftRec on the CPU from the run's own config (never from CLI defaults) and weights."""
-    from data.catalog import Catalog
-    from data.errors import RunError
-    config = run.deftrec_config
-    if config is None:
-        raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
-    from engine.llm import llm_fingerprint
-    found = llm_fingerprint(config.llm.name)  # a one-line error when the run's LLM is not on this machine
-    if config.llm.fingerprint and found != config.llm.fingerprint:
-        raise RunError(f"the run was trained on another LLM: {config.llm.name!r} here has fingerprint {found}, "
-                       f"the run's is {config.llm.fingerprint}", path=run.path / "config.json",
-                       hint="open it where the LLM it was trained on is installed")
-    with Catalog.open(run.catalog_path, readonly=True) as catalog:
-        catalog_checksum = catalog.meta().get("checksum")
-        if catalog_checksum != (run.config.get("dataset") or {}).get("checksum"):
-            raise RunError("the catalog holds another dataset than the one the run was trained on "
-                           f"(checksum {catalog_checksum!r} vs config.json's)", path=run.catalog_path)
-        items = catalog.items()
-        train = catalog.train_pairs()
-        n_users = catalog.n_users()
-    counts = np.bincount(train[:, 0], minlength=n_users)
-    histories = np.split(train[:, 1], np.cumsum(counts)[:-1])
-    cf = run.tensors(cf_weights_name(config.training.cf))
-    if cf["user"].shape[0] != n_users or cf["item"].shape[0] != len(items):
-        raise RunError(f"the embeddings ({cf['user'].shape[0]} users, {cf['item'].shape[0]} items) do not match "
-                       f"the catalog ({n_users} users, {len(items)} items): weights from another dataset",
-                       path=run.path)
-    model = build_model(config, ([r["title"] for r in items], [r["category"] for r in items], histories),
-                        cf["user"], cf["item"], int(run.config.get("seed", 0)), lora_dir=run.path / "lora")
-    load_heads(run, model.heads)
-    model.llm.eval()
-    return model

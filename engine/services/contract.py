@@ -4,9 +4,9 @@ implement, so that evaluation, export, slices, bench and the explorer never ask 
 A recommender has a `name` (the run's model name: its catalog rows, `--model`), a `label` for text, and
 
 - `scores(users)`: its full-ranking scores of every item, [B, n_items], the history NOT masked (masking is the
-  caller's, as in `engine/ranking.py`);
+  caller's, as in `engine/model/ranking.py`);
 - `top_k(users, history, k)`: (item_idx [B, k'], score [B, k']) with k' = min(k, n_items), the items of the
-  HistoryIndex `history` masked, ties broken by the lower item index (the order `engine.ranking.top_k` and the
+  HistoryIndex `history` masked, ties broken by the lower item index (the order `engine.model.ranking.top_k` and the
   retriever give); a row with fewer than k' unmasked items ends with masked items scored −inf, in index order;
 - `explains`: what it can explain beyond a score — TEXT (a generated preference sentence), TRAJECTORY (the
   denoising path x_T … y) and PI (each score's breakdown s = cos·(1 + π)); the CF models explain only a score;
@@ -32,12 +32,12 @@ import numpy as np
 
 from data.catalog import Catalog
 from data.errors import DeftrecError, RunError
-from engine.run import Run
+from engine.services.run import Run
 
 if TYPE_CHECKING:
     import torch
 
-    from engine.ranking import HistoryIndex
+    from engine.model.ranking import HistoryIndex
 
 TEXT = "text"  # a generated preference sentence per user (and its prompt)
 TRAJECTORY = "trajectory"  # the denoising trajectory x_T … y behind each list
@@ -91,7 +91,7 @@ class _Lazy:
 
 
 class ScoredRecommender(_Lazy):
-    """A recommender whose lists are the stable top-k of its masked scores (engine.ranking.top_k)."""
+    """A recommender whose lists are the stable top-k of its masked scores (engine.model.ranking.top_k)."""
 
     name = ""
     label = ""
@@ -104,7 +104,7 @@ class ScoredRecommender(_Lazy):
     def top_k(self, users, history, k):
         import torch
 
-        from engine.ranking import top_k
+        from engine.model.ranking import top_k
         users = np.asarray(users, dtype=np.int64)
         with torch.no_grad():
             scores = self.scores(users)  # [B, n_items]
@@ -185,7 +185,7 @@ class _Reranker:
 
     finals: torch.Tensor  # [U, d]
     categories: list[str | None]
-    retriever: object  # engine.retriever.HybridRetriever
+    retriever: object  # engine.model.retriever.HybridRetriever
     pi: float
     match: str
 
@@ -196,13 +196,13 @@ def _deftrec_settings(run: Run) -> tuple[object, float, str]:
     if hasattr(type(run), "deftrec_config"):
         config = run.deftrec_config
         return config, config.retrieval.pi, config.retrieval.pi_match
-    from engine.deftrec import DeftRecConfig
+    from engine.model.deftrec import DeftRecConfig
     config = DeftRecConfig.from_dict(run.config["deftrec"])
     return config, config.pi, config.pi_match
 
 
 class DeftRecRecommender(_Lazy):
-    """DeftRec (engine/recommender.py) behind the contract. `scores` and `top_k` re-rank from the conditions
+    """DeftRec (engine/model/recommender.py) behind the contract. `scores` and `top_k` re-rank from the conditions
     cached at training (denoiser and retriever only, no LLM call: what `eval --mask-history none` ranks), and
     `top_k` is the retriever's search, the one that wrote the cached lists; `model()` is the whole pipeline
     (LLM, denoiser, retriever), loaded on first use, for live generation and the explorer's trajectories."""
@@ -219,17 +219,18 @@ class DeftRecRecommender(_Lazy):
         self._model_lock = threading.Lock()
 
     def model(self):
-        """The run's DeftRecModel (engine.recommender.open_deftrec), loaded once (seconds)."""
+        """The run's DeftRecModel (engine.model.recommender.open_deftrec), loaded once (seconds)."""
         with self._model_lock:
             if self._model is None:
-                from engine.recommender import open_deftrec
+                from engine.services.loading import open_deftrec
                 self._model = open_deftrec(self.run)
             return self._model
 
     def _load(self) -> _Reranker:
-        from engine.deftrec import DeftRecHeads
-        from engine.recommender import denoise, load_heads
-        from engine.retriever import HybridRetriever
+        from engine.model.deftrec import DeftRecHeads
+        from engine.model.recommender import denoise
+        from engine.model.retriever import HybridRetriever
+        from engine.services.loading import load_heads
         config, pi, match = _deftrec_settings(self.run)
         heads = DeftRecHeads(config)
         load_heads(self.run, heads)

@@ -1,7 +1,7 @@
 """Where a run's models win and lose (`deftrec eval RUN --slices`, the explorer's analysis tab): HR@k / NDCG@k by
 history length and by the test item's category and popularity, what each model's top-k covers, how DeftRec's
 and LightGCN's lists overlap, and the generated categories against the users' histories. Train+valid masking,
-as the stored metrics: every model through the recommender contract (engine/contract.py), its lists read from the
+as the stored metrics: every model through the recommender contract (engine/services/contract.py), its lists read from the
 catalog where training cached them (DeftRec) and computed from its scores otherwise (the CF models)."""
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from data.catalog import Catalog
-from engine.contract import (
+from engine.model.metrics import hit_ratio, ndcg
+from engine.model.prompts import leading_categories
+from engine.services.contract import (
     MODEL_ORDER,
     TEXT,
     Recommender,
@@ -22,9 +24,7 @@ from engine.contract import (
     recommenders,
     reference,
 )
-from engine.metrics import hit_ratio, ndcg
-from engine.prompts import leading_categories
-from engine.run import Run
+from engine.services.run import Run
 
 K = 10
 N_BUCKETS = 5  # quantile buckets of history length and of test-item popularity
@@ -68,7 +68,7 @@ class SliceReport:
 
 
 def metrics_at(ranks: np.ndarray, k: int = K) -> dict[str, float]:
-    """HR@k and NDCG@k of 0-based ranks (engine.metrics)."""
+    """HR@k and NDCG@k of 0-based ranks (engine.model.metrics)."""
     return {f"HR@{k}": hit_ratio(ranks, k), f"NDCG@{k}": ndcg(ranks, k)}
 
 
@@ -136,8 +136,8 @@ def list_stats(lists: np.ndarray, popularity: np.ndarray, item_parts: np.ndarray
 
 
 def ranks_from_lists(lists: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """0-based position of each user's target in its list [U,k] (engine.ranking.MISS when absent)."""
-    from engine.ranking import MISS
+    """0-based position of each user's target in its list [U,k] (engine.model.ranking.MISS when absent)."""
+    from engine.model.ranking import MISS
     found = lists == targets[:, None]  # [U,k]
     return np.where(found.any(1), found.argmax(1), MISS).astype(np.int64)  # [U]
 
@@ -148,7 +148,7 @@ def computed_lists(recommender: Recommender, targets: np.ndarray, n_items: int, 
     test-time mask `history` (train + valid)."""
     import torch
 
-    from engine.ranking import batches, target_ranks
+    from engine.model.ranking import batches, target_ranks
     n_users = len(targets)
     lists = np.empty((n_users, min(k, n_items)), np.int64)  # [U,k]
     ranks = np.empty(n_users, np.int64)  # [U]
@@ -217,7 +217,7 @@ def slice_report(run: Run, k: int = K) -> SliceReport:
                          "(train the run again)")
         else:
             if history is None:
-                from engine.export import test_history
+                from engine.services.export import test_history
                 history = test_history(run)[0]
             lists[rec.name], ranks[rec.name] = computed_lists(rec, targets, n_items, k, history)
     models = [r.name for r in recs if r.name in lists]

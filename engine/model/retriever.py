@@ -2,7 +2,7 @@
 
 Scores are defined so that they do not depend on how or where they are computed: the cosine is a float64 sum, in
 dimension order, of exact products of L2-normalized float32 vectors (a float32×float32 product is exact in float64),
-and the ranking key s is cos·(1 + π) rounded once to float32, the dtype engine.ranking compares in. FAISS only
+and the ranking key s is cos·(1 + π) rounded once to float32, the dtype engine.model.ranking compares in. FAISS only
 proposes a candidate pool of the best cosines; the pool doubles until it provably holds the true top-k by s, so
 `search` equals brute force over `scores_dense`.
 """
@@ -204,9 +204,9 @@ class HybridRetriever:
         self.approximate = False  # True: one candidate pool from an ANN index, re-ranked exactly, no proof
 
     def with_ann(self, settings, seed: int = 0) -> HybridRetriever:
-        """A copy that takes its candidates from an approximate index (engine.ann settings: ivf | hnsw): one pool
+        """A copy that takes its candidates from an approximate index (engine.model.ann settings: ivf | hnsw): one pool
         of 4·(k + history) + margin items per user, re-scored exactly; the result may miss items exact search finds."""
-        from engine.ann import build_index
+        from engine.model.ann import build_index
         unit = np.ascontiguousarray(self._columns.T.cpu().numpy().astype(np.float32))  # [n, d]
         other = HybridRetriever.__new__(HybridRetriever)
         other._setup(unit, self.item_categories, "cpu", self.margin, self.tol, index=build_index(unit, settings, seed))

@@ -13,14 +13,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.deftrec import DeftRecConfig, DeftRecHeads
-from engine.diffusion import DDPMSchedule, Denoiser, guided
-from engine.metrics import metrics_from_ranks
-from engine.ranking import HistoryIndex, rank_all
-from engine.recommender import denoise
-from engine.refine import RECENT_TARGETS, refine_epochs, refinement_pairs
-from engine.retriever import HybridRetriever
-from engine.run import Run, cf_weights_name
+from engine.model.deftrec import DeftRecConfig, DeftRecHeads
+from engine.model.diffusion import DDPMSchedule, Denoiser, guided
+from engine.model.metrics import metrics_from_ranks
+from engine.model.ranking import HistoryIndex, rank_all
+from engine.model.recommender import denoise
+from engine.model.refine import RECENT_TARGETS, refine_epochs, refinement_pairs
+from engine.model.retriever import HybridRetriever
+from engine.services.run import Run, cf_weights_name
 
 LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried on the inner split
 TRAIN_SHARE = 0.8  # share of users the ridge is fitted on (and of those, the inner fit for choosing λ)
@@ -206,7 +206,7 @@ def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: to
 
 class DenoiserSampler(nn.Module):
     """A bare denoiser behind DeftRecHeads.sample's interface (the run's temperature and guidance), so that
-    engine.recommender.denoise seeds it exactly as it seeds the run's heads."""
+    engine.model.recommender.denoise seeds it exactly as it seeds the run's heads."""
 
     def __init__(self, denoiser: Denoiser, config: DeftRecConfig) -> None:
         super().__init__()
@@ -226,7 +226,7 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
                     epochs: int, patience: int,
                     on_epoch: Callable[[int, int, str], None] | None = None) -> dict:
     """What the retrieval side reaches with a perfect condition: a fresh denoiser of the run's DiffusionConfig with
-    c = the CF user vector (standardized inside the denoiser), refined like the run's (engine.refine: same loss,
+    c = the CF user vector (standardized inside the denoiser), refined like the run's (engine.model.refine: same loss,
     budget, checks and patience), sampled at the run's temperature and guidance and scored with the run's retriever
     and extracted categories; the epoch with the best validation HR@10, then NDCG@10, and its test metrics."""
     config = heads.config
@@ -294,8 +294,8 @@ def read_run(run: Run) -> RunInputs:
     """The run's heads (no LLM), cached conditions, texts and categories, CF vectors and split."""
     from data.catalog import Catalog
     from data.errors import RunError
-    from engine.evaluation import cached_preferences
-    from engine.recommender import load_heads
+    from engine.services.evaluation import cached_preferences
+    from engine.services.loading import load_heads
     config = run.deftrec_config
     if config is None:
         raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path,
@@ -325,7 +325,7 @@ def diagnose_run(run: Run, ceiling: bool = True, seed: int | None = None, ceilin
                                inputs.categories, inputs.heads, inputs.targets, seed),
            "ceiling": None}
     if ceiling:
-        profile = inputs.heads.config.profile  # a format-1 run without one: the quick profile (engine.config.migrate)
+        profile = inputs.heads.config.profile  # a format-1 run without one: the quick profile (engine.model.config.migrate)
         epochs = ceiling_epochs if ceiling_epochs is not None else profile.refine_epochs
         patience = profile.refine_patience
         out["ceiling"] = ceiling_metrics(inputs.heads, inputs.user_q, inputs.item_q, inputs.item_categories,

@@ -31,9 +31,16 @@ from transformers import (
 
 from data.checksum import sha256_file
 from data.errors import DeftrecError
-from engine.config import ConditionConfig
-from engine.offline import hub_offline
-from engine.prompts import CT, INPUT_TEMPLATES, MAX_TITLE_CHARS, RESPONSE_TEMPLATES, ROLE_PLAY, build_prompt
+from engine.model.config import ConditionConfig
+from engine.model.offline import hub_offline
+from engine.model.prompts import (
+    CT,
+    INPUT_TEMPLATES,
+    MAX_TITLE_CHARS,
+    RESPONSE_TEMPLATES,
+    ROLE_PLAY,
+    build_prompt,
+)
 
 log = logging.getLogger(__name__)
 

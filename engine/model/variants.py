@@ -4,9 +4,9 @@ run's variant without loading the model."""
 
 from __future__ import annotations
 
-from engine.config import DeftRecConfig
+from engine.model.config import DeftRecConfig
 
-# the settings that tell the variants apart, by dotted path; DeftRec is engine.config's defaults
+# the settings that tell the variants apart, by dotted path; DeftRec is engine.model.config's defaults
 VARIANT_SETTINGS = ("tokenizer.kind", "diffusion.aux_loss", "diffusion.prediction", "diffusion.cond_dropout",
                     "tokenizer.pretrain_epochs")
 
