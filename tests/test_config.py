@@ -126,9 +126,8 @@ def test_every_setting_round_trips_through_config_json(tmp_path):
 
 
 def test_the_model_parts_take_the_config_sections_themselves():
-    from engine.model.deftrec import DeftRecHeads
+    from engine.model.deftrec import ConditionConfig, DeftRecHeads  # the one the condition head takes
     from engine.model.diffusion import DiffusionConfig as ModelDiffusionConfig
-    from engine.model.llm import ConditionConfig
     from engine.model.tokenizer import TokenizerConfig as ModelTokenizerConfig
     assert ModelDiffusionConfig is DiffusionConfig and ModelTokenizerConfig is TokenizerConfig
     assert ConditionConfig is SECTIONS["ConditionConfig"]

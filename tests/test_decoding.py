@@ -4,8 +4,13 @@ import pytest
 import torch
 
 from engine.model.decoding import CategoryTrie, slot_names, template_generate, template_tokens
-from engine.model.llm import (ConditionHead, add_placeholder_token, embed_with_continuous_tokens, encode_batch, generate,
-                        lm_forward, tiny_llama)
+from engine.model.deftrec import ConditionHead
+from engine.model.llm.batches import encode_batch
+from engine.model.llm.continuous import embed_with_continuous_tokens
+from engine.model.llm.forward import lm_forward
+from engine.model.llm.generation import generate
+from engine.model.llm.lora import add_placeholder_token
+from engine.model.llm.tiny import tiny_llama
 from engine.model.prompts import RESPONSE_TEMPLATES, build_prompt, build_response
 
 TITLES = ["Toy Story (1995)", "Heat (1995)", "Star Wars (1977)", "Fargo (1996)"]

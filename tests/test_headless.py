@@ -79,17 +79,20 @@ def test_help_imports_no_torch():
     assert out.stdout.strip() == "False False"
 
 
-def test_importing_the_llm_module_changes_no_environment_and_no_warning_filter():
-    """engine.model.llm sets the offline hub only when a model is loaded, and then before any transformers loading."""
-    tree = ast.parse((ROOT / "engine" / "model" / "llm.py").read_text())
-    third_party = [ast.unparse(node) for node in tree.body if isinstance(node, (ast.Import, ast.ImportFrom))
-                   and (getattr(node, "module", None) or node.names[0].name).split(".")[0]
-                   not in ("data", "engine", "__future__")]
+def test_importing_the_llm_modules_changes_no_environment_and_no_warning_filter():
+    """engine.model.llm.* set the offline hub only when a model is loaded, and then before any transformers loading."""
+    files = sorted((ROOT / "engine" / "model" / "llm").glob("*.py"))
+    assert {f.stem for f in files} >= {"convert", "loading", "lora", "tiny", "batches", "forward", "generation"}
+    third_party = sorted({ast.unparse(node) for file in files for node in ast.parse(file.read_text()).body
+                          if isinstance(node, (ast.Import, ast.ImportFrom))
+                          and (getattr(node, "module", None) or node.names[0].name).split(".")[0]
+                          not in ("data", "engine", "__future__")})
+    modules = ", ".join(f"engine.model.llm.{f.stem}" for f in files if f.stem != "__init__")
     code = ("import os, sys, warnings\n" + "\n".join(third_party) + "\n"  # their own variables and filters first
             "before, filters = dict(os.environ), list(warnings.filters)\n"
-            "import engine.model.llm\n"
+            f"import {modules}\n"
             "print(dict(os.environ) == before, list(warnings.filters) == filters)\n"
-            "engine.model.llm.tiny_llama()\n"
+            "engine.model.llm.tiny.tiny_llama()\n"
             "import huggingface_hub.constants as c\n"
             "print(os.environ['HF_HUB_OFFLINE'], os.environ['TRANSFORMERS_OFFLINE'], c.HF_HUB_OFFLINE, c.is_offline_mode())")
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}

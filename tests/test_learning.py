@@ -41,7 +41,7 @@ def test_tiny_deftrec_beats_popularity_on_clustered_data(tmp_path, monkeypatch):
 def test_a_condition_without_the_user_does_not_reach_the_margin(tmp_path, monkeypatch):
     import torch
 
-    from engine.model.llm import ConditionHead
+    from engine.model.deftrec import ConditionHead
     original = ConditionHead.forward
     monkeypatch.setattr(ConditionHead, "forward",
                         lambda self, *args, **kwargs: torch.full_like(original(self, *args, **kwargs), 0.5))

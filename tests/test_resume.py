@@ -80,7 +80,7 @@ def test_resume_refuses_another_dataset_and_another_llm(base, tmp_path, monkeypa
     other_data = write_clustered_csv(tmp_path / "data2", seed=3)
     with pytest.raises(RunError, match="made from another dataset"):
         train_run(_request(base, "other", resume=True, dataset=f"csv:{other_data}"))
-    from engine.model.llm import tiny_llama
+    from engine.model.llm.tiny import tiny_llama
     model, tokenizer = tiny_llama(seed=0)
     model.save_pretrained(tmp_path / "llm")
     tokenizer.save_pretrained(tmp_path / "llm")

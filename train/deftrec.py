@@ -14,7 +14,8 @@ import torch
 from data.protocol import Split
 from engine.model.config import PROFILES, DeftRecConfig, Profile  # noqa: F401 -- PROFILES: train.deftrec.PROFILES as before
 from engine.model.deftrec import DeftRecHeads
-from engine.model.llm import encode_batch, llm_fingerprint
+from engine.model.llm.batches import encode_batch
+from engine.model.llm.loading import llm_fingerprint
 from engine.services.memory import is_out_of_memory
 from engine.model.metrics import metrics_from_ranks
 from engine.model.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response, leading_categories
@@ -436,7 +437,7 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
         return None
     t1 = time.perf_counter()
     model.llm.eval()
-    from engine.model.llm import merged_lora
+    from engine.model.llm.lora import merged_lora
     with merged_lora(model.llm):  # training is over: generate at the speed (and with the weights) of a loaded run
         prefs = describe_all(model, profile, resume)
     timings["describe"] = time.perf_counter() - t1

@@ -10,7 +10,8 @@ from torch import nn
 
 from engine.model.deftrec import DeftRecConfig, DeftRecHeads, denoising_objective
 from engine.model.diffusion import denoising_losses, diffusion_loss
-from engine.model.llm import embed_with_continuous_tokens, lm_forward
+from engine.model.llm.continuous import embed_with_continuous_tokens
+from engine.model.llm.forward import lm_forward
 
 
 @dataclass

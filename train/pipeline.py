@@ -160,7 +160,7 @@ def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
     """What must be equal for --resume to continue a training: data, LLM and every setting."""
     fingerprint = None
     if request.stage == "all":
-        from engine.model.llm import llm_fingerprint
+        from engine.model.llm.loading import llm_fingerprint
         fingerprint = llm_fingerprint(request.deftrec.llm.name)
     return {"dataset_checksum": split.checksum, "llm_fingerprint": fingerprint, "dataset": request.dataset,
             "stage": request.stage, "seed": request.seed, "min_count": request.min_count,

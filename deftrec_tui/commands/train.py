@@ -113,7 +113,7 @@ def train(
             raise DeftrecError("--qlora needs a CUDA GPU and bitsandbytes; this machine has no CUDA device",
                                hint="drop --qlora to train LoRA on the full-precision model")
     if stage == "all" and llm not in ("smollm2", "tiny"):
-        from engine.model.llm import resolve_model_dir
+        from engine.model.llm.loading import resolve_model_dir
         resolve_model_dir(llm)  # a bad --llm fails now, before any training
     pretrain = base.tokenizer.pretrain_epochs if tokenizer_pretrain is None else tokenizer_pretrain
     config = base.updated({

@@ -3,10 +3,11 @@ are built with, the training objective and profile, and the variant; written who
 strictly, with the run format's version and the migration of runs written before it existed.
 
 Torch-free, so `deftrec --help` and the explorer can read a run's settings without loading the model. The
-sections are the objects the model's parts take (engine/model/tokenizer.py takes `TokenizerConfig`, engine/model/diffusion.py
-`DiffusionConfig`, engine/model/llm.py `ConditionConfig`), so each setting has one name from the command line to the file.
-Defaults are defined here once: they are what `deftrec train` uses; `engine/model/variants.py` names the settings that
-make ContRec, and the command line's options default to these values.
+sections are the objects the model's parts take (engine/model/tokenizer.py takes `TokenizerConfig`,
+engine/model/diffusion.py `DiffusionConfig`, engine/model/deftrec.py's condition head `ConditionConfig`), so each
+setting has one name from the command line to the file. Defaults are defined here once: they are what `deftrec
+train` uses; `engine/model/variants.py` names the settings that make ContRec, and the command line's options default
+to these values.
 """
 
 from __future__ import annotations

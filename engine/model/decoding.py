@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from engine.model.llm import CT, Generation, ResponseHidden
-from engine.model.prompts import RESPONSE_TEMPLATES
+from engine.model.llm.forward import ResponseHidden
+from engine.model.llm.generation import Generation
+from engine.model.prompts import CT, RESPONSE_TEMPLATES
 
 SLOT = "{category}"
 

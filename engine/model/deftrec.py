@@ -1,4 +1,4 @@
-"""DeftRec's trainable parts besides the LLM: the continuous tokenizer, the condition head and the denoiser
+"""DeftRec's trainable parts besides the LLM: the continuous tokenizer, the condition head (§2.4.2) and the denoiser
 (or the regression head of the 'w/o Diffusion' ablation), built from the run's config (engine/model/config.py)."""
 
 from __future__ import annotations
@@ -6,9 +6,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.model.config import DeftRecConfig
-from engine.model.diffusion import DDPMSchedule, DenoisingObjective, Denoiser, DiffusionConfig, RegressionHead, guided
-from engine.model.llm import ConditionHead
+from engine.model.config import ConditionConfig, DeftRecConfig
+from engine.model.diffusion import (
+    DDPMSchedule,
+    Denoiser,
+    DenoisingObjective,
+    DiffusionConfig,
+    RegressionHead,
+    guided,
+)
 from engine.model.prompts import INPUT_TEMPLATES
 from engine.model.tokenizer import ContinuousTokenizer
 
@@ -23,6 +29,32 @@ def user_slot_first(template_id: int) -> bool:
     """Whether the template names the user before the items (placeholders are spliced in prompt order)."""
     template = INPUT_TEMPLATES[template_id]
     return template.index("{user}") < template.index("{items}")
+
+
+class ConditionHead(nn.Module):
+    """c = norm(mean of the response positions) (§2.4.2); float32 output [B,D]."""
+
+    def __init__(self, hidden_size: int, config: ConditionConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ConditionConfig()
+        self.norm = nn.LayerNorm(hidden_size) if config.norm == "layernorm" else None
+
+    def forward(self, last_hidden: torch.Tensor, response_mask: torch.Tensor,
+                input_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """c [B,D] from last_hidden [B,L,D] (or input_embeds [B,L,D] for source='embedding') and mask [B,L]."""
+        if self.config.source == "embedding":
+            if input_embeds is None:
+                raise ValueError("the 'embedding' condition source needs input_embeds")
+            x = input_embeds.float()  # [B,L,D]
+        else:
+            x = last_hidden.float()  # [B,L,D]
+        m = response_mask.to(x.dtype).unsqueeze(-1)  # [B,L,1]
+        mean = (x * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B,D]; an empty response gives 0
+        if self.config.norm == "sigmoid":
+            return torch.sigmoid(mean)  # [B,D]
+        if self.config.norm == "layernorm":
+            return self.norm(mean)  # [B,D]
+        return mean  # [B,D]
 
 
 class DeftRecHeads(nn.Module):

@@ -10,16 +10,11 @@ import numpy as np
 import torch
 
 from engine.model.deftrec import DeftRecConfig, DeftRecHeads
-from engine.model.llm import (
-    add_placeholder_token,
-    apply_lora,
-    embed_with_continuous_tokens,
-    encode_batch,
-    fit_prompt,
-    generate,
-    load_causal_lm,
-    tiny_llama,
-)
+from engine.model.llm.batches import encode_batch, fit_prompt
+from engine.model.llm.continuous import embed_with_continuous_tokens
+from engine.model.llm.generation import generate
+from engine.model.llm.loading import load_causal_lm
+from engine.model.llm.lora import add_placeholder_token, apply_lora
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.model.retriever import HybridRetriever, category_parts, extract_category, extract_parts
 
@@ -203,7 +198,8 @@ def cpu_supports_bf16() -> bool:
 
 def load_llm(spec: str, *, qlora: bool = False):
     """(model, tokenizer) for a spec: 'smollm2', 'tiny' (a 2-layer random Llama for tests) or a local path."""
-    if spec == "tiny":
+    if spec == "tiny":  # the tiny test LLM (engine/model/llm/tiny.py): `--llm tiny` in any process, no files
+        from engine.model.llm.tiny import tiny_llama
         return tiny_llama(hidden_size=64, layers=2, heads=4, seed=0)
     # bf16 on GPUs; on these CPUs bf16 measured no faster than fp32 for SmolLM2-135M, so fp32 there
     dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from engine.model.llm import encode_batch, position_ids_from_mask
+from engine.model.llm.batches import encode_batch, position_ids_from_mask
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 
 

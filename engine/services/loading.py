@@ -27,7 +27,7 @@ def open_deftrec(run: Run) -> DeftRecModel:
     config = run.deftrec_config
     if config is None:
         raise RunError("the run has no DeftRec model (trained with --stage cf)", path=run.path)
-    from engine.model.llm import llm_fingerprint
+    from engine.model.llm.loading import llm_fingerprint
     found = llm_fingerprint(config.llm.name)  # a one-line error when the run's LLM is not on this machine
     if config.llm.fingerprint and found != config.llm.fingerprint:
         raise RunError(f"the run was trained on another LLM: {config.llm.name!r} here has fingerprint {found}, "

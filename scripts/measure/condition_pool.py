@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from engine.services.diagnostics import read_run, recent_item_means, ridge_r2
-from engine.model.llm import encode_batch, lm_forward
+from engine.model.llm.batches import encode_batch
+from engine.model.llm.forward import lm_forward
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.services.loading import open_deftrec
 from engine.services.run import Run

@@ -10,7 +10,8 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.model.llm import encode_batch, merged_lora
+from engine.model.llm.batches import encode_batch
+from engine.model.llm.lora import merged_lora
 from engine.model.metrics import metrics_from_ranks
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.model.ranking import target_ranks

@@ -6,7 +6,7 @@ import time
 import torch
 
 from engine.model.decoding import shared_prompt_tokens, template_generate
-from engine.model.llm import encode_batch
+from engine.model.llm.batches import encode_batch
 from engine.services.loading import open_deftrec
 from engine.services.run import Run
 

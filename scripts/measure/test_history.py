@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.model.llm import merged_lora
+from engine.model.llm.lora import merged_lora
 from engine.services.loading import open_deftrec
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import target_ranks
