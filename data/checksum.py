@@ -1,4 +1,5 @@
-"""File checksums, shared by the run reader (engine.services.run) and the model cache (engine.model.llm.convert); imports nothing of deftrec."""
+"""File checksums, shared by the run reader (engine.services.run) and the model cache (engine.model.llm.convert);
+imports nothing of deftrec."""
 
 from __future__ import annotations
 

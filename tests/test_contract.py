@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine.model.ranking import HistoryIndex
 from engine.services.contract import (
     KNOWN,
     PI,
@@ -26,7 +27,6 @@ from engine.services.contract import (
     reference,
     with_cached_lists,
 )
-from engine.model.ranking import HistoryIndex
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -166,8 +166,7 @@ def test_lightgcn_by_hand(tmp_path):
 
 # ------------------------------------------------------------------------------------------ no name branches
 
-CALLERS = ["engine/services/evaluation.py", "engine/services/export.py", "engine/services/bench.py", "engine/services/session.py", "engine/services/slices.py",
-           "engine/services/compare.py"]
+CALLERS = [f"engine/services/{name}.py" for name in ("evaluation", "export", "bench", "session", "slices", "compare")]
 # deftrec_tui/commands/train.py writes training settings ('lightgcn' there is DeftRecConfig's cf source, which
 # exists before any recommender), so it is not a caller of the contract
 NOT_CALLERS = {"deftrec_tui/commands/train.py"}

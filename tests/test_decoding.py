@@ -1,4 +1,5 @@
-"""Template-aware decoding (engine/model/decoding.py) against full greedy decoding (engine.model.llm.generate)."""
+"""Template-aware decoding (engine/model/decoding.py) against full greedy decoding
+(engine.model.llm.generation.generate)."""
 
 import pytest
 import torch

@@ -30,7 +30,7 @@ class LLMConfig:
     """The language model, its LoRA adapter and how it writes the preference text at inference."""
 
     name: str = "smollm2"  # 'smollm2' (the packaged GGUF), 'tiny' (tests) or a local HF directory
-    fingerprint: str = ""  # engine.model.llm.llm_fingerprint of the LLM the run was trained on; checked at load
+    fingerprint: str = ""  # llm_fingerprint (engine/model/llm/loading.py) of the run's LLM; checked at load
     hidden: int = 576  # D, its hidden size (set from the loaded LLM at training)
     lora_r: int = 16
     lora_alpha: int = 32

@@ -1,9 +1,9 @@
 """Template-aware greedy decoding: the response templates' fixed words go through the LLM in one pass each, and only
 the words the model chooses (the template's first word and the {category} slot) are decoded token by token.
 
-The result equals full greedy decoding (engine.model.llm.generate) wherever that decoding follows a template: the fixed
-words are the tokens greedy decoding would have chosen there, and each token's last hidden state is the one it gets
-when fed, so c is the same up to float error. A row whose greedy choice leaves the templates (a first word no
+The result equals full greedy decoding (engine.model.llm.generation.generate) wherever that decoding follows a
+template: the fixed words are the tokens greedy decoding would have chosen there, and each token's last hidden state
+is the one it gets when fed, so c is the same up to float error. A row whose greedy choice leaves the templates (a first word no
 template starts with, eos inside the slot, a word other than eos after the template's last word) continues as plain
 greedy decoding, and `followed` says so. With a CategoryTrie the slot is restricted to the dataset's category names
 (constrained decoding, an option: it changes the text wherever free decoding would name something else)."""
@@ -131,8 +131,9 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
                       trie: CategoryTrie | None = None, eos_token_id: int | None = None,
                       streamer=None, shared_prefix: int = 0) -> TemplateGeneration:
     """Greedy response ids and their last hidden states for left-padded prompts inputs_embeds [B,L,D], feeding each
-    template's fixed words in one pass; see the module docstring for when it equals engine.model.llm.generate. The first
-    `shared_prefix` real tokens, when every row starts with them, go through the LLM once for the whole batch."""
+    template's fixed words in one pass; see the module docstring for when it equals
+    engine.model.llm.generation.generate. The first `shared_prefix` real tokens, when every row starts with them, go
+    through the LLM once for the whole batch."""
     from transformers import DynamicCache
     templates = template_tokens(tokenizer) if templates is None else templates
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
@@ -292,7 +293,8 @@ def _take(row: _Row, tokens: list[int], budget: int, start: int | None = None) -
 
 def _collect(rows: list[_Row], embed: nn.Module, head: nn.Module, pad_id: int, eos: int, ct: int | None,
              inputs_embeds: torch.Tensor, forwards: int) -> TemplateGeneration:
-    """The rows' ids and states as engine.model.llm.generate returns them (right-padded [B,R,D] states and mask)."""
+    """The rows' ids and states as engine.model.llm.generation.generate returns them (right-padded [B,R,D] states
+    and mask)."""
     b, d = len(rows), inputs_embeds.shape[-1]
     width = max((len(r.ids) for r in rows), default=0)
     states = inputs_embeds.new_zeros(b, width, d)  # [B,R,D]

@@ -219,7 +219,7 @@ class DeftRecRecommender(_Lazy):
         self._model_lock = threading.Lock()
 
     def model(self):
-        """The run's DeftRecModel (engine.model.recommender.open_deftrec), loaded once (seconds)."""
+        """The run's DeftRecModel (engine.services.loading.open_deftrec), loaded once (seconds)."""
         with self._model_lock:
             if self._model is None:
                 from engine.services.loading import open_deftrec

@@ -13,7 +13,7 @@ from data.catalog import Catalog
 from data.errors import DeftrecError
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import HistoryIndex, rank_all
-from engine.services.contract import (  # noqa: F401  (CachedPreferences, cached_preferences: engine.services.diagnostics reads them here)
+from engine.services.contract import (  # noqa: F401  (CachedPreferences, cached_preferences: diagnostics reads them here)
     MODEL_ORDER,
     CachedPreferences,
     NotCached,
