@@ -12,7 +12,7 @@ from engine.services.evaluation import compare_runs, run_metrics
 from engine.services.run import Run
 
 KEYS = ("prompt.response", "prompt.history", "diffusion.neg_norm", "training.distinct_positives", "retrieval.pi_match",
-        "tokenizer.kind", "diffusion.aux_loss")  # the settings the rows differ in (engine/config.py paths)
+        "tokenizer.kind", "diffusion.aux_loss")  # the settings the rows differ in (dotted paths of engine/model/config.py)
 
 
 def _share(value: float | None) -> str:
