@@ -191,14 +191,9 @@ class _Reranker:
 
 
 def _deftrec_settings(run: Run) -> tuple[object, float, str]:
-    """(DeftRecConfig, π, π match) of the run. Through Run.deftrec_config (the nested settings of issue 16 part 2)
-    where Run has it, else from config.json's flat 'deftrec' section (the format before it)."""
-    if hasattr(type(run), "deftrec_config"):
-        config = run.deftrec_config
-        return config, config.retrieval.pi, config.retrieval.pi_match
-    from engine.model.deftrec import DeftRecConfig
-    config = DeftRecConfig.from_dict(run.config["deftrec"])
-    return config, config.pi, config.pi_match
+    """(DeftRecConfig, π, π match) of the run, from its nested settings (format-1 runs are migrated on open)."""
+    config = run.deftrec_config
+    return config, config.retrieval.pi, config.retrieval.pi_match
 
 
 class DeftRecRecommender(_Lazy):
