@@ -1,6 +1,7 @@
 """The quality table of docs/quality.md from runs alone: each run's test/validation metrics, what its condition
 carries (the diagnostics stored at training), its settings against the first run, and the paired test of its
-DeftRec test hits against the first run of the same seed-0 reference (deftrec eval A B)."""
+DeftRec test hits against the first run of the same seed-0 reference (deftrec eval A B), and against its own
+LightGCN on the same users (the overlap of deftrec eval --slices, exact McNemar)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import sys
 from pathlib import Path
 
 from engine.services.diagnostics import diagnose_run
-from engine.services.evaluation import compare_runs, run_metrics
+from engine.services.evaluation import compare_runs, mcnemar_p, run_metrics
+from engine.services.slices import slice_report
 from engine.services.run import Run
 
 KEYS = ("prompt.response", "prompt.history", "diffusion.neg_norm", "training.distinct_positives", "retrieval.pi_match",
@@ -28,9 +30,10 @@ def main(paths: list[str]) -> None:
     reference = runs[0]
     ref_metrics = run_metrics(reference)
     header = ("| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | valid HR@10 π off / exact / overlap | train s | "
-             f"vs {reference.path.name}, paired HR@10 (95% CI, McNemar p) | LightGCN test HR@10 / NDCG@10 | MF | pop |")
+             f"vs {reference.path.name}, paired HR@10 (95% CI, McNemar p) | LightGCN test HR@10 / NDCG@10 | MF | pop | "
+             "test hits only DeftRec / only LightGCN (McNemar p) |")
     lines = [header,
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         metrics = run_metrics(run)
         deftrec = run.config.get("deftrec") or {}
@@ -46,6 +49,9 @@ def main(paths: list[str]) -> None:
                           f"p {test['mcnemar_p']:.3g}")
         t, v = metrics["deftrec"]["test"], metrics["deftrec"]["valid"]
         lg, mf, pop = (metrics[m]["test"] for m in ("lightgcn", "mf", "pop"))
+        overlap = slice_report(run).overlap or {}  # the run's DeftRec vs its own LightGCN, same users and test items
+        versus = (f"{overlap['hit_by_a_only']} / {overlap['hit_by_b_only']} "
+                  f"(p {mcnemar_p(overlap['hit_by_a_only'], overlap['hit_by_b_only']):.3g})" if overlap else "")
         r2s = [(diag.get(key) or {}).get("r2") for key in ("condition_r2", "recent_items_r2")]
         lines.append(
             f"| {run.path.name} | {mine.profile.name} | {settings or 'reference'} | "
@@ -53,7 +59,7 @@ def main(paths: list[str]) -> None:
             f"{' / '.join('–' if r is None else f'{r:.2f}' for r in r2s)} | {text.get('distinct_sentences', '')} | "
             f"{_share(text.get('top_sentence_share'))} | {_pi(diag.get('pi') or {})} | {run.config.get('seconds', '')} | "
             f"{paired} | "
-            f"{lg['HR@10']:.4f} / {lg['NDCG@10']:.4f} | {mf['HR@10']:.4f} | {pop['HR@10']:.4f} |")
+            f"{lg['HR@10']:.4f} / {lg['NDCG@10']:.4f} | {mf['HR@10']:.4f} | {pop['HR@10']:.4f} | {versus} |")
     print("\n".join(lines))
 
 
