@@ -190,12 +190,6 @@ class _Reranker:
     match: str
 
 
-def _deftrec_settings(run: Run) -> tuple[object, float, str]:
-    """(DeftRecConfig, π, π match) of the run, from its nested settings (format-1 runs are migrated on open)."""
-    config = run.deftrec_config
-    return config, config.retrieval.pi, config.retrieval.pi_match
-
-
 class DeftRecRecommender(_Lazy):
     """DeftRec (engine/model/recommender.py) behind the contract. `scores` and `top_k` re-rank from the conditions
     cached at training (denoiser and retriever only, no LLM call: what `eval --mask-history none` ranks), and
@@ -226,7 +220,7 @@ class DeftRecRecommender(_Lazy):
         from engine.model.recommender import denoise
         from engine.model.retriever import HybridRetriever
         from engine.services.loading import load_heads
-        config, pi, match = _deftrec_settings(self.run)
+        config = self.run.deftrec_config  # nested settings (format-1 runs are migrated on open)
         heads = DeftRecHeads(config)
         load_heads(self.run, heads)
         cached = cached_preferences(self.run)
@@ -234,7 +228,7 @@ class DeftRecRecommender(_Lazy):
         finals = denoise(heads, cached.conditions, list(range(n_users)), int(self.run.config.get("seed", 0)))[-1]
         items = self.run.tensors(self.run.cf_weights)["item"].float().numpy()  # [n_items, d]
         retriever = HybridRetriever(items, np.array(cached.item_categories, dtype=object))
-        return _Reranker(finals, cached.categories, retriever, pi, match)
+        return _Reranker(finals, cached.categories, retriever, config.retrieval.pi, config.retrieval.pi_match)
 
     def scores(self, users):
         import torch

@@ -294,7 +294,7 @@ def read_run(run: Run) -> RunInputs:
     """The run's heads (no LLM), cached conditions, texts and categories, CF vectors and split."""
     from data.catalog import Catalog
     from data.errors import RunError
-    from engine.services.evaluation import cached_preferences
+    from engine.services.contract import cached_preferences
     from engine.services.loading import load_heads
     config = run.deftrec_config
     if config is None:

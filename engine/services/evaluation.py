@@ -13,14 +13,7 @@ from data.catalog import Catalog
 from data.errors import DeftrecError
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import HistoryIndex, rank_all
-from engine.services.contract import (  # noqa: F401  (CachedPreferences, cached_preferences: diagnostics reads them here)
-    MODEL_ORDER,
-    CachedPreferences,
-    NotCached,
-    cached_preferences,
-    recommenders,
-    with_cached_lists,
-)
+from engine.services.contract import MODEL_ORDER, NotCached, recommenders, with_cached_lists
 from engine.services.run import Run
 
 MASK_POLICIES = ("train+valid", "none")
