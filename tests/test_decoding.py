@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from engine.model.decoding import CategoryTrie, slot_names, template_generate, template_tokens
+from engine.model.decoding import CategoryTrie, Guess, slot_names, template_generate, template_tokens
 from engine.model.deftrec import ConditionHead
 from engine.model.llm.batches import encode_batch
 from engine.model.llm.continuous import embed_with_continuous_tokens
@@ -120,6 +120,64 @@ def test_constrained_slot_names_only_known_categories(taught):
         assert text.startswith(before.strip()) and text.endswith(after.strip())
         assert text[len(before):len(text) - len(after)].strip() in names
     assert not any(fast.followed)  # the constraint overrode greedy decoding in every row
+
+
+def _slot(tok, category):
+    return tuple(tok(" " + category, add_special_tokens=False)["input_ids"])
+
+
+def _same_as_full(model, tok, embeds, mask, full, fast):
+    """ids, followed and c of a speculative decoding equal full greedy decoding's."""
+    assert fast.ids == full.ids
+    head = ConditionHead(model.config.hidden_size)
+    assert torch.allclose(head(fast.hidden.last_hidden, fast.hidden.response_mask),
+                          head(full.hidden.last_hidden, full.hidden.response_mask), atol=1e-5)
+
+
+def test_right_guesses_cost_one_pass_and_change_nothing(taught):
+    model, tok, ct_id = taught
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES])
+    mask = batch["attention_mask"]
+    guesses = [Guess(t, (_slot(tok, c),)) for _, t, c in CASES]
+    with torch.no_grad():
+        full = generate(model, tok, embeds, mask, max_new_tokens=32, with_hidden=True)
+        fast = template_generate(model, tok, embeds, mask, max_new_tokens=32, drafts=guesses)
+    _same_as_full(model, tok, embeds, mask, full, fast)
+    assert fast.followed == [True] * len(CASES)
+    assert fast.forwards == 1  # the prompts and the guessed responses in one pass, nothing decoded after it
+
+
+def test_wrong_guesses_are_corrected_and_change_nothing(taught):
+    model, tok, ct_id = taught
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES])
+    mask = batch["attention_mask"]
+    with torch.no_grad():
+        full = generate(model, tok, embeds, mask, max_new_tokens=32, with_hidden=True)
+        plain = template_generate(model, tok, embeds, mask, max_new_tokens=32)
+        # a wrong template (nothing kept), a wrong first slot with the right one second, a slot that begins right and
+        # ends wrong, tokens that are no slot at all
+        guesses = [Guess(1, (_slot(tok, "Comedy|Drama"),)),
+                   Guess(2, (_slot(tok, "Western"), _slot(tok, "Action|Thriller"))),
+                   Guess(1, (_slot(tok, "Sci-Fi|Horror"),)),
+                   Guess(0, ((5, 6, 7),))]
+        fast = template_generate(model, tok, embeds, mask, max_new_tokens=32, drafts=guesses)
+        empty = template_generate(model, tok, embeds, mask, max_new_tokens=32, drafts=[Guess(0, ())] * len(CASES))
+    for out in (fast, empty):
+        _same_as_full(model, tok, embeds, mask, full, out)
+        assert out.followed == [True] * len(CASES)
+    assert fast.forwards < plain.forwards
+
+
+def test_guesses_on_a_row_that_leaves_the_template(taught):
+    model, tok, ct_id = taught
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES[:2]])
+    mask = batch["attention_mask"]
+    guesses = [Guess(t, (_slot(tok, c),)) for _, t, c in CASES[:2]]
+    with torch.no_grad():  # eos is never generated: greedy goes on after the template's last word
+        full = generate(model, tok, embeds, mask, max_new_tokens=30, eos_token_id=ct_id, with_hidden=True)
+        fast = template_generate(model, tok, embeds, mask, max_new_tokens=30, eos_token_id=ct_id, drafts=guesses)
+    _same_as_full(model, tok, embeds, mask, full, fast)
+    assert fast.followed == [False, False]
 
 
 def test_slot_names_by_response_kind():

@@ -61,6 +61,22 @@ def test_reloaded_run_gives_identical_recommendations(tiny_run):
     assert [[r.item_idx for r in u.items] for u in again] == [[r.item_idx for r in u.items] for u in results[:3]]
 
 
+def test_draft_decoding_describes_users_as_template_decoding(tiny_run):
+    import torch
+
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+
+    model = open_deftrec(Run.open(tiny_run))
+    users = list(range(6))
+    plain = model.describe(users, decoding="template")
+    drafted = [model.describe([u], decoding="draft")[0] for u in users]  # one at a time: speculative
+    batched = model.describe(users, decoding="draft")
+    for a, b, c in zip(plain, drafted, batched):
+        assert a.text == b.text == c.text
+        assert torch.allclose(a.condition, b.condition, atol=1e-5) and torch.allclose(a.condition, c.condition, atol=1e-5)
+
+
 def test_export_defaults_to_deftrec_with_the_breakdown(tiny_run, tmp_path):
     import csv
     out = tmp_path / "deftrec.csv"

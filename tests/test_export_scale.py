@@ -149,7 +149,7 @@ def test_bench_splits_the_time_and_times_the_baseline(tiny_run, tmp_path):
         run["baseline"]["seconds_per_user"] / run["latency_s"]["total"])
     assert 0.0 <= figures["ann"]["recall_at_k"] <= 1.0
     assert "faster per user than the beam-search baseline" in result.output
-    assert run["decoding"] == "template" and run["latency_s"]["forwards"] >= 1  # the CLI's default decoding
+    assert run["decoding"] == "draft" and run["latency_s"]["forwards"] >= 1  # the CLI's default decoding
     full = run["full_decoding"]  # the same users through full greedy decoding, for the ratio
     assert full["speedup"] == pytest.approx(full["latency_s"]["total"] / run["latency_s"]["total"])
     assert 0 <= full["same_lists"] <= 2

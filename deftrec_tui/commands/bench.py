@@ -25,7 +25,7 @@ def bench(
     index: Annotated[str, typer.Option(help="Approximate index: ivf | hnsw.")] = "ivf",
     nprobe: Annotated[int, typer.Option(help="IVF cells visited per query.", min=1)] = 32,
     ef_search: Annotated[int, typer.Option(help="HNSW search breadth.", min=1)] = 128,
-    decoding: Annotated[str | None, typer.Option(help="Decode as: template | full | constrained (default: as the run was trained).")] = None,
+    decoding: Annotated[str | None, typer.Option(help="Decode as: template | draft | full | constrained (default: as the run was trained).")] = None,
     precision: Annotated[str | None, typer.Option(help="The LLM's precision: float32 | bfloat16 (default: as the run was trained).")] = None,
     compare_full: Annotated[bool, typer.Option(help="Also time full greedy decoding in float32 on the same users, interleaved, for the ratio.")] = True,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
@@ -47,8 +47,9 @@ def bench(
         raise DeftrecError(f"bad --batch-sizes {batch_sizes!r}", hint="use positive integers, e.g. 1,8,32")
     if index not in ("ivf", "hnsw"):
         raise DeftrecError(f"unknown index {index!r}", hint="use ivf or hnsw")
-    if decoding is not None and decoding not in ("template", "full", "constrained"):
-        raise DeftrecError(f"unknown --decoding {decoding!r}", hint="use template, full or constrained")
+    from engine.model.config import DECODINGS
+    if decoding is not None and decoding not in DECODINGS:
+        raise DeftrecError(f"unknown --decoding {decoding!r}", hint=f"use one of: {', '.join(DECODINGS)}")
     if precision is not None and precision not in ("float32", "bfloat16"):
         raise DeftrecError(f"unknown --precision {precision!r}", hint="use float32 or bfloat16")
     if run is None and not synthetic_items:

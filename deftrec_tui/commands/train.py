@@ -9,7 +9,7 @@ import typer
 
 from deftrec_tui.commands.data_info import DATASET_HELP
 from deftrec_tui.errors import cli_errors
-from engine.model.config import PROFILES, DeftRecConfig  # torch-free, so --help stays light
+from engine.model.config import DECODINGS, PROFILES, DeftRecConfig  # torch-free, so --help stays light
 
 D = DeftRecConfig()  # the options' defaults are the config's; None: the variant's
 
@@ -42,7 +42,7 @@ def train(
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
     distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = D.training.distinct_positives,
     pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = D.retrieval.pi_match,
-    decoding: Annotated[str, typer.Option(help="How the LLM writes the preference text: template (greedy, the templates' fixed words fed in one pass; equal to full greedy decoding wherever it follows a template) | full (greedy, token by token) | constrained (template, with the category slot limited to the dataset's category names).")] = D.llm.decoding,
+    decoding: Annotated[str, typer.Option(help="How the LLM writes the preference text: template (greedy, the templates' fixed words fed in one pass; equal to full greedy decoding wherever it follows a template) | draft (template, with a guessed response checked in the prompt's own pass and kept up to its first wrong token: the same text, fewer passes) | full (greedy, token by token) | constrained (template, with the category slot limited to the dataset's category names).")] = D.llm.decoding,
     inference_precision: Annotated[str, typer.Option(help="The LLM when it writes preference texts: float32 | bfloat16 (autocast over the fp32 weights, on GPUs and on CPUs with native bf16; elsewhere float32).")] = D.llm.inference_precision,
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
@@ -69,7 +69,7 @@ def train(
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
     for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
                                  ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all")),
-                                 ("--decoding", decoding, ("template", "full", "constrained")),
+                                 ("--decoding", decoding, DECODINGS),
                                  ("--inference-precision", inference_precision, ("float32", "bfloat16"))):
         if value not in allowed:
             raise DeftrecError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(allowed)}")

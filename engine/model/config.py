@@ -23,6 +23,7 @@ FORMAT_VERSION = 2  # config.json's `format_version`; format 1 (the flat `format
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
+DECODINGS = ("template", "draft", "full", "constrained")
 
 
 @dataclass(frozen=True)
@@ -36,10 +37,15 @@ class LLMConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     max_new_tokens: int = 24
-    decoding: str = "template"  # 'full' greedy | 'template' (fixed words in one pass; equal where greedy follows the
-    #                             template) | 'constrained' (template, the slot limited to category names)
+    decoding: str = "draft"  # 'full' greedy | 'template' (fixed words in one pass; equal where greedy follows the
+    #                             template) | 'draft' (template, with a guessed response checked in the prompt's pass;
+    #                             same result) | 'constrained' (template, the slot limited to category names)
     inference_precision: str = "float32"  # 'float32' | 'bfloat16' (autocast over fp32 weights; on a CPU only where
     #                                       it has native bf16, else float32)
+
+    def __post_init__(self) -> None:
+        if self.decoding not in DECODINGS:
+            raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from engine.model.llm.forward import ResponseHidden
-from engine.model.llm.generation import Generation
-from engine.model.prompts import CT, RESPONSE_TEMPLATES
+from engine.model.llm.generation import Generation, placeholder_id
+from engine.model.prompts import RESPONSE_TEMPLATES
 
 SLOT = "{category}"
 
@@ -86,6 +86,25 @@ def slot_names(categories: list[str], response: str) -> list[str]:
     return parts + [f"{a}|{b}" for a in parts for b in parts if a != b]
 
 
+@dataclass(frozen=True)
+class Guess:
+    """What a row's response is guessed to be: its template (an index into the templates) and candidate ids of its
+    {category} slot, most likely first; the first pass checks the template with the first slot, later passes the first
+    slot that continues what greedy decoding has written."""
+
+    template: int
+    slots: tuple[tuple[int, ...], ...]
+
+    def first(self, templates: list[TemplateTokens]) -> list[int]:
+        """The guessed response's ids: the template's first words, the first slot, its last words."""
+        t = templates[self.template]
+        return [*t.prefix, *(self.slots[0] if self.slots else ()), *t.suffix]
+
+    def slot_after(self, written: list[int]) -> tuple[int, ...] | None:
+        """The first candidate slot that begins with the slot tokens written so far."""
+        return next((s for s in self.slots if list(s[:len(written)]) == written), None)
+
+
 @dataclass
 class _Row:
     """One row's decoding state: 'choose' (matching template prefixes), 'slot', 'pending' (slot done, suffix waiting),
@@ -99,6 +118,7 @@ class _Row:
     pending: list[int] = field(default_factory=list)
     node: int = 0
     followed: bool = False
+    forced: bool = False  # fed a word it did not choose (a template's fixed words, a trie's only continuation)
 
 
 @dataclass
@@ -129,16 +149,19 @@ def _cache_keyword(decoder: nn.Module) -> str:
 def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor,
                       max_new_tokens: int = 24, templates: list[TemplateTokens] | None = None,
                       trie: CategoryTrie | None = None, eos_token_id: int | None = None,
-                      streamer=None, shared_prefix: int = 0) -> TemplateGeneration:
+                      streamer=None, shared_prefix: int = 0,
+                      drafts: list[Guess | None] | None = None) -> TemplateGeneration:
     """Greedy response ids and their last hidden states for left-padded prompts inputs_embeds [B,L,D], feeding each
     template's fixed words in one pass; see the module docstring for when it equals
     engine.model.llm.generation.generate. The first `shared_prefix` real tokens, when every row starts with them, go
-    through the LLM once for the whole batch."""
+    through the LLM once for the whole batch. With `drafts` (a Guess per row; not with a trie) decoding is speculative:
+    the guessed response goes through the LLM with the prompt, and every later pass that feeds a slot token also feeds
+    a guessed rest of the slot and the template's last words; each guess is kept up to its first token that is not the
+    greedy choice and the rest masked out, so the result is the same and a right guess costs no pass of its own."""
     from transformers import DynamicCache
     templates = template_tokens(tokenizer) if templates is None else templates
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
-    vocab = tokenizer.get_vocab()
-    ct = vocab.get(CT)
+    ct = placeholder_id(tokenizer)
     embed = model.get_input_embeddings()
     head = _lm_head(model)
     device, dtype = inputs_embeds.device, inputs_embeds.dtype
@@ -155,9 +178,15 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
     try:
         if streamer is not None:
             streamer.put(torch.zeros(1, 0, dtype=torch.long))  # the prompt, which a streamer skips
-        out, mask = _prefill(decoder, keyword, cache, inputs_embeds, mask, shared_prefix)
+        if drafts is not None and trie is None:
+            last, mask, count = _draft_pass(decoder, keyword, cache, embed, head, inputs_embeds, mask, rows, drafts,
+                                            templates, ct, tokenizer.pad_token_id, max_new_tokens)
+            if streamer is not None and rows[0].ids:
+                streamer.put(torch.tensor([rows[0].ids]))
+        else:
+            out, mask = _prefill(decoder, keyword, cache, inputs_embeds, mask, shared_prefix)
+            last = out.last_hidden_state[:, -1]  # [B,D] the state that predicts each row's first response token
         forwards += 1
-        last = out.last_hidden_state[:, -1]  # [B,D] the state that predicts each row's first response token
         while True:
             logits = head(last).float()  # [B,V]
             if ct is not None:
@@ -166,15 +195,18 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
                     if rows[r].phase not in ("done", "pending") else [] for r in range(b)]
             if not any(feed):  # every row still decoding has reached its template's last words: feed them all
                 feed = [_release(row, max_new_tokens) if row.phase == "pending" else [] for row in rows]
-            width = max(len(f) for f in feed)
+            guesses = [_speculate(rows[r], drafts[r], templates, max_new_tokens) if drafts is not None and trie is None
+                       and feed[r] and rows[r].phase == "slot" else ([], ()) for r in range(b)]
+            spec = [g for g, _ in guesses]
+            width = max(len(f) + len(g) for f, g in zip(feed, spec))
             if width == 0:
                 break
             ids = torch.full((b, width), tokenizer.pad_token_id, dtype=torch.long)  # [B,W]
             new_mask = torch.zeros(b, width, dtype=torch.long)  # [B,W]
             for r, tokens in enumerate(feed):
                 if tokens:
-                    ids[r, :len(tokens)] = torch.tensor(tokens)
-                    new_mask[r, :len(tokens)] = 1
+                    ids[r, :len(tokens) + len(spec[r])] = torch.tensor(tokens + spec[r])
+                    new_mask[r, :len(tokens) + len(spec[r])] = 1
             if streamer is not None and feed[0]:
                 streamer.put(ids[:1, :len(feed[0])])
             ids, new_mask = ids.to(device), new_mask.to(device)
@@ -184,16 +216,103 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
                           **{keyword: cache}, use_cache=True)
             forwards += 1
             hidden = out.last_hidden_state  # [B,W,D] after the final norm
-            count = count + new_mask.sum(1)
-            lengths = torch.tensor([max(len(f), 1) for f in feed], device=device)
-            last = hidden[torch.arange(b, device=device), lengths - 1]  # [B,D] each row's last fed token
-            for r, tokens in enumerate(feed):
-                rows[r].states.extend(hidden[r, :len(tokens)].unbind(0))
+            fed = [len(f) for f in feed]
+            if any(spec):  # keep each guess up to its first token greedy decoding would not choose
+                choices = _greedy(head, hidden, ct)  # [B,W]
+                for r, guess in enumerate(spec):
+                    if guess:
+                        kept = _agreeing(choices[r][fed[r] - 1:], guess)
+                        mask[r, mask.shape[1] - width + fed[r] + kept:] = 0
+                        rows[r].ids.extend(guess[:kept])
+                        fed[r] += kept
+                        _resume(rows[r], templates[rows[r].template], len(rows[r].ids), guesses[r][1])
+                        if streamer is not None and r == 0 and kept:
+                            streamer.put(torch.tensor([guess[:kept]]))
+            count = count + torch.tensor(fed, device=device)
+            lengths = torch.tensor([max(n, 1) for n in fed], device=device)
+            last = hidden[torch.arange(b, device=device), lengths - 1]  # [B,D] each row's last kept token
+            for r, n in enumerate(fed):
+                rows[r].states.extend(hidden[r, :n].unbind(0))
     finally:
         model.train(was_training)
     if streamer is not None:
         streamer.end()
     return _collect(rows, embed, head, tokenizer.pad_token_id, eos, ct, inputs_embeds, forwards)
+
+
+def _draft_pass(decoder: nn.Module, keyword: str, cache, embed: nn.Module, head: nn.Module, embeds: torch.Tensor,
+                mask: torch.Tensor, rows: list[_Row], drafts: list[Guess | None], templates: list[TemplateTokens],
+                ct: int | None, pad: int, max_new_tokens: int):
+    """The prompt pass with each row's guessed response appended [B,L+W]: keeps each guess up to its first token that
+    greedy decoding would not choose, masks the rest out of the cache and puts the row in the decoding state the kept
+    tokens reach. Returns (the state [B,D] that predicts each row's next token, the attention mask [B,L+W], the tokens
+    so far per row [B])."""
+    b, length = mask.shape
+    device = embeds.device
+    guessed = [d.first(templates)[:max_new_tokens - 1] if d is not None else [] for d in drafts]
+    width = max(1, max(len(g) for g in guessed))
+    ids = torch.full((b, width), pad, dtype=torch.long, device=device)  # [B,W]
+    new_mask = torch.zeros(b, width, dtype=torch.long, device=device)  # [B,W]
+    for r, g in enumerate(guessed):
+        if g:
+            ids[r, :len(g)] = torch.tensor(g, device=device)
+            new_mask[r, :len(g)] = 1
+    full_mask = torch.cat([mask, new_mask], dim=1)  # [B,L+W]
+    out = decoder(inputs_embeds=torch.cat([embeds, embed(ids).to(embeds.dtype)], dim=1), attention_mask=full_mask,
+                  position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0), **{keyword: cache}, use_cache=True)
+    hidden = out.last_hidden_state[:, length - 1:]  # [B,W+1,D] the prompt's last state, then each guessed token's
+    choices = _greedy(head, hidden, ct)  # [B,W+1]
+    for r, g in enumerate(guessed):
+        kept = _agreeing(choices[r], g)
+        full_mask[r, length + kept:] = 0  # the rejected guess: in the cache, never attended to
+        rows[r].ids = g[:kept]
+        rows[r].states = list(hidden[r, 1:kept + 1].unbind(0))
+        if drafts[r] is not None and kept >= len(templates[drafts[r].template].prefix):
+            rows[r].template = drafts[r].template
+            _resume(rows[r], templates[drafts[r].template], kept, drafts[r].slots[0] if drafts[r].slots else ())
+    kept = torch.tensor([len(r.ids) for r in rows], device=device)  # [B]
+    return hidden[torch.arange(b, device=device), kept], full_mask, mask.sum(1) + kept
+
+
+def _greedy(head: nn.Module, hidden: torch.Tensor, ct: int | None) -> list[list[int]]:
+    """The greedy next token after each position of hidden [B,W,D] (never the placeholder), as lists."""
+    logits = head(hidden).float()  # [B,W,V]
+    if ct is not None:
+        logits[..., ct] = float("-inf")
+    return logits.argmax(-1).tolist()  # [B,W]
+
+
+def _agreeing(choices: list[int], guess: list[int]) -> int:
+    """How many leading guessed tokens are the greedy choice (choices[j]: the greedy token where guess[j] stands)."""
+    kept = 0
+    while kept < len(guess) and choices[kept] == guess[kept]:
+        kept += 1
+    return kept
+
+
+def _speculate(row: _Row, guess: Guess | None, templates: list[TemplateTokens],
+               max_new_tokens: int) -> tuple[list[int], tuple[int, ...]]:
+    """The guessed rest of a row's response after the slot tokens it has just written (the rest of the first candidate
+    slot that begins with them, then the template's last words) and that candidate; nothing when none begins so."""
+    slot = guess.slot_after(row.slot) if guess is not None else None
+    if slot is None:
+        return [], ()
+    rest = [*slot[len(row.slot):], *templates[row.template].suffix]
+    return rest[:max(0, max_new_tokens - 1 - len(row.ids))], slot
+
+
+def _resume(row: _Row, template: TemplateTokens, kept: int, slot: tuple[int, ...]) -> None:
+    """The decoding state after the first `kept` tokens of template prefix + slot + suffix, as template decoding has
+    it there (the row's template already set)."""
+    p = len(template.prefix)
+    if kept < p:  # inside the template's first words: the next greedy token decides as in 'choose'
+        return
+    if kept - p <= len(slot):  # inside the slot (or just after it, the greedy token not the suffix's first word)
+        row.phase, row.slot = "slot", list(slot[:kept - p])
+    elif kept - p - len(slot) < len(template.suffix):  # the suffix begun: template decoding feeds the rest of it
+        row.phase, row.slot, row.pending = "pending", list(slot), list(template.suffix[kept - p - len(slot):])
+    else:  # the whole response: greedy decoding must end here
+        row.phase, row.slot = "tail", list(slot)
 
 
 def _prefill(decoder: nn.Module, keyword: str, cache, embeds: torch.Tensor, mask: torch.Tensor, shared: int):
@@ -253,6 +372,7 @@ def _advance(row: _Row, logits: torch.Tensor, templates: list[TemplateTokens], t
                 (forced, row.node), = trie.children[row.node].items()
                 row.slot.append(forced)
                 tokens.append(forced)
+                row.forced = True
             if not trie.children[row.node]:  # a leaf: the name is complete, the suffix follows
                 row.phase, row.pending = "pending", list(suffix)
         return _take(row, tokens, budget)
@@ -266,6 +386,7 @@ def _advance(row: _Row, logits: torch.Tensor, templates: list[TemplateTokens], t
         if len(matching) == 1:
             row.template = matching[0]
             row.phase = "slot"
+            row.forced = len(templates[row.template].prefix) > len(chosen)
             return _take(row, list(templates[row.template].prefix), budget, start=len(row.ids))
         if not matching:
             row.phase = "free"
@@ -275,7 +396,7 @@ def _advance(row: _Row, logits: torch.Tensor, templates: list[TemplateTokens], t
 def _release(row: _Row, max_new_tokens: int) -> list[int]:
     """A pending row's template words after its slot, fed once no row needs a pass of its own any more (rows end
     their slots at different steps; their suffixes then share one pass)."""
-    row.phase = "tail"
+    row.phase, row.forced = "tail", True
     return _take(row, row.pending, max_new_tokens - len(row.ids))
 
 
@@ -308,7 +429,7 @@ def _collect(rows: list[_Row], embed: nn.Module, head: nn.Module, pad_id: int, e
             resp[i, :n] = torch.tensor(row.ids, dtype=torch.long)
     hidden = ResponseHidden(last_hidden=states, response_mask=response_mask,
                             input_embeds=embed(resp).to(inputs_embeds.dtype), attention_mask=response_mask.long())
-    followed = [row.followed and _greedy_throughout(row, head, eos, ct) for row in rows]
+    followed = [row.followed and (not row.forced or _greedy_throughout(row, head, eos, ct)) for row in rows]
     return TemplateGeneration(ids=[r.ids for r in rows], hidden=hidden, followed=followed, forwards=forwards)
 
 
@@ -322,3 +443,4 @@ def _greedy_throughout(row: _Row, head: nn.Module, eos: int, ct: int | None) -> 
         logits[:, ct] = float("-inf")
     chosen = logits.argmax(-1).tolist()  # [R]
     return chosen[:-1] == row.ids[1:] and chosen[-1] == eos
+

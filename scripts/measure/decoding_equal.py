@@ -1,4 +1,4 @@
-"""Every user of a run described under several MODE/PRECISION pairs (full|template|constrained / float32|bfloat16):
+"""Every user of a run described under several MODE/PRECISION pairs (full|template|draft|constrained / float32|bfloat16):
 time, users whose text is identical to the first pair's, users whose greedy decoding followed a template, the largest
 |Δc| among those, validation and test HR@10 of each; the figures docs/inference.md quotes.
 Usage: decoding_equal.py RUN [N (0: every user) [full/float32,template/float32,...]]."""
@@ -37,11 +37,11 @@ def describe(name):
         batch_users = order[s:s + 32]
         ids = template_ids[:len(batch_users)]
         prompts, kept = model.build_prompts(batch_users, [model.inference_history(u) for u in batch_users], ids)
-        batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
+        batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
         with torch.no_grad():
             embeds = model.embed(batch_users, kept, ids, batch["input_ids"])
             with model.autocast(precision):
-                gen = model.generate(embeds, batch["attention_mask"], decoding=mode)
+                gen = model.generate(embeds, batch["attention_mask"], decoding=mode, kept=kept)
             cond = model.heads.condition(gen.hidden.last_hidden, gen.hidden.response_mask, gen.hidden.input_embeds)
         for row, u in enumerate(batch_users):
             texts[u] = model.tokenizer.decode(gen.ids[row], skip_special_tokens=True).strip()

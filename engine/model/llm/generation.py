@@ -36,6 +36,13 @@ class _LimitedStreamer:
         self.streamer.end()
 
 
+def placeholder_id(tokenizer) -> int | None:
+    """The placeholder token's id, None where the tokenizer has none (a lookup: get_vocab builds the whole vocabulary,
+    26 ms per call for SmolLM2's)."""
+    token = tokenizer.convert_tokens_to_ids(CT)
+    return None if token is None or token == tokenizer.unk_token_id else int(token)
+
+
 def _final_norm(model: nn.Module) -> nn.Module | None:
     """The module whose output is the model's last hidden state (the decoder's final norm), when it has one."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -52,8 +59,8 @@ def generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, attention
     second teacher-forced pass over prompt + response at the cost of one extra decoding step."""
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
     eos_set = set(eos) if isinstance(eos, (list, tuple)) else {eos}
-    vocab = tokenizer.get_vocab()
-    suppress = [vocab[CT]] if CT in vocab else None  # never generate the placeholder itself
+    ct = placeholder_id(tokenizer)
+    suppress = [ct] if ct is not None else None  # never generate the placeholder itself
     norm = _final_norm(model) if with_hidden else None
     if with_hidden and norm is None:  # no hook point: fall back to the teacher-forced second pass
         ids = generate(model, tokenizer, inputs_embeds, attention_mask, max_new_tokens, streamer, eos_token_id).ids
