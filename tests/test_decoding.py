@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from engine.model.decoding import CategoryTrie, Guess, slot_names, template_generate, template_tokens
+from engine.model.decoding import CategoryTrie, Guess, Guesser, slot_names, template_generate, template_tokens
 from engine.model.deftrec import ConditionHead
 from engine.model.llm.batches import encode_batch
 from engine.model.llm.continuous import embed_with_continuous_tokens
@@ -178,6 +178,29 @@ def test_guesses_on_a_row_that_leaves_the_template(taught):
         fast = template_generate(model, tok, embeds, mask, max_new_tokens=30, eos_token_id=ct_id, drafts=guesses)
     _same_as_full(model, tok, embeds, mask, full, fast)
     assert fast.followed == [False, False]
+
+
+def test_guesser_learns_the_template_and_scores_its_candidates():
+    _, tok = tiny_llama(seed=0)
+    templates = template_tokens(tok)
+    guesser = Guesser(tok, templates, common=2)
+    first = guesser.guesses(["Drama|Comedy"])[0]  # nothing learnt: template 0, the history's own categories
+    assert first == Guess(0, (_slot(tok, "Drama|Comedy"),))
+
+    def written(t, category):
+        return list(templates[t].prefix) + list(_slot(tok, category)) + list(templates[t].suffix)
+    # what the LLM wrote: template 2 three times; for 'Drama|Comedy' histories 'Drama|Action' twice, once their own
+    guesser.learn(["Drama|Comedy", "Drama|Comedy", "Drama|Comedy", "Crime"],
+                  [written(2, "Drama|Action"), written(2, "Drama|Action"), written(2, "Drama|Comedy"),
+                   written(0, "Drama|Action")], [True, True, True, False])  # the last did not follow: not counted
+    assert guesser.template_counts == [0, 0, 3] and guesser.total == 3 and guesser.own_hits == 1
+    drama, crime = guesser.guesses(["Drama|Comedy", "Crime"])
+    assert drama.template == crime.template == 2
+    # Drama|Action: 2/3 of this lead's; Drama|Comedy: 1/3 here, and own 1/3
+    assert drama.slots == (_slot(tok, "Drama|Action"), _slot(tok, "Drama|Comedy"))
+    # an unseen lead: the common slots by overall share (2/3, 1/3), its own categories at the own hit rate (1/3)
+    assert crime.slots == (_slot(tok, "Drama|Action"), _slot(tok, "Crime"), _slot(tok, "Drama|Comedy"))
+    assert drama.slot_after(list(_slot(tok, "Drama|Comedy"))[:1]) == _slot(tok, "Drama|Action")
 
 
 def test_slot_names_by_response_kind():

@@ -105,6 +105,61 @@ class Guess:
         return next((s for s in self.slots if list(s[:len(written)]) == written), None)
 
 
+class Guesser:
+    """Learns, from what the LLM wrote, what to guess for draft decoding: the response template it chooses most often
+    and, per row, candidate slots scored by how often each kind of guess was right so far: the slots written for
+    histories with the same leading categories (their share there), the leading categories themselves (what training
+    teaches it to write; their hit rate) and the slots written most often for anyone (their share overall)."""
+
+    def __init__(self, tokenizer, templates: list[TemplateTokens], common: int = 8) -> None:
+        self.tokenizer, self.templates, self.common = tokenizer, templates, common
+        self.template_counts = [0] * len(templates)
+        self.slots: dict[str, dict[tuple[int, ...], int]] = {}  # leading categories -> slot -> times written
+        self.overall: dict[tuple[int, ...], int] = {}
+        self.own_hits, self.total = 0, 0
+        self._own: dict[str, tuple[int, ...]] = {}
+
+    def own(self, lead: str) -> tuple[int, ...]:
+        """The slot ids that name these leading categories."""
+        if lead not in self._own:
+            self._own[lead] = tuple(self.tokenizer(" " + lead, add_special_tokens=False)["input_ids"])
+        return self._own[lead]
+
+    def guesses(self, leads: list[str]) -> list[Guess]:
+        """A Guess per row from its history's leading categories."""
+        template = max(range(len(self.templates)), key=lambda t: (self.template_counts[t], -t))
+        total = max(self.total, 1)
+        common = sorted(self.overall, key=self.overall.get, reverse=True)[:self.common]
+        out = []
+        for lead in leads:
+            seen = self.slots.get(lead, {})
+            n = max(sum(seen.values()), 1)
+            scores: dict[tuple[int, ...], float] = {}
+            for slot, score in [*((s, c / n) for s, c in seen.items()),
+                                (self.own(lead), self.own_hits / total if self.total else 1.0),
+                                *((s, self.overall[s] / total) for s in common)]:
+                scores[slot] = max(score, scores.get(slot, 0.0))
+            out.append(Guess(template, tuple(sorted(scores, key=scores.get, reverse=True))))
+        return out
+
+    def learn(self, leads: list[str], ids: list[list[int]], followed: list[bool]) -> None:
+        """Count the template and slot of each row that followed a template."""
+        for lead, row, ok in zip(leads, ids, followed):
+            if not ok:
+                continue
+            for t, template in enumerate(self.templates):
+                p, x = len(template.prefix), len(template.suffix)
+                if row[:p] == list(template.prefix) and row[len(row) - x:] == list(template.suffix) and len(row) > p + x:
+                    slot = tuple(row[p:len(row) - x])
+                    counts = self.slots.setdefault(lead, {})
+                    counts[slot] = counts.get(slot, 0) + 1
+                    self.overall[slot] = self.overall.get(slot, 0) + 1
+                    self.template_counts[t] += 1
+                    self.own_hits += slot == self.own(lead)
+                    self.total += 1
+                    break
+
+
 @dataclass
 class _Row:
     """One row's decoding state: 'choose' (matching template prefixes), 'slot', 'pending' (slot done, suffix waiting),

@@ -15,7 +15,7 @@ from engine.model.llm.continuous import embed_with_continuous_tokens
 from engine.model.llm.generation import generate
 from engine.model.llm.loading import load_causal_lm
 from engine.model.llm.lora import add_placeholder_token, apply_lora
-from engine.model.prompts import DEFAULT_INPUT_TEMPLATE, DEFAULT_RESPONSE_TEMPLATE, leading_categories
+from engine.model.prompts import DEFAULT_INPUT_TEMPLATE, leading_categories
 from engine.model.retriever import HybridRetriever, category_parts, extract_category, extract_parts
 
 
@@ -39,7 +39,6 @@ class UserResult:
     items: list  # list[Recommendation] with cosine, pi_bonus, score, rank
 
 
-DRAFT_COMMON = 8  # the slots written most often overall that a draft guess falls back on
 DRAFT_MAX_BATCH = 8  # larger batches decode the template way: each guess widens every pass of the batch, which at
 #                      batch 32 cost more than the passes it saved (2.12 against 2.60 users/s; batch 8: 2.87 / 2.14)
 
@@ -57,8 +56,7 @@ class DeftRecModel:
         self.histories = histories
         self.seed = seed
         self._trie, self._shared = None, None  # built on first use: the category trie, the prompts' shared tokens
-        # draft decoding's guesses, learnt from what the LLM wrote so far: the template, the slot per leading categories
-        self._guess, self._slots, self._templates = DEFAULT_RESPONSE_TEMPLATE, {}, None
+        self._guesser = None  # draft decoding's guesses (engine.model.decoding.Guesser), learnt from what the LLM wrote
         self.known_categories = sorted({c for c in categories if c})
         self.category_parts = category_parts(categories)
         self.retriever = HybridRetriever(item_q.float().numpy(), np.array(categories, dtype=object))
@@ -142,44 +140,9 @@ class DeftRecModel:
                                   condition=cond[row].float().cpu()))
         return out
 
-    def drafts(self, kept: list[np.ndarray]) -> list:
-        """A Guess per prompt for draft decoding: the response template chosen most often so far and, as candidate
-        slots, what the LLM wrote so far for histories with the same leading categories (most often first), those
-        categories themselves (what training teaches it to write), then what it wrote most often for anyone."""
-        from engine.model.decoding import Guess
-        overall: dict[tuple[int, ...], int] = {}
-        for counts in self._slots.values():
-            for slot, n in counts.items():
-                overall[slot] = overall.get(slot, 0) + n
-        common = sorted(overall, key=overall.get, reverse=True)[:DRAFT_COMMON]
-        out = []
-        for items in kept:
-            lead = leading_categories([self.categories[int(i)] for i in items]) or "various"
-            seen = self._slots.get(lead, {})
-            own = tuple(self.tokenizer(" " + lead, add_special_tokens=False)["input_ids"])
-            slots = dict.fromkeys([*sorted(seen, key=seen.get, reverse=True), own, *common])
-            out.append(Guess(self._guess, tuple(slots)))
-        return out
-
-    def _learn_drafts(self, kept: list[np.ndarray], generation) -> None:
-        """Count the template and slot each row's greedy decoding wrote (rows that followed a template only): what
-        `drafts` guesses next."""
-        from engine.model.decoding import template_tokens
-        if self._templates is None:
-            self._templates = template_tokens(self.tokenizer)
-        chosen = []
-        for items, ids, followed in zip(kept, generation.ids, generation.followed):
-            for t, template in enumerate(self._templates):
-                p, x = list(template.prefix), list(template.suffix)
-                if followed and ids[:len(p)] == p and ids[len(ids) - len(x):] == x and len(ids) > len(p) + len(x):
-                    lead = leading_categories([self.categories[int(i)] for i in items]) or "various"
-                    slot = tuple(ids[len(p):len(ids) - len(x)])
-                    counts = self._slots.setdefault(lead, {})
-                    counts[slot] = counts.get(slot, 0) + 1
-                    chosen.append(t)
-                    break
-        if chosen:
-            self._guess = max(set(chosen), key=chosen.count)
+    def leads(self, kept: list[np.ndarray]) -> list[str]:
+        """The leading categories of each prompt's items (what a history response names)."""
+        return [leading_categories([self.categories[int(i)] for i in items]) or "various" for items in kept]
 
     def generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer=None, decoding: str | None = None,
                  kept: list[np.ndarray] | None = None):
@@ -190,14 +153,24 @@ class DeftRecModel:
         if decoding == "full":
             return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.llm.max_new_tokens,
                             streamer=streamer, with_hidden=True)
-        from engine.model.decoding import CategoryTrie, shared_prompt_tokens, slot_names, template_generate
+        from engine.model.decoding import (
+            CategoryTrie,
+            Guesser,
+            shared_prompt_tokens,
+            slot_names,
+            template_generate,
+            template_tokens,
+        )
         if self._shared is None:
             self._shared = shared_prompt_tokens(self.tokenizer, DEFAULT_INPUT_TEMPLATE, self.config.tokenizer.k)
         if decoding == "draft" and kept is not None:  # speculative in small batches; the guesses learn from all
-            drafts = self.drafts(kept) if len(kept) <= DRAFT_MAX_BATCH else None
+            if self._guesser is None:
+                self._guesser = Guesser(self.tokenizer, template_tokens(self.tokenizer))
+            leads = self.leads(kept)
+            drafts = self._guesser.guesses(leads) if len(kept) <= DRAFT_MAX_BATCH else None
             out = template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens,
                                     streamer=streamer, shared_prefix=self._shared, drafts=drafts)
-            self._learn_drafts(kept, out)
+            self._guesser.learn(leads, out.ids, out.followed)
             return out
         trie = None
         if decoding == "constrained":
