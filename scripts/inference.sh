@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The inference figures of docs/inference.md and the README's Table-4 layout, from one run, in one go:
-#   1. deftrec bench RUN (16 cold users, K = 20, the run's decoding; full greedy decoding timed on the same users,
+#   1. deftrec bench RUN (16 cold users, K = 20, draft decoding; full greedy decoding timed on the same users,
 #      interleaved; the beam-search baseline in the same process)
 #   2. all users exported with K = 20 and nothing cached (on a copy of the run), timed, and compared list by list
 #      with the lists cached at training
-#   3. scripts/measure/decoding_equal.py: every user under full and template decoding (and template in bf16)
+#   3. scripts/measure/decoding_equal.py: every user under full, template and draft decoding (draft in batches of 8,
+#      where it guesses), and template in bf16
 # then scripts/inference_table.py prints the tables. Usage: scripts/inference.sh RUN [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ mkdir -p "$out"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=.venv/bin/python
-.venv/bin/deftrec bench "$run" --users 16 --k 20 --batch-sizes 1,8,32 --json "$out/bench.json" > "$out/bench.txt"
+.venv/bin/deftrec bench "$run" --decoding draft --users 16 --k 20 --batch-sizes 1,8,32 --json "$out/bench.json" > "$out/bench.txt"
 copy=$(mktemp -d)/run
 cp -r "$run" "$copy"
 .venv/bin/deftrec export "$run" --out "$out/cached.csv" --k 20 > /dev/null
@@ -34,6 +35,6 @@ json.dump({"seconds": end - start, "users": len(b), "same_lists": sum(a.get(u) =
           open(f"{out}/export.json", "w"))
 PY
 rm -rf "$(dirname "$copy")"
-$py scripts/measure/decoding_equal.py "$run" 0 full/float32,template/float32,template/bfloat16 \
+$py scripts/measure/decoding_equal.py "$run" 0 full/float32,template/float32,draft/float32@8,template/bfloat16 \
   | tail -1 > "$out/decoding.json"
 $py scripts/inference_table.py "$out"

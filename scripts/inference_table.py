@@ -37,7 +37,7 @@ def main(out: Path) -> None:
           f"identical to the ones cached at training.\n")
     modes = [m for m in decoding if "/" in m]
     print(f"Every user of the run described under each decoding ({decoding['threads']} threads, batches of 32 sorted "
-          f"by prompt length; first row = reference):\n")
+          f"by prompt length, or of the size after @; first row = reference):\n")
     print("| decoding / precision | s | users/s | same text as first | followed a template | max abs Δc (followed) "
           "| valid HR@10 | test HR@10 | test NDCG@10 | distinct texts |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -223,7 +223,8 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
     b = inputs_embeds.shape[0]
     rows = [_Row() for _ in range(b)]
     was_training = model.training
-    model.eval()
+    if was_training:  # eval() walks every module: 8 ms a call for SmolLM2, skipped for a loaded (eval) model
+        model.eval()
     decoder = decoder_of(model)
     cache, keyword = DynamicCache(), _cache_keyword(decoder)
     mask = attention_mask.long().to(device)  # [B,past]
@@ -289,7 +290,8 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
             for r, n in enumerate(fed):
                 rows[r].states.extend(hidden[r, :n].unbind(0))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     if streamer is not None:
         streamer.end()
     return _collect(rows, embed, head, tokenizer.pad_token_id, eos, ct, inputs_embeds, forwards)

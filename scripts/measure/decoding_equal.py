@@ -1,4 +1,5 @@
-"""Every user of a run described under several MODE/PRECISION pairs (full|template|draft|constrained / float32|bfloat16):
+"""Every user of a run described under several MODE/PRECISION[@BATCH] (full|template|draft|constrained /
+float32|bfloat16, batches of 32 unless @BATCH says otherwise; draft decoding guesses only in batches of at most 8):
 time, users whose text is identical to the first pair's, users whose greedy decoding followed a template, the largest
 |Δc| among those, validation and test HR@10 of each; the figures docs/inference.md quotes.
 Usage: decoding_equal.py RUN [N (0: every user) [full/float32,template/float32,...]]."""
@@ -26,15 +27,17 @@ users = list(range(n))
 with Catalog.open(run.catalog_path, readonly=True) as catalog:
     valid, test = catalog.held_out().T
 order = [u for u in np.argsort(model.prompt_lengths(users), kind="stable").tolist()]
-template_ids = [DEFAULT_INPUT_TEMPLATE] * 32
+template_ids = [DEFAULT_INPUT_TEMPLATE] * n
 
 
 def describe(name):
-    mode, _, precision = name.partition("/")
+    mode, _, rest = name.partition("/")
+    precision, _, size = rest.partition("@")
+    size = int(size or 32)
     texts, conds, followed, cats = {}, {}, {}, {}
     started = time.perf_counter()
-    for s in range(0, n, 32):
-        batch_users = order[s:s + 32]
+    for s in range(0, n, size):
+        batch_users = order[s:s + size]
         ids = template_ids[:len(batch_users)]
         prompts, kept = model.build_prompts(batch_users, [model.inference_history(u) for u in batch_users], ids)
         batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
