@@ -223,7 +223,7 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
     b = inputs_embeds.shape[0]
     rows = [_Row() for _ in range(b)]
     was_training = model.training
-    if was_training:  # eval() walks every module: 8 ms a call for SmolLM2, skipped for a loaded (eval) model
+    if was_training:  # switching to eval mode walks every module: 8 ms a call for SmolLM2; a loaded run is in it already
         model.eval()
     decoder = decoder_of(model)
     cache, keyword = DynamicCache(), _cache_keyword(decoder)

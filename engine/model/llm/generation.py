@@ -74,7 +74,7 @@ def generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, attention
     if streamer is not None and norm is not None:
         streamer = _LimitedStreamer(streamer, max_new_tokens)  # the extra step's token is not part of the text
     was_training = model.training
-    if was_training:  # eval() walks every module: 8 ms a call for SmolLM2, skipped for a loaded (eval) model
+    if was_training:  # switching to eval mode walks every module: 8 ms a call for SmolLM2; a loaded run is in it already
         model.eval()
     try:
         with torch.no_grad():
