@@ -126,6 +126,22 @@ def _slot(tok, category):
     return tuple(tok(" " + category, add_special_tokens=False)["input_ids"])
 
 
+class _Collect:
+    """A streamer that keeps what it is given (the first call is the prompt, as transformers' streamers expect)."""
+
+    def __init__(self):
+        self.calls, self.ended = [], False
+
+    def put(self, value):
+        self.calls.append(value.reshape(-1).tolist())
+
+    def end(self):
+        self.ended = True
+
+    def tokens(self):
+        return [t for call in self.calls[1:] for t in call]
+
+
 def _same_as_full(model, tok, embeds, mask, full, fast):
     """ids, followed and c of a speculative decoding equal full greedy decoding's."""
     assert fast.ids == full.ids
@@ -160,6 +176,14 @@ def test_wrong_guesses_are_corrected_and_change_nothing(taught):
                    Guess(2, (_slot(tok, "Western"), _slot(tok, "Action|Thriller"))),
                    Guess(1, (_slot(tok, "Sci-Fi|Horror"),)),
                    Guess(0, ((5, 6, 7),))]
+        streamed = []
+        for first in range(len(CASES)):  # each row first in its batch: the streamer follows row 0
+            order = [first] + [r for r in range(len(CASES)) if r != first]
+            streamer = _Collect()
+            out = template_generate(model, tok, embeds[order], mask[order], max_new_tokens=32,
+                                    drafts=[guesses[r] for r in order], streamer=streamer)
+            streamed.append(streamer.tokens() == out.ids[0] and streamer.ended)
+        assert streamed == [True] * len(CASES)  # the kept guesses and the decoded tokens, in order, once each
         fast = template_generate(model, tok, embeds, mask, max_new_tokens=32, drafts=guesses)
         empty = template_generate(model, tok, embeds, mask, max_new_tokens=32, drafts=[Guess(0, ())] * len(CASES))
     for out in (fast, empty):
