@@ -25,7 +25,7 @@ with torch.no_grad(), model.autocast("bfloat16"):
         batch_users = users[start:start + 32]
         prompts, kept = model.build_prompts(batch_users, [model.inference_history(u) for u in batch_users],
                                             [DEFAULT_INPUT_TEMPLATE] * len(batch_users))
-        batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
+        batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
         embeds = model.embed(batch_users, kept, [DEFAULT_INPUT_TEMPLATE] * len(batch_users), batch["input_ids"])
         mask = batch["attention_mask"]
         hidden = lm_forward(model.llm, embeds, mask).last_hidden.float()  # [B,L,D]

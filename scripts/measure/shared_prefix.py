@@ -13,8 +13,8 @@ from engine.services.run import Run
 model = open_deftrec(Run.open(sys.argv[1] if len(sys.argv) > 1 else "runs/q-recent-s1"))
 users = list(range(32))
 prompts, kept = model.build_prompts(users, [model.inference_history(u) for u in users], [0] * 32)
-batch = encode_batch(model.tokenizer, prompts, None, model.config.max_length)
-shared = shared_prompt_tokens(model.tokenizer, 0, model.config.k)
+batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
+shared = shared_prompt_tokens(model.tokenizer, 0, model.config.tokenizer.k)
 times = {0: [], shared: []}
 ids = {}
 with torch.no_grad():
@@ -23,7 +23,7 @@ with torch.no_grad():
         for n in (0, shared):
             t = time.perf_counter()
             out = template_generate(model.llm, model.tokenizer, embeds, batch["attention_mask"],
-                                    model.config.max_new_tokens, shared_prefix=n)
+                                    model.config.llm.max_new_tokens, shared_prefix=n)
             times[n].append(time.perf_counter() - t)
             ids[n] = out.ids
 print(f"32 users, {int(batch['attention_mask'].sum())} prompt tokens, shared head {shared} tokens: "
