@@ -257,15 +257,10 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
             width = max(len(f) + len(g) for f, g in zip(feed, spec))
             if width == 0:
                 break
-            ids = torch.full((b, width), tokenizer.pad_token_id, dtype=torch.long)  # [B,W]
-            new_mask = torch.zeros(b, width, dtype=torch.long)  # [B,W]
-            for r, tokens in enumerate(feed):
-                if tokens:
-                    ids[r, :len(tokens) + len(spec[r])] = torch.tensor(tokens + spec[r])
-                    new_mask[r, :len(tokens) + len(spec[r])] = 1
+            ids, new_mask = _right_padded([f + g if f else [] for f, g in zip(feed, spec)], tokenizer.pad_token_id,
+                                          device)  # [B,W]
             if streamer is not None and feed[0]:
-                streamer.put(ids[:1, :len(feed[0])])
-            ids, new_mask = ids.to(device), new_mask.to(device)
+                streamer.put(ids[:1, :len(feed[0])].cpu())
             positions = (count.unsqueeze(1) + new_mask.cumsum(-1) - 1).clamp(min=0)  # [B,W]
             mask = torch.cat([mask, new_mask], dim=1)  # [B,past+W]
             out = decoder(inputs_embeds=embed(ids).to(dtype), attention_mask=mask, position_ids=positions,
@@ -307,13 +302,7 @@ def _draft_pass(decoder: nn.Module, keyword: str, cache, embed: nn.Module, head:
     b, length = mask.shape
     device = embeds.device
     guessed = [d.first(templates)[:max_new_tokens - 1] if d is not None else [] for d in drafts]
-    width = max(1, max(len(g) for g in guessed))
-    ids = torch.full((b, width), pad, dtype=torch.long, device=device)  # [B,W]
-    new_mask = torch.zeros(b, width, dtype=torch.long, device=device)  # [B,W]
-    for r, g in enumerate(guessed):
-        if g:
-            ids[r, :len(g)] = torch.tensor(g, device=device)
-            new_mask[r, :len(g)] = 1
+    ids, new_mask = _right_padded(guessed, pad, device)  # [B,W]
     full_mask = torch.cat([mask, new_mask], dim=1)  # [B,L+W]
     out = decoder(inputs_embeds=torch.cat([embeds, embed(ids).to(embeds.dtype)], dim=1), attention_mask=full_mask,
                   position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0), **{keyword: cache}, use_cache=True)
@@ -329,6 +318,18 @@ def _draft_pass(decoder: nn.Module, keyword: str, cache, embed: nn.Module, head:
             _resume(rows[r], templates[drafts[r].template], kept, drafts[r].slots[0] if drafts[r].slots else ())
     kept = torch.tensor([len(r.ids) for r in rows], device=device)  # [B]
     return hidden[torch.arange(b, device=device), kept], full_mask, mask.sum(1) + kept
+
+
+def _right_padded(rows: list[list[int]], pad: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token rows as right-padded ids [B,W] and their mask [B,W] (W at least 1; an empty row is all padding)."""
+    width = max(1, max(len(r) for r in rows))
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)  # [B,W]
+    mask = torch.zeros(len(rows), width, dtype=torch.long)  # [B,W]
+    for i, row in enumerate(rows):
+        if row:
+            ids[i, :len(row)] = torch.tensor(row, dtype=torch.long)
+            mask[i, :len(row)] = 1
+    return ids.to(device), mask.to(device)
 
 
 def _greedy(head: nn.Module, hidden: torch.Tensor, ct: int | None) -> list[list[int]]:
@@ -495,9 +496,5 @@ def _greedy_throughout(row: _Row, head: nn.Module, eos: int, ct: int | None) -> 
     included) and eos follows the last: then full greedy decoding writes exactly these ids."""
     if not row.ids:
         return False
-    logits = head(torch.stack(row.states[:len(row.ids)])).float()  # [R,V]
-    if ct is not None:
-        logits[:, ct] = float("-inf")
-    chosen = logits.argmax(-1).tolist()  # [R]
+    chosen = _greedy(head, torch.stack(row.states[:len(row.ids)]).unsqueeze(0), ct)[0]  # [R]
     return chosen[:-1] == row.ids[1:] and chosen[-1] == eos
-

@@ -55,7 +55,8 @@ class DeftRecModel:
         self.titles, self.categories = titles, categories
         self.histories = histories
         self.seed = seed
-        self._trie, self._shared = None, None  # built on first use: the category trie, the prompts' shared tokens
+        # built on first use: the category trie, the prompts' shared tokens, the response templates as token ids
+        self._trie, self._shared, self._templates = None, None, None
         self._guesser = None  # draft decoding's guesses (engine.model.decoding.Guesser), learnt from what the LLM wrote
         self.known_categories = sorted({c for c in categories if c})
         self.category_parts = category_parts(categories)
@@ -163,13 +164,14 @@ class DeftRecModel:
         )
         if self._shared is None:
             self._shared = shared_prompt_tokens(self.tokenizer, DEFAULT_INPUT_TEMPLATE, self.config.tokenizer.k)
+            self._templates = template_tokens(self.tokenizer)
         if decoding == "draft" and kept is not None:  # speculative in small batches; the guesses learn from all
             if self._guesser is None:
-                self._guesser = Guesser(self.tokenizer, template_tokens(self.tokenizer))
+                self._guesser = Guesser(self.tokenizer, self._templates)
             leads = self.leads(kept)
             drafts = self._guesser.guesses(leads) if len(kept) <= DRAFT_MAX_BATCH else None
             out = template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens,
-                                    streamer=streamer, shared_prefix=self._shared, drafts=drafts)
+                                    self._templates, streamer=streamer, shared_prefix=self._shared, drafts=drafts)
             self._guesser.learn(leads, out.ids, out.followed)
             return out
         trie = None
@@ -177,8 +179,8 @@ class DeftRecModel:
             if self._trie is None:
                 self._trie = CategoryTrie(self.tokenizer, slot_names(self.categories, self.config.prompt.response))
             trie = self._trie
-        return template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens, trie=trie,
-                                 streamer=streamer, shared_prefix=self._shared)
+        return template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens,
+                                 self._templates, trie=trie, streamer=streamer, shared_prefix=self._shared)
 
     @torch.no_grad()
     def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None,

@@ -1,7 +1,6 @@
 """HR@10 of the denoiser's own estimate x̂_0 at points of a run's reverse chain (the run's sampler, seed and τ; x̂_0
 from ε̂ by Eq. 8 inverted), against the chain's end: where along the reverse path the ranking is best.
 python scripts/measure/x0_along_path.py RUN [STEP,...]."""
-import math
 import sys
 from pathlib import Path
 
@@ -39,7 +38,6 @@ with torch.no_grad():
         t = steps[i]
         x = path[i]  # [U,d] x_t before step i
         out = fn(x, torch.full((len(users),), t, dtype=torch.long), inp.conditions.float())  # [U,d]
-        abar = float(schedule.alphas_cumprod[t])
-        x0 = out if schedule.prediction == "x0" else (x - math.sqrt(1 - abar) * out) / math.sqrt(abar)  # [U,d]
+        x0 = schedule.step(out, t, -1, x, None)  # [U,d] t_prev = -1: the step's own x̂_0 (Eq. 8 inverted for ε)
         show(f"step {i} (t={t}) x0-hat", x0)
 show("chain end (the run)", path[-1])
