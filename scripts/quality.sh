@@ -7,6 +7,7 @@
 #   random        --history random (the paper's shuffled history; every fix kept)
 #   before        the earlier deftrec: paper history, target response, L_neg over the mean of d, one positive
 #   target | mean-neg | one-positive | overlap-pi     the defaults with one choice undone or changed
+#   noyear        --title-year drop (titles without their trailing year: prompts a third shorter)
 #   random-overlap | recent-overlap                   π 'overlap' (how the first two rows of docs/quality.md ran)
 #   recent-cpu    the defaults under the ≤ 60 min cpu profile
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
@@ -30,6 +31,7 @@ for spec in "${rows[@]}"; do
     mean-neg) flags=(--neg-norm mean) ;;
     one-positive) flags=(--no-distinct-positives) ;;
     overlap-pi) flags=(--pi-match overlap) ;;
+    noyear) flags=(--title-year drop) ;;
     random-overlap) flags=(--history random --pi-match overlap) ;;
     recent-overlap) flags=(--pi-match overlap) ;;
     recent-cpu) flags=(--profile cpu) ;;

@@ -37,7 +37,7 @@ FORMAT1_EXPECTED = {
     "llm": {"name": "smollm2", "fingerprint": "92ee9f1af837189d", "hidden": 576, "lora_r": 16, "lora_alpha": 32,
             "lora_dropout": 0.05, "max_new_tokens": 24, "decoding": "full", "inference_precision": "float32"},
     "prompt": {"history": "recent", "max_history": 8, "max_length": 160, "max_title_chars": 40,
-               "response": "history"},
+               "title_year": "keep", "response": "history"},
     "tokenizer": {"out_dim": 576, "in_dim": 64, "k": 2, "n_blocks": 2, "dropout": 0.1, "mask_ratio": 0.2,
                   "kind": "kway", "out_scale": 0.13557852804660797, "out_norm": True, "sigma_scale": 0.5,
                   "pretrain_epochs": 0},
@@ -61,7 +61,8 @@ CHANGED = {
     "variant": "custom",
     "llm": {"name": "tiny", "fingerprint": "abc", "hidden": 64, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.2,
             "max_new_tokens": 12, "decoding": "full", "inference_precision": "bfloat16"},
-    "prompt": {"history": "random", "max_history": 5, "max_length": 128, "max_title_chars": 60, "response": "target"},
+    "prompt": {"history": "random", "max_history": 5, "max_length": 128, "max_title_chars": 60, "title_year": "drop",
+               "response": "target"},
     "tokenizer": {"out_dim": 64, "in_dim": 32, "k": 3, "n_blocks": 1, "dropout": 0.2, "mask_ratio": 0.0,
                   "kind": "sigma-vae", "out_scale": 0.5, "out_norm": False, "sigma_scale": 0.25, "pretrain_epochs": 7},
     "condition": {"norm": "layernorm", "source": "embedding"},
@@ -95,8 +96,8 @@ def _fake_run(tmp_path: Path, config: dict) -> Path:
     return run
 
 
-def _format2(settings: dict | None) -> dict:
-    """A format-2 config.json around DeftRec settings (the fixture's run-level values)."""
+def _current(settings: dict | None) -> dict:
+    """A config.json of the current format around DeftRec settings (the fixture's run-level values)."""
     old = json.loads(FORMAT1.read_text(encoding="utf-8"))
     new = migrate(old)
     new["deftrec"] = None if settings is None else {**new["deftrec"], "config": settings}
@@ -120,7 +121,7 @@ def test_changed_table_covers_every_setting_and_differs_from_every_default():
 def test_every_setting_round_trips_through_config_json(tmp_path):
     config = DeftRecConfig.from_dict(CHANGED)
     assert config.to_dict() == CHANGED
-    run = Run.open(_fake_run(tmp_path, _format2(config.to_dict())), verify=False)
+    run = Run.open(_fake_run(tmp_path, _current(config.to_dict())), verify=False)
     assert run.deftrec_config == config
     assert json.loads((run.path / "config.json").read_text())["format_version"] == FORMAT_VERSION
 
@@ -196,14 +197,14 @@ def test_an_old_run_reloads_unchanged_when_every_default_changes(tmp_path, monke
     assert run.deftrec_config.to_dict() == FORMAT1_EXPECTED  # the migrated old values, not the new defaults
     # and a format-2 run written before the change keeps every stored value
     (tmp_path / "new").mkdir()
-    run2 = Run.open(_fake_run(tmp_path / "new", _format2(FORMAT1_EXPECTED)), verify=False)
+    run2 = Run.open(_fake_run(tmp_path / "new", _current(FORMAT1_EXPECTED)), verify=False)
     assert run2.deftrec_config.to_dict() == FORMAT1_EXPECTED
 
 
 def _edited(settings_edit) -> dict:
     settings = json.loads(json.dumps(FORMAT1_EXPECTED))
     settings_edit(settings)
-    return _format2(settings)
+    return _current(settings)
 
 
 @pytest.mark.parametrize("config, words", [
@@ -212,9 +213,9 @@ def _edited(settings_edit) -> dict:
     (_edited(lambda s: s.pop("retrieval")), "missing setting 'deftrec.config.retrieval'"),
     (_edited(lambda s: s["diffusion"].update(aux_loss="mse")), "aux_loss must be one of"),
     (_edited(lambda s: s["llm"].update(hidden=64)), "must be equal"),
-    ({**_format2(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
-    ({k: v for k, v in _format2(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
-    ({**_format2(FORMAT1_EXPECTED), "format_version": 3}, "format 2"),
+    ({**_current(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
+    ({k: v for k, v in _current(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
+    ({**_current(FORMAT1_EXPECTED), "format_version": 4}, "format 3"),
 ])
 def test_strict_loading_refuses_in_one_line(tmp_path, config, words):
     run = _fake_run(tmp_path, config)
@@ -239,3 +240,24 @@ def test_a_real_old_run_migrates_like_the_fixture(tmp_path):
     copy.mkdir()
     shutil.copy(source, copy / "config.json")  # never opened in runs/: a copy
     assert Run.open(copy, verify=False).deftrec_config.to_dict() == FORMAT1_EXPECTED
+
+
+def test_a_format2_run_migrates_with_the_titles_it_was_trained_on(tmp_path):
+    settings = json.loads(json.dumps(FORMAT1_EXPECTED))
+    del settings["prompt"]["title_year"]  # format 2 had no such setting: titles were shown whole
+    old = {**_current(settings), "format_version": 2}
+    run = Run.open(_fake_run(tmp_path, old), verify=False)
+    assert run.deftrec_config.prompt.title_year == "keep" and run.config["format_version"] == FORMAT_VERSION
+    assert run.deftrec_config.to_dict() == FORMAT1_EXPECTED
+
+
+def test_a_dropped_year_leaves_the_rest_of_the_title():
+    from engine.model.prompts import build_prompt, trim_title
+    assert trim_title("Toy Story (1995)", drop_year=True) == "Toy Story"
+    assert trim_title("Toy Story (1995)") == "Toy Story (1995)"
+    assert trim_title("(1995)", drop_year=True) == "(1995)"  # never an empty title
+    assert trim_title("1984 (1984)", 40, drop_year=True) == "1984"
+    assert trim_title("Lorem (1999) ipsum", drop_year=True) == "Lorem (1999) ipsum"  # only a trailing year
+    assert "Heat <ct>" in build_prompt(0, ["Heat (1995)"], 1, drop_year=True)
+    with pytest.raises(ValueError, match="title_year"):
+        DeftRecConfig().updated({"prompt.title_year": "strip"})

@@ -9,7 +9,7 @@ import typer
 
 from deftrec_tui.commands.data_info import DATASET_HELP
 from deftrec_tui.errors import cli_errors
-from engine.model.config import DECODINGS, PROFILES, DeftRecConfig  # torch-free, so --help stays light
+from engine.model.config import DECODINGS, PROFILES, TITLE_YEARS, DeftRecConfig  # torch-free, so --help stays light
 
 D = DeftRecConfig()  # the options' defaults are the config's; None: the variant's
 
@@ -39,6 +39,7 @@ def train(
     dispersive_tau: Annotated[float, typer.Option(help="τ of the dispersive loss, against the mean squared distance per dimension.", min=1e-6)] = D.diffusion.dispersive_tau,
     response: Annotated[str, typer.Option(help="What the training response names: history (the leading categories of the prompt's history, as the LLM can read them) | target (the held-out target's category, the paper's Table 6 reading; it leaks the target into c in training).")] = D.prompt.response,
     history: Annotated[str, typer.Option(help="Prompt history: recent (the latest train items in time order; joint training predicts the items after a cut point; chosen on validation) | random (the paper: a shuffled sample of the train items).")] = D.prompt.history,
+    title_year: Annotated[str, typer.Option(help="Item titles in prompts: keep (as the dataset has them) | drop (without a trailing '(1995)': MovieLens' year is six of SmolLM2's tokens, over a third of a prompt).")] = D.prompt.title_year,
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
     distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = D.training.distinct_positives,
     pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = D.retrieval.pi_match,
@@ -68,6 +69,7 @@ def train(
     if condition not in ("hidden", "embedding"):
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
     for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
+                                 ("--title-year", title_year, TITLE_YEARS),
                                  ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all")),
                                  ("--decoding", decoding, DECODINGS),
                                  ("--inference-precision", inference_precision, ("float32", "bfloat16"))):
@@ -118,7 +120,7 @@ def train(
     pretrain = base.tokenizer.pretrain_epochs if tokenizer_pretrain is None else tokenizer_pretrain
     config = base.updated({
         "llm.name": llm, "llm.decoding": decoding, "llm.inference_precision": inference_precision,
-        "prompt.history": history, "prompt.response": response,
+        "prompt.history": history, "prompt.response": response, "prompt.title_year": title_year,
         "tokenizer.k": k, "tokenizer.kind": tokenizer, "tokenizer.mask_ratio": 0.0 if no_mask else base.tokenizer.mask_ratio,
         "tokenizer.sigma_scale": sigma, "tokenizer.pretrain_epochs": pretrain if tokenizer == "sigma-vae" else 0,
         "condition.source": condition,

@@ -19,11 +19,12 @@ from typing import Any
 
 from data.errors import DeftrecError, RunError
 
-FORMAT_VERSION = 2  # config.json's `format_version`; format 1 (the flat `format: 1` runs) is migrated on load
+FORMAT_VERSION = 3  # config.json's `format_version`; formats 1 (flat `format: 1`) and 2 (no prompt.title_year) migrate on load
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
 DECODINGS = ("template", "draft", "full", "constrained")
+TITLE_YEARS = ("keep", "drop")
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,16 @@ class PromptConfig:
     max_history: int = 20  # items in a prompt (set from the profile at training)
     max_length: int = 320  # tokens of a prompt (set from the profile at training)
     max_title_chars: int = 40  # titles in prompts are cut to this many characters
+    title_year: str = "keep"  # 'keep' the title as the dataset has it | 'drop' a trailing '(1995)' (ML's 6 tokens)
     response: str = "history"  # training response names: 'history' (the prompt history's leading categories) |
     #                            'target' (the held-out target item's category: leaks it into c in training)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (("history", self.history, ("recent", "random")),
+                                     ("response", self.response, ("history", "target")),
+                                     ("title_year", self.title_year, TITLE_YEARS)):
+            if value not in allowed:
+                raise ValueError(f"prompt.{name} must be one of {', '.join(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -349,7 +358,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
                 "lora_alpha": v["lora_alpha"], "lora_dropout": v["lora_dropout"], "max_new_tokens": v["max_new_tokens"],
                 "decoding": v["decoding"], "inference_precision": v["inference_precision"]},
         "prompt": {"history": v["history"], "max_history": v["max_history"], "max_length": v["max_length"],
-                   "max_title_chars": v["max_title_chars"], "response": v["response"]},
+                   "max_title_chars": v["max_title_chars"], "title_year": "keep", "response": v["response"]},
         "tokenizer": {"out_dim": hidden, "in_dim": v["item_dim"], "k": v["k"], "n_blocks": V1_IMPLICIT["n_blocks"],
                       "dropout": v["dropout"], "mask_ratio": v["mask_ratio"], "kind": v["encoder"],
                       "out_scale": v["token_scale"], "out_norm": V1_IMPLICIT["out_norm"],
@@ -379,6 +388,8 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
 
 def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
     """A run's config.json of any known format as format FORMAT_VERSION, in memory (the file is not rewritten)."""
+    if run_config.get("format_version") == 2:
+        return _from_format2(run_config)
     if "format_version" in run_config or run_config.get("format") != 1:
         return run_config
     out = {"format_version": FORMAT_VERSION, **{k: v for k, v in run_config.items() if k != "format"}}
@@ -387,4 +398,16 @@ def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
         settings = {k: v for k, v in old.items() if k not in (*RECORD_KEYS, "variant", "profile")}
         config = config_from_v1(settings, old.get("profile"), old.get("variant"), path=path)
         out["deftrec"] = {"config": config.to_dict(), **{k: old[k] for k in RECORD_KEYS if k in old}}
+    return out
+
+
+def _from_format2(run_config: dict) -> dict:
+    """Format 2 → 3: prompt.title_year did not exist; titles were shown whole ('keep')."""
+    out = {**run_config, "format_version": FORMAT_VERSION}
+    old = run_config.get("deftrec")
+    settings = old.get("config") if isinstance(old, dict) else None
+    if isinstance(settings, dict) and isinstance(settings.get("prompt"), dict):
+        prompt = {**settings["prompt"]}
+        prompt.setdefault("title_year", "keep")
+        out["deftrec"] = {**old, "config": {**settings, "prompt": prompt}}
     return out

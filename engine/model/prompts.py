@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 CT = "<ct>"
@@ -43,17 +44,23 @@ ROLE_PLAY = (
 MAX_TITLE_CHARS = 60
 
 
-def trim_title(title: str, max_title_chars: int = MAX_TITLE_CHARS) -> str:
-    """One-line title cut to at most max_title_chars characters, with no placeholder text inside."""
+_YEAR = re.compile(r"\s*\(\d{4}\)$")  # MovieLens' ' (1995)': six tokens for SmolLM2, which splits digits
+
+
+def trim_title(title: str, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False) -> str:
+    """One-line title cut to at most max_title_chars characters, with no placeholder text inside (drop_year: without
+    a trailing '(dddd)')."""
     text = " ".join(str(title).replace(CT, " ").split())
+    if drop_year:
+        text = _YEAR.sub("", text) or text
     if len(text) > max_title_chars:
         text = text[:max_title_chars].rstrip()
     return text
 
 
-def item_slot(title: str, k: int, max_title_chars: int = MAX_TITLE_CHARS) -> str:
+def item_slot(title: str, k: int, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False) -> str:
     """An item as 'title <ct>…<ct>' with k placeholders."""
-    return f"{trim_title(title, max_title_chars)} {CT * k}"
+    return f"{trim_title(title, max_title_chars, drop_year)} {CT * k}"
 
 
 def user_slot(k: int) -> str:
@@ -61,20 +68,21 @@ def user_slot(k: int) -> str:
     return f"user {CT * k}"
 
 
-def item_list(history_titles: Sequence[str], k: int, max_title_chars: int = MAX_TITLE_CHARS) -> str:
+def item_list(history_titles: Sequence[str], k: int, max_title_chars: int = MAX_TITLE_CHARS,
+              drop_year: bool = False) -> str:
     """The {items} text: ' a <ct><ct>, b <ct><ct>' (leading space, comma separated)."""
-    return " " + ", ".join(item_slot(t, k, max_title_chars) for t in history_titles)
+    return " " + ", ".join(item_slot(t, k, max_title_chars, drop_year) for t in history_titles)
 
 
 def build_prompt(input_template_id: int, history_titles: Sequence[str], k: int, dataset_name: str | None = None,
-                 *, max_title_chars: int = MAX_TITLE_CHARS) -> str:
+                 *, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False) -> str:
     """'### Input: <template with user and items>\\n### Response:'; a dataset_name adds the role-play preamble."""
     if not 0 <= input_template_id < len(INPUT_TEMPLATES):
         raise ValueError(f"input template id {input_template_id} is not in 0..{len(INPUT_TEMPLATES) - 1}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     body = INPUT_TEMPLATES[input_template_id].format(
-        user=user_slot(k), items=item_list(history_titles, k, max_title_chars))
+        user=user_slot(k), items=item_list(history_titles, k, max_title_chars, drop_year))
     preamble = ROLE_PLAY.format(dataset=" ".join(dataset_name.split())) if dataset_name else ""
     return f"{preamble}{INPUT_HEADER}{body}{RESPONSE_HEADER}"
 

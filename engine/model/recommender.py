@@ -90,7 +90,8 @@ class DeftRecModel:
             prompt, n_kept = fit_prompt(self.tokenizer, template_id, [self.titles[i] for i in history],
                                         self.config.tokenizer.k, self.config.prompt.max_length,
                                         response=None if responses is None else responses[row],
-                                        max_title_chars=self.config.prompt.max_title_chars)
+                                        max_title_chars=self.config.prompt.max_title_chars,
+                                        drop_year=self.config.prompt.title_year == "drop")
             prompts.append(prompt)
             kept.append(history[len(history) - n_kept:])
         return prompts, kept
