@@ -78,6 +78,15 @@ def test_text_counts_on_a_hand_made_table():
                      "no_category_share": 0.4}
 
 
+def test_text_against_the_history_on_a_hand_made_table():
+    texts = ["likes Drama|Comedy", "likes Comedy and Drama", "likes Action", "likes Drama|Comedy", None]
+    leads = ["Comedy|Drama", "Comedy|Drama", "Action|War", "Horror", "Drama"]
+    stats = text_stats(texts, [None] * 5, leads, ["Action", "Comedy", "Drama", "Horror", "War"])
+    # exact part sets: users 0 and 1 ({Comedy, Drama} either way round); at least one part: users 0, 1, 2
+    assert stats["history_match_share"] == 0.4 and stats["history_overlap_share"] == 0.6
+    assert stats["history_match_constant"] == 0.4 and stats["distinct_leads"] == 4  # {Comedy, Drama} twice in five
+
+
 def test_diagnose_cli_json_without_ceiling(tiny_run):
     result = runner.invoke(app, ["diagnose", str(tiny_run), "--json", "--no-ceiling"])
     assert result.exit_code == 0, result.output
@@ -102,7 +111,7 @@ def test_diagnose_cli_json_without_ceiling(tiny_run):
 def test_diagnose_cli_table(tiny_run):
     result = runner.invoke(app, ["diagnose", str(tiny_run), "--no-ceiling"])
     assert result.exit_code == 0, result.output
-    for fragment in ("ridge R²", "distinct sentences", "overlap", "--no-ceiling"):
+    for fragment in ("ridge R²", "distinct sentences", "overlap", "--no-ceiling", "a constant text"):
         assert fragment in result.output
 
 

@@ -87,6 +87,11 @@ def print_diagnostics(result: dict, name: str) -> None:
                   f"frequent for {text['top_sentence_share']:.1%}; {text['distinct_categories']} distinct categories, "
                   f"the most frequent ({text['top_category'] or '—'}) for {text['top_category_share']:.1%}, none for "
                   f"{text['no_category_share']:.1%}", highlight=False)
+    if "history_match_share" in text:  # runs diagnosed before it lack it
+        console.print(f"text against its prompt's history: names exactly the history's leading category parts for "
+                      f"{text['history_match_share']:.1%} (a constant text: {text['history_match_constant']:.1%}), at "
+                      f"least one of them for {text['history_overlap_share']:.1%}; {text['distinct_leads']} distinct "
+                      f"leading pairs", highlight=False)
     if ceiling is None:
         console.print("ceiling not computed (--no-ceiling)", highlight=False)
     elif "skipped" in ceiling:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 CT = "<ct>"
 """The placeholder token that stands for one continuous token; its embedding is replaced in inputs_embeds."""
 
@@ -105,6 +107,16 @@ def leading_categories(categories: Sequence[object], n: int = 2) -> str | None:
     if not counts:
         return None
     return "|".join(sorted(counts, key=lambda part: (-counts[part], part))[:n])
+
+
+def prompt_history(train_items: Sequence[int], history: str, max_history: int, seed: int, user: int) -> np.ndarray:
+    """The items a user's inference prompt shows (before fitting its length), from the train items in time order: the
+    latest max_history in time order (history 'recent'), or a seeded shuffle of them (history 'random', the paper; a
+    repeated item stays repeated, as the user bought it twice)."""
+    if history == "recent":
+        return np.array(train_items[-max_history:], dtype=np.int64)  # a writable copy
+    rng = np.random.default_rng([seed, user])
+    return rng.permutation(np.sort(np.asarray(train_items, dtype=np.int64)))[:max_history]  # sorted: order-free input
 
 
 def placeholder_count(n_items: int, k: int) -> int:

@@ -15,7 +15,7 @@ from engine.model.llm.continuous import embed_with_continuous_tokens
 from engine.model.llm.generation import generate
 from engine.model.llm.loading import load_causal_lm
 from engine.model.llm.lora import add_placeholder_token, apply_lora
-from engine.model.prompts import DEFAULT_INPUT_TEMPLATE, leading_categories
+from engine.model.prompts import DEFAULT_INPUT_TEMPLATE, leading_categories, prompt_history
 from engine.model.retriever import HybridRetriever, category_parts, extract_category, extract_parts
 
 
@@ -67,13 +67,9 @@ class DeftRecModel:
         return next(self.heads.parameters()).device
 
     def inference_history(self, user: int) -> np.ndarray:
-        """The user's prompt history at inference, at most max_history items: a seeded shuffle of the train
-        interactions (history 'random', the paper; a repeated item stays repeated, as the user bought it twice), or
-        the latest ones in time order (history 'recent')."""
-        if self.config.prompt.history == "recent":
-            return np.array(self.histories[user][-self.config.prompt.max_history:], dtype=np.int64)  # a writable copy
-        rng = np.random.default_rng([self.seed, user])
-        return rng.permutation(np.sort(self.histories[user]))[: self.config.prompt.max_history]  # sorted: order-free input
+        """The user's prompt history at inference, at most max_history items (engine.model.prompts.prompt_history)."""
+        return prompt_history(self.histories[user], self.config.prompt.history, self.config.prompt.max_history,
+                              self.seed, user)
 
     def extract_category(self, text: str) -> str | None:
         """The category the generated text names, in the form π matches: the whole catalog category ('exact') or

@@ -16,10 +16,11 @@ from torch import nn
 from engine.model.deftrec import DeftRecConfig, DeftRecHeads
 from engine.model.diffusion import DDPMSchedule, Denoiser, guided
 from engine.model.metrics import metrics_from_ranks
+from engine.model.prompts import leading_categories, prompt_history
 from engine.model.ranking import HistoryIndex, rank_all
 from engine.model.recommender import denoise
 from engine.model.refine import RECENT_TARGETS, refine_epochs, refinement_pairs
-from engine.model.retriever import HybridRetriever
+from engine.model.retriever import HybridRetriever, category_parts, extract_parts
 from engine.services.run import Run, cf_weights_name
 
 LAMBDAS = (0.1, 1.0, 10.0, 100.0, 1000.0)  # ridge penalties tried on the inner split
@@ -135,17 +136,41 @@ def embedding_metrics(user_q: torch.Tensor, item_q: torch.Tensor, targets: Targe
     return targets.both(lambda batch: users[torch.as_tensor(batch)] @ items.T)  # [B,n]
 
 
-def text_stats(texts: Sequence[str | None], categories: Sequence[str | None]) -> dict:
-    """How varied the generated preference sentences and their extracted categories are across users."""
+def text_stats(texts: Sequence[str | None], categories: Sequence[str | None],
+               leads: Sequence[str | None] | None = None, parts: Sequence[str] = ()) -> dict:
+    """How varied the generated preference sentences and their extracted categories are across users and, given each
+    prompt history's leading categories (`leads`, what a history response teaches) and the catalog's category
+    parts, how often the text names exactly those parts (`history_match_share`; a constant text would reach
+    `history_match_constant`) or at least one of them."""
     n = len(texts)
     sentences = Counter(t or "" for t in texts)
     named = Counter(c for c in categories if c)
     top_sentence, top_sentence_count = sentences.most_common(1)[0] if sentences else ("", 0)
     top_category, top_category_count = named.most_common(1)[0] if named else (None, 0)
-    return {"users": n, "distinct_sentences": len(sentences), "distinct_categories": len(named),
-            "top_sentence": top_sentence, "top_sentence_share": top_sentence_count / n if n else 0.0,
-            "top_category": top_category, "top_category_share": top_category_count / n if n else 0.0,
-            "no_category_share": (n - sum(named.values())) / n if n else 0.0}
+    out = {"users": n, "distinct_sentences": len(sentences), "distinct_categories": len(named),
+           "top_sentence": top_sentence, "top_sentence_share": top_sentence_count / n if n else 0.0,
+           "top_category": top_category, "top_category_share": top_category_count / n if n else 0.0,
+           "no_category_share": (n - sum(named.values())) / n if n else 0.0}
+    if leads is not None and n:
+        said = [set((extract_parts(t, parts) or "").split("|")) - {""} for t in texts]
+        wanted = [set((lead or "").split("|")) - {""} for lead in leads]
+        out["distinct_leads"] = len(Counter(lead for lead in leads if lead))
+        out["history_match_share"] = sum(bool(w) and s == w for s, w in zip(said, wanted)) / n
+        out["history_overlap_share"] = sum(bool(s & w) for s, w in zip(said, wanted)) / n
+        sets = Counter(frozenset(w) for w in wanted if w)  # a constant text naming the commonest leading parts:
+        out["history_match_constant"] = (sets.most_common(1)[0][1] / n) if sets else 0.0  # the share it would match
+    return out
+
+
+def prompt_leads(targets: Targets, item_categories: Sequence[str | None], config: DeftRecConfig,
+                 seed: int) -> list[str | None]:
+    """The leading categories of each user's inference prompt history (before its length is fitted)."""
+    users, items = np.asarray(targets.train_users), np.asarray(targets.train_items)
+    order = np.argsort(users, kind="stable")  # time order within a user kept
+    bounds = np.searchsorted(users[order], np.arange(targets.n_users + 1))
+    return [leading_categories([item_categories[i] for i in prompt_history(
+        items[order[bounds[u]:bounds[u + 1]]], config.prompt.history, config.prompt.max_history, seed, u)])
+        for u in range(targets.n_users)]
 
 
 def retrieval_metrics(finals: torch.Tensor, retriever: HybridRetriever, categories: Sequence[str | None],
@@ -200,7 +225,8 @@ def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: to
             "recent_items_cosine": embedding_metrics(recent, item_q, targets, cosine=True),
             "lightgcn_dot": embedding_metrics(user_q, item_q, targets),
             "lightgcn_cosine": embedding_metrics(user_q, item_q, targets, cosine=True),
-            "text": text_stats(texts, categories),
+            "text": text_stats(texts, categories, prompt_leads(targets, item_categories, heads.config, seed),
+                               category_parts(item_categories)),
             "pi": pi_metrics(finals, retriever, list(categories), heads.config.retrieval.pi, targets)}
 
 
