@@ -2,12 +2,14 @@
 # The quality ablation of docs/quality.md: train each ROW (quick profile unless the row says otherwise) on a dataset
 # under one protocol, keep existing runs, then regenerate the table (scripts/quality_table.py) from the runs alone.
 # Usage: scripts/quality.sh DATASET PREFIX [ROW[@SEED] ...]     e.g. scripts/quality.sh ml-100k q recent@0 recent@1
-# ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact):
-#   recent        the defaults
+# ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, titles
+# without their year). Every row but noyear shows titles whole (--title-year keep), as the rows trained before that
+# choice existed did, so each row names the same settings whatever the defaults become:
+#   recent        the defaults of that time (titles whole)
 #   random        --history random (the paper's shuffled history; every fix kept)
 #   before        the earlier deftrec: paper history, target response, L_neg over the mean of d, one positive
 #   target | mean-neg | one-positive | overlap-pi     the defaults with one choice undone or changed
-#   noyear        --title-year drop (titles without their trailing year: prompts a third shorter)
+#   noyear        the defaults: --title-year drop (titles without their trailing year: prompts a third shorter)
 #   random-overlap | recent-overlap                   π 'overlap' (how the first two rows of docs/quality.md ran)
 #   recent-cpu    the defaults under the ≤ 60 min cpu profile
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
@@ -31,7 +33,7 @@ for spec in "${rows[@]}"; do
     mean-neg) flags=(--neg-norm mean) ;;
     one-positive) flags=(--no-distinct-positives) ;;
     overlap-pi) flags=(--pi-match overlap) ;;
-    noyear) flags=(--title-year drop) ;;
+    noyear) flags=() ;;
     random-overlap) flags=(--history random --pi-match overlap) ;;
     recent-overlap) flags=(--pi-match overlap) ;;
     recent-cpu) flags=(--profile cpu) ;;
@@ -43,6 +45,7 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
+    [ "$row" = noyear ] || flags+=(--title-year keep)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi
 done

@@ -8,13 +8,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.services.diagnostics import diagnose_run
+from engine.model.retriever import category_parts
+from engine.services.diagnostics import diagnose_run, prompt_leads, read_run, text_stats
 from engine.services.evaluation import compare_runs, mcnemar_p, run_metrics
 from engine.services.slices import slice_report
 from engine.services.run import Run
 
-KEYS = ("prompt.response", "prompt.history", "diffusion.neg_norm", "training.distinct_positives", "retrieval.pi_match",
-        "tokenizer.kind", "diffusion.aux_loss")  # the settings the rows differ in (dotted paths of engine/model/config.py)
+KEYS = ("prompt.response", "prompt.history", "prompt.title_year", "diffusion.neg_norm", "training.distinct_positives",
+        "retrieval.pi_match", "tokenizer.kind", "diffusion.aux_loss", "llm.inference_precision")  # the settings the rows differ in (dotted paths of engine/model/config.py)
 
 
 def _share(value: float | None) -> str:
@@ -29,11 +30,11 @@ def main(paths: list[str]) -> None:
     runs = [Run.open(Path(p)) for p in paths]
     reference = runs[0]
     ref_metrics = run_metrics(reference)
-    header = ("| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | valid HR@10 π off / exact / overlap | train s | "
+    header = ("| run | profile | settings | test HR@10 | test NDCG@10 | valid HR@10 | c R² user / recent | distinct texts | top text | text = history's leading parts (a constant text) | valid HR@10 π off / exact / overlap | train s | "
              f"vs {reference.path.name}, paired HR@10 (95% CI, McNemar p) | LightGCN test HR@10 / NDCG@10 | MF | pop | "
              "test hits only DeftRec / only LightGCN (McNemar p) |")
     lines = [header,
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         metrics = run_metrics(run)
         deftrec = run.config.get("deftrec") or {}
@@ -53,11 +54,16 @@ def main(paths: list[str]) -> None:
         versus = (f"{overlap['hit_by_a_only']} / {overlap['hit_by_b_only']} "
                   f"(p {mcnemar_p(overlap['hit_by_a_only'], overlap['hit_by_b_only']):.3g})" if overlap else "")
         r2s = [(diag.get(key) or {}).get("r2") for key in ("condition_r2", "recent_items_r2")]
+        inputs = read_run(run)  # the text against its prompt's history, recomputed (runs before it did not store it)
+        faithful = text_stats(inputs.texts, inputs.categories,
+                              prompt_leads(inputs.targets, inputs.item_categories, mine, inputs.seed),
+                              category_parts(inputs.item_categories))
         lines.append(
             f"| {run.path.name} | {mine.profile.name} | {settings or 'reference'} | "
             f"{t['HR@10']:.4f} | {t['NDCG@10']:.4f} | {v['HR@10']:.4f} | "
             f"{' / '.join('–' if r is None else f'{r:.2f}' for r in r2s)} | {text.get('distinct_sentences', '')} | "
-            f"{_share(text.get('top_sentence_share'))} | {_pi(diag.get('pi') or {})} | {run.config.get('seconds', '')} | "
+            f"{_share(text.get('top_sentence_share'))} | "
+            f"{_share(faithful['history_match_share'])} ({_share(faithful['history_match_constant'])}) | {_pi(diag.get('pi') or {})} | {run.config.get('seconds', '')} | "
             f"{paired} | "
             f"{lg['HR@10']:.4f} / {lg['NDCG@10']:.4f} | {mf['HR@10']:.4f} | {pop['HR@10']:.4f} | {versus} |")
     print("\n".join(lines))

@@ -57,7 +57,7 @@ class PromptConfig:
     max_history: int = 20  # items in a prompt (set from the profile at training)
     max_length: int = 320  # tokens of a prompt (set from the profile at training)
     max_title_chars: int = 40  # titles in prompts are cut to this many characters
-    title_year: str = "keep"  # 'keep' the title as the dataset has it | 'drop' a trailing '(1995)' (ML's 6 tokens)
+    title_year: str = "drop"  # 'drop' a trailing '(1995)' (6 SmolLM2 tokens; chosen on validation) | 'keep' it
     response: str = "history"  # training response names: 'history' (the prompt history's leading categories) |
     #                            'target' (the held-out target item's category: leaks it into c in training)
 
