@@ -85,6 +85,7 @@ def test_text_against_the_history_on_a_hand_made_table():
     # exact part sets: users 0 and 1 ({Comedy, Drama} either way round); at least one part: users 0, 1, 2
     assert stats["history_match_share"] == 0.4 and stats["history_overlap_share"] == 0.6
     assert stats["history_match_constant"] == 0.4 and stats["distinct_leads"] == 4  # {Comedy, Drama} twice in five
+    assert stats["history_overlap_constant"] == 0.6  # and it shares a part with users 0, 1 and 4 (Drama)
 
 
 def test_diagnose_cli_json_without_ceiling(tiny_run):

@@ -90,7 +90,8 @@ def print_diagnostics(result: dict, name: str) -> None:
     if "history_match_share" in text:  # runs diagnosed before it lack it
         console.print(f"text against its prompt's history: names exactly the history's leading category parts for "
                       f"{text['history_match_share']:.1%} (a constant text: {text['history_match_constant']:.1%}), at "
-                      f"least one of them for {text['history_overlap_share']:.1%}; {text['distinct_leads']} distinct "
+                      f"least one of them for {text['history_overlap_share']:.1%} (a constant text: "
+                      f"{text['history_overlap_constant']:.1%}); {text['distinct_leads']} distinct "
                       f"leading pairs", highlight=False)
     if ceiling is None:
         console.print("ceiling not computed (--no-ceiling)", highlight=False)

@@ -158,7 +158,9 @@ def text_stats(texts: Sequence[str | None], categories: Sequence[str | None],
         out["history_match_share"] = sum(bool(w) and s == w for s, w in zip(said, wanted)) / n
         out["history_overlap_share"] = sum(bool(s & w) for s, w in zip(said, wanted)) / n
         sets = Counter(frozenset(w) for w in wanted if w)  # a constant text naming the commonest leading parts:
-        out["history_match_constant"] = (sets.most_common(1)[0][1] / n) if sets else 0.0  # the share it would match
+        constant, count = sets.most_common(1)[0] if sets else (frozenset(), 0)  # the shares it would reach
+        out["history_match_constant"] = count / n
+        out["history_overlap_constant"] = sum(bool(constant & w) for w in wanted) / n
     return out
 
 
