@@ -5,7 +5,7 @@
 #   2. all users exported with K = 20 and nothing cached (on a copy of the run), timed, and compared list by list
 #      with the lists cached at training
 #   3. scripts/measure/decoding_equal.py: every user under full, template and draft decoding (draft in batches of 8,
-#      where it guesses), and template in bf16
+#      where it guesses) in the run's precision, and template in the other one
 # then scripts/inference_table.py prints the tables. Usage: scripts/inference.sh RUN [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,6 +35,8 @@ json.dump({"seconds": end - start, "users": len(b), "same_lists": sum(a.get(u) =
           open(f"{out}/export.json", "w"))
 PY
 rm -rf "$(dirname "$copy")"
-$py scripts/measure/decoding_equal.py "$run" 0 full/float32,template/float32,draft/float32@8,template/bfloat16 \
+precision=$($py -c "import sys; from engine.services.run import Run; print(Run.open(sys.argv[1]).deftrec_config.llm.inference_precision)" "$run")
+other=$([ "$precision" = float32 ] && echo bfloat16 || echo float32)  # the run's precision first, the other last
+$py scripts/measure/decoding_equal.py "$run" 0 "full/$precision,template/$precision,draft/$precision@8,template/$other" \
   | tail -1 > "$out/decoding.json"
 $py scripts/inference_table.py "$out"

@@ -23,12 +23,12 @@ def main(out: Path) -> None:
     print(f"| **total, one cold user** | **{1000 * lat['total']:.1f}** | 100 % |\n")
     if "full_decoding" in bench:
         full = bench["full_decoding"]
-        print(f"- Full greedy decoding (float32) on the same users, interleaved: {1000 * full['latency_s']['total']:.1f} "
+        print(f"- Full greedy decoding ({bench['precision']}) on the same users, interleaved: {1000 * full['latency_s']['total']:.1f} "
               f"ms / user ({full['latency_s']['forwards']} LLM passes): **{full['speedup']:.2f}×** slower; "
               f"identical top-{bench['k']} lists for {full['same_lists']} of {bench['users']} users.")
     if "baseline" in bench:
         base = bench["baseline"]
-        print(f"- Beam-search baseline: {1000 * base['seconds_per_user']:.0f} ms / user: DeftRec is "
+        print(f"- Beam-search baseline ({bench['precision']}): {1000 * base['seconds_per_user']:.0f} ms / user: DeftRec is "
               f"**{bench['speedup']:.1f}× faster** (same users, same LLM, one run).")
     tput = ", ".join(f"{r['users_per_s']:.2f} users/s at batch {r['batch_size']}" for r in bench["throughput"])
     print(f"- Throughput: {tput}.")

@@ -85,7 +85,7 @@ def bench(
         console.print(table)
         if "full_decoding" in result:
             full = result["full_decoding"]
-            console.print(f"full greedy decoding in float32 on the same users, interleaved: {1000 * full['latency_s']['total']:.1f} ms "
+            console.print(f"full greedy decoding in {result['precision']} on the same users, interleaved: {1000 * full['latency_s']['total']:.1f} ms "
                           f"/ user ({full['latency_s']['forwards']} LLM passes): {result['decoding']} decoding in {result['precision']} is "
                           f"{full['speedup']:.2f}× faster; identical top-{k} lists for {full['same_lists']} of "
                           f"{result['users']} users")

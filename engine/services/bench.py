@@ -175,9 +175,11 @@ class TitleMatcher:
 
 
 @torch.no_grad()
-def beam_search_titles(model, user: int, k: int, max_new_tokens: int = 20) -> tuple[list[str], float]:
+def beam_search_titles(model, user: int, k: int, max_new_tokens: int = 20,
+                       precision: str | None = None) -> tuple[list[str], float]:
     """K titles for one user by beam search (num_beams = num_return_sequences = K) from the same fine-tuned LLM
-    and the same prompt with its continuous tokens; returns the texts and the wall seconds."""
+    and the same prompt with its continuous tokens, in the run's precision (or `precision`, as DeftRec is timed);
+    returns the texts and the wall seconds."""
     from transformers import GenerationConfig
     template_ids = [DEFAULT_INPUT_TEMPLATE]
     prompts, kept = model.build_prompts([user], [model.inference_history(user)], template_ids)
@@ -191,16 +193,18 @@ def beam_search_titles(model, user: int, k: int, max_new_tokens: int = 20) -> tu
                               eos_token_id=model.tokenizer.eos_token_id)
     _sync(device)
     t0 = time.perf_counter()
-    out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)  # [K,new]
+    with model.autocast(precision):
+        out = model.llm.generate(inputs_embeds=embeds, attention_mask=mask, generation_config=config)  # [K,new]
     _sync(device)
     seconds = time.perf_counter() - t0
     texts = [model.tokenizer.decode(row, skip_special_tokens=True).strip() for row in out]
     return texts, seconds
 
 
-def beam_search_recommend(model, matcher: TitleMatcher, user: int, k: int, masked: set[int]) -> tuple[list[int], float]:
+def beam_search_recommend(model, matcher: TitleMatcher, user: int, k: int, masked: set[int],
+                          precision: str | None = None) -> tuple[list[int], float]:
     """The baseline's top-K item ids (generated titles mapped to the catalog, history removed) and its seconds."""
-    texts, seconds = beam_search_titles(model, user, k)
+    texts, seconds = beam_search_titles(model, user, k, precision=precision)
     t0 = time.perf_counter()
     items: list[int] = []
     for text in texts:
@@ -245,8 +249,8 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
         lists, stages = timed_recommend(model, [user], history, k, decoding, precision)
         singles.append(stages)
         deftrec_lists[user] = [r.item_idx for r in lists[0]]
-        if compare_full and (decoding, precision) != ("full", "float32"):  # interleaved: a slow spell hits both
-            full_lists, full_stages = timed_recommend(model, [user], history, k, "full", "float32")
+        if compare_full and decoding != "full":  # interleaved: a slow spell hits both; the same precision
+            full_lists, full_stages = timed_recommend(model, [user], history, k, "full", precision)
             full_singles.append(full_stages)
             same_lists += [r.item_idx for r in full_lists[0]] == deftrec_lists[user]
     latency = _mean_stages(singles)
@@ -283,7 +287,7 @@ def bench_run(run, n_users: int = 16, k: int = 20, batch_sizes: tuple[int, ...] 
         seconds, hits, matched = [], 0, 0
         for user in users:
             masked = set(history.items_of(user).tolist())
-            items, took = beam_search_recommend(model, matcher, user, k, masked)
+            items, took = beam_search_recommend(model, matcher, user, k, masked, precision)
             seconds.append(took)
             matched += len(items)
             hits += targets[user] in items
