@@ -10,6 +10,7 @@
 #   before        the earlier deftrec: paper history, target response, L_neg over the mean of d, one positive
 #   target | mean-neg | one-positive | overlap-pi     the defaults with one choice undone or changed
 #   noyear        the defaults: --title-year drop (titles without their trailing year: prompts a third shorter)
+#   noyear-bf16   the defaults with the LLM writing the preference texts in bf16 (--inference-precision bfloat16)
 #   random-overlap | recent-overlap                   π 'overlap' (how the first two rows of docs/quality.md ran)
 #   recent-cpu    the defaults under the ≤ 60 min cpu profile
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
@@ -34,6 +35,7 @@ for spec in "${rows[@]}"; do
     one-positive) flags=(--no-distinct-positives) ;;
     overlap-pi) flags=(--pi-match overlap) ;;
     noyear) flags=() ;;
+    noyear-bf16) flags=(--inference-precision bfloat16) ;;
     random-overlap) flags=(--history random --pi-match overlap) ;;
     recent-overlap) flags=(--pi-match overlap) ;;
     recent-cpu) flags=(--profile cpu) ;;
@@ -45,7 +47,7 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [ "$row" = noyear ] || flags+=(--title-year keep)
+    [[ $row == noyear* ]] || flags+=(--title-year keep)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi
 done

@@ -11,8 +11,8 @@ from pathlib import Path
 from engine.model.retriever import category_parts
 from engine.services.diagnostics import diagnose_run, prompt_leads, read_run, text_stats
 from engine.services.evaluation import compare_runs, mcnemar_p, run_metrics
-from engine.services.slices import slice_report
 from engine.services.run import Run
+from engine.services.slices import slice_report
 
 KEYS = ("prompt.response", "prompt.history", "prompt.title_year", "diffusion.neg_norm", "training.distinct_positives",
         "retrieval.pi_match", "tokenizer.kind", "diffusion.aux_loss", "llm.inference_precision")  # the settings the rows differ in (dotted paths of engine/model/config.py)

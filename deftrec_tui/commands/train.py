@@ -9,7 +9,12 @@ import typer
 
 from deftrec_tui.commands.data_info import DATASET_HELP
 from deftrec_tui.errors import cli_errors
-from engine.model.config import DECODINGS, PROFILES, TITLE_YEARS, DeftRecConfig  # torch-free, so --help stays light
+from engine.model.config import (  # torch-free, so --help stays light
+    DECODINGS,
+    PROFILES,
+    TITLE_YEARS,
+    DeftRecConfig,
+)
 
 D = DeftRecConfig()  # the options' defaults are the config's; None: the variant's
 
