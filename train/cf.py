@@ -4,13 +4,21 @@ validation NDCG@10 under the full-ranking protocol."""
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 
 from data.protocol import Split
-from engine.model.cf import CFConfig, LightGCN, MatrixFactorization, bpr_loss, l2_penalty, normalized_adjacency
+from engine.model.cf import (
+    CFConfig,
+    LightGCN,
+    MatrixFactorization,
+    bpr_loss,
+    l2_penalty,
+    normalized_adjacency,
+)
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import HistoryIndex, rank_all
 from engine.model.sampling import NegativeSampler
@@ -82,8 +90,27 @@ def train_popularity(split: Split, evaluator: Evaluator) -> CFResult:
                     best_epoch=0, seconds=time.perf_counter() - start)
 
 
+@contextmanager
+def deterministic_algorithms():
+    """torch's deterministic kernels inside (warning where an op has none), the caller's setting restored after: with
+    two CPU threads the embedding and index backward of a BPR step summed in a varying order, so LightGCN and MF of
+    one seed differed across processes by ~1e-6, which DeftRec's training then amplified."""
+    enabled, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
 def train_bpr_model(kind: str, split: Split, evaluator: Evaluator, cfg: CFTrainConfig) -> CFResult:
-    """Train LightGCN ('lightgcn') or MF ('mf') with BPR; keep the epoch with the best validation NDCG@10."""
+    """Train LightGCN ('lightgcn') or MF ('mf') with BPR, the same bits in every process; keep the epoch with the best
+    validation NDCG@10."""
+    with deterministic_algorithms():
+        return _train_bpr_model(kind, split, evaluator, cfg)
+
+
+def _train_bpr_model(kind: str, split: Split, evaluator: Evaluator, cfg: CFTrainConfig) -> CFResult:
     start = time.perf_counter()
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
