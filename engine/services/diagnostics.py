@@ -152,8 +152,8 @@ def text_stats(texts: Sequence[str | None], categories: Sequence[str | None],
            "top_category": top_category, "top_category_share": top_category_count / n if n else 0.0,
            "no_category_share": (n - sum(named.values())) / n if n else 0.0}
     if leads is not None and n:
-        said = [set((extract_parts(t, parts) or "").split("|")) - {""} for t in texts]
-        wanted = [set((lead or "").split("|")) - {""} for lead in leads]
+        said = [_part_set(extract_parts(t, parts)) for t in texts]
+        wanted = [_part_set(lead) for lead in leads]
         out["distinct_leads"] = len(Counter(lead for lead in leads if lead))
         out["history_match_share"] = sum(bool(w) and s == w for s, w in zip(said, wanted)) / n
         out["history_overlap_share"] = sum(bool(s & w) for s, w in zip(said, wanted)) / n
@@ -162,6 +162,11 @@ def text_stats(texts: Sequence[str | None], categories: Sequence[str | None],
         out["history_match_constant"] = count / n
         out["history_overlap_constant"] = sum(bool(constant & w) for w in wanted) / n
     return out
+
+
+def _part_set(named: str | None) -> set[str]:
+    """The '|'-separated category parts of a string, as a set (none for None)."""
+    return set((named or "").split("|")) - {""}
 
 
 def prompt_leads(targets: Targets, item_categories: Sequence[str | None], config: DeftRecConfig,
