@@ -12,7 +12,8 @@
 #   noyear        the defaults: --title-year drop (titles without their trailing year: prompts a third shorter)
 #   noyear-bf16   the defaults with the LLM writing the preference texts in bf16 (--inference-precision bfloat16)
 #   random-overlap | recent-overlap                   π 'overlap' (how the first two rows of docs/quality.md ran)
-#   recent-cpu    the defaults under the ≤ 60 min cpu profile
+#   recent-cpu    the defaults of that time (titles whole) under the ≤ 60 min cpu profile
+#   noyear-cpu    the defaults under the ≤ 60 min cpu profile
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +40,7 @@ for spec in "${rows[@]}"; do
     random-overlap) flags=(--history random --pi-match overlap) ;;
     recent-overlap) flags=(--pi-match overlap) ;;
     recent-cpu) flags=(--profile cpu) ;;
+    noyear-cpu) flags=(--profile cpu) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
