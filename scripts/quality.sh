@@ -14,6 +14,7 @@
 #   random-overlap | recent-overlap                   π 'overlap' (how the first two rows of docs/quality.md ran)
 #   recent-cpu    the defaults of that time (titles whole) under the ≤ 60 min cpu profile
 #   noyear-cpu    the defaults under the ≤ 60 min cpu profile
+#   noyear-h5     the defaults with prompts of the 5 latest items (--max-history 5) instead of the profile's 8
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +42,7 @@ for spec in "${rows[@]}"; do
     recent-overlap) flags=(--pi-match overlap) ;;
     recent-cpu) flags=(--profile cpu) ;;
     noyear-cpu) flags=(--profile cpu) ;;
+    noyear-h5) flags=(--max-history 5) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

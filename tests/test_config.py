@@ -261,3 +261,11 @@ def test_a_dropped_year_leaves_the_rest_of_the_title():
     assert "Heat <ct>" in build_prompt(0, ["Heat (1995)"], 1, drop_year=True)
     with pytest.raises(ValueError, match="title_year"):
         DeftRecConfig().updated({"prompt.title_year": "strip"})
+
+
+def test_max_history_replaces_only_the_profiles_history_length():
+    from engine.model.config import PROFILES
+    from train.pipeline import TrainRequest, deftrec_config
+    assert deftrec_config(TrainRequest(profile="quick")).profile == PROFILES["quick"]
+    profile = deftrec_config(TrainRequest(profile="quick", max_history=5)).profile
+    assert profile.max_history == 5 and profile.steps == PROFILES["quick"].steps and profile.name == "quick"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,6 +34,7 @@ class TrainRequest:
     threads: int | None = None
     cf: CFTrainConfig = field(default_factory=CFTrainConfig)
     profile: str = "quick"  # engine.model.config.PROFILES name; it replaces the profile of `deftrec`
+    max_history: int | None = None  # items a prompt shows, replacing the profile's (None: the profile's own)
     deftrec: DeftRecConfig = field(default_factory=DeftRecConfig)  # the DeftRec settings (stage all)
     temperatures: tuple[float, ...] = ()  # sampling temperatures to choose among on validation (default: the config's)
     guidances: tuple[float, ...] = ()  # guidance weights to choose among on validation (with condition dropout)
@@ -153,7 +154,10 @@ def _join_joint_training(request: TrainRequest) -> None:
 
 def deftrec_config(request: TrainRequest) -> DeftRecConfig:
     """The DeftRec settings a request trains with: its config under the profile it names."""
-    return request.deftrec.updated({"profile": PROFILES[request.profile]})
+    profile = PROFILES[request.profile]
+    if request.max_history is not None:
+        profile = replace(profile, max_history=request.max_history)
+    return request.deftrec.updated({"profile": profile})
 
 
 def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
