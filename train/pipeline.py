@@ -152,6 +152,16 @@ def _join_joint_training(request: TrainRequest) -> None:
                   request.seed, qlora=request.qlora, resume=None, joint_only=True)
 
 
+def _sort_adapter_modules(path: Path) -> None:
+    """peft writes target_modules from a set, in an order that varies across processes: sort it, so that two trainings
+    of one command write the same bytes."""
+    import json
+    config = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
 def deftrec_config(request: TrainRequest) -> DeftRecConfig:
     """The DeftRec settings a request trains with: its config under the profile it names."""
     profile = PROFILES[request.profile]
@@ -208,6 +218,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     if config.training.cf == "random":
         run.save_tensors(cf_weights_name(config.training.cf), {"user": model.user_q, "item": model.item_q})
     model.llm.save_pretrained(str(run.path / "lora"), safe_serialization=True, save_embedding_layers=False)
+    _sort_adapter_modules(run.path / "lora" / "adapter_config.json")
     model.retriever.save(str(run.path / "items.faiss"))
     catalog.put_metrics("deftrec", "valid", outcome.valid)
     catalog.put_metrics("deftrec", "test", outcome.test)
