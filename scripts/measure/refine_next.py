@@ -93,7 +93,7 @@ for name in sets:
     sampler = DenoiserSampler(denoiser, config)
     checks, best = [], None
 
-    def check(epoch):
+    def check(epoch, sampler=sampler, checks=checks, denoiser=denoiser):  # bound now: called within this iteration
         global best
         valid = evaluate(sampler, inp.conditions.float(), inp.categories, ("valid",))["valid"]
         checks.append((epoch, round(valid["HR@10"], 4)))
