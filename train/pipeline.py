@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -155,7 +156,6 @@ def _join_joint_training(request: TrainRequest) -> None:
 def _sort_adapter_modules(path: Path) -> None:
     """peft writes target_modules from a set, in an order that varies across processes: sort it, so that two trainings
     of one command write the same bytes."""
-    import json
     config = json.loads(path.read_text(encoding="utf-8"))
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])

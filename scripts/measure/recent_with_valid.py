@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from data.catalog import Catalog
-from engine.services.diagnostics import Targets, embedding_metrics
+from engine.services.diagnostics import Targets, embedding_metrics, recent_item_means
 
 torch.set_num_threads(1)
 run = sys.argv[1]
@@ -18,7 +18,7 @@ q = load_file(f"{run}/lightgcn.safetensors")["item"].float()  # [n,d]
 users, items = np.asarray(t.train_users), np.asarray(t.train_items)
 per_user = [items[users == u] for u in range(t.n_users)]
 for n in (1, 2, 3, 5, 8):
-    h = torch.stack([q[torch.as_tensor(p[-n:])].mean(0) for p in per_user])  # [U,d]
+    h = recent_item_means(t, q, n)  # [U,d]
     hv = torch.stack([q[torch.as_tensor(np.append(p[len(p) - (n - 1):] if n > 1 else p[:0], t.valid_item[u]))].mean(0)
                       for u, p in enumerate(per_user)])  # [U,d]
     m, mv = embedding_metrics(h, q, t, cosine=True), embedding_metrics(hv, q, t, cosine=True)
