@@ -15,6 +15,7 @@
 #   recent-cpu    the defaults of that time (titles whole) under the ≤ 60 min cpu profile
 #   noyear-cpu    the defaults under the ≤ 60 min cpu profile
 #   noyear-h5     the defaults with prompts of the 5 latest items (--max-history 5) instead of the profile's 8
+#   noyear-t3 | noyear-t5   the defaults with the refinement targeting each user's 3 (5) latest train items
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,8 @@ for spec in "${rows[@]}"; do
     recent-cpu) flags=(--profile cpu) ;;
     noyear-cpu) flags=(--profile cpu) ;;
     noyear-h5) flags=(--max-history 5) ;;
+    noyear-t3) flags=(--refine-targets 3) ;;
+    noyear-t5) flags=(--refine-targets 5) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac

@@ -49,7 +49,7 @@ FORMAT1_EXPECTED = {
                   "dispersive_tau": 0.5, "sampling_temperature": 0.0, "guidance": 1.0},
     "retrieval": {"pi": 0.1, "pi_match": "exact"},
     "training": {"cf": "lightgcn", "gamma1": 0.5, "gamma2": 0.1, "gamma3": 0.5, "dispersive_weight": 0.5,
-                 "n_negatives": 10, "distinct_positives": True},
+                 "n_negatives": 10, "distinct_positives": True, "refine_targets": 5},
     "profile": {"name": "quick", "steps": 60, "batch_size": 8, "grad_accum": 1, "lr": 0.001, "weight_decay": 1e-05,
                 "max_history": 8, "max_length": 160, "refine_epochs": 30, "diffusion_repeats": 8,
                 "describe_batch": 48, "checkpoint_every": 20, "val_every": 0, "val_users": 0, "val_patience": 0,
@@ -73,7 +73,7 @@ CHANGED = {
                   "sampling_temperature": 0.0, "guidance": 2.0},
     "retrieval": {"pi": 0.2, "pi_match": "overlap"},
     "training": {"cf": "random", "gamma1": 0.25, "gamma2": 0.2, "gamma3": 1.0, "dispersive_weight": 0.1,
-                 "n_negatives": 5, "distinct_positives": False},
+                 "n_negatives": 5, "distinct_positives": False, "refine_targets": 3},
     "profile": {"name": "custom", "steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 0.01, "weight_decay": 0.0,
                 "max_history": 4, "max_length": 64, "refine_epochs": 1, "diffusion_repeats": 1, "describe_batch": 2,
                 "checkpoint_every": 2, "val_every": 1, "val_users": 3, "val_patience": 1, "refine_patience": 0,
@@ -215,7 +215,7 @@ def _edited(settings_edit) -> dict:
     (_edited(lambda s: s["llm"].update(hidden=64)), "must be equal"),
     ({**_current(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
     ({k: v for k, v in _current(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
-    ({**_current(FORMAT1_EXPECTED), "format_version": 4}, "format 3"),
+    ({**_current(FORMAT1_EXPECTED), "format_version": 5}, "format 4"),
 ])
 def test_strict_loading_refuses_in_one_line(tmp_path, config, words):
     run = _fake_run(tmp_path, config)
@@ -245,10 +245,20 @@ def test_a_real_old_run_migrates_like_the_fixture(tmp_path):
 def test_a_format2_run_migrates_with_the_titles_it_was_trained_on(tmp_path):
     settings = json.loads(json.dumps(FORMAT1_EXPECTED))
     del settings["prompt"]["title_year"]  # format 2 had no such setting: titles were shown whole
+    del settings["training"]["refine_targets"]  # nor this one: the refinement targeted the 5 latest items
     old = {**_current(settings), "format_version": 2}
     run = Run.open(_fake_run(tmp_path, old), verify=False)
     assert run.deftrec_config.prompt.title_year == "keep" and run.config["format_version"] == FORMAT_VERSION
     assert run.deftrec_config.to_dict() == FORMAT1_EXPECTED
+
+
+def test_a_format3_run_migrates_with_the_refinement_targets_it_was_trained_with(tmp_path):
+    settings = json.loads(json.dumps(FORMAT1_EXPECTED))
+    settings["prompt"]["title_year"] = "drop"
+    del settings["training"]["refine_targets"]  # format 3 had no such setting: the 5 latest train items
+    run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 3}), verify=False)
+    assert run.deftrec_config.training.refine_targets == 5 and run.deftrec_config.prompt.title_year == "drop"
+    assert run.config["format_version"] == FORMAT_VERSION
 
 
 def test_a_dropped_year_leaves_the_rest_of_the_title():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -258,3 +259,16 @@ def test_condition_standardizer_uses_batch_then_running_statistics():
     assert "cond_norm.running_mean" in den.state_dict()
     assert "cond_norm.running_mean" not in Denoiser(DiffusionConfig(cond_dim=3, item_dim=2,
                                                                     cond_standardize=False)).state_dict()
+
+
+def test_refinement_pairs_keep_each_users_latest_n_items_tiled():
+    from engine.model.refine import refinement_pairs
+    users = np.array([0, 0, 0, 0, 1, 1, 2])  # per user in time order
+    items = np.array([10, 11, 12, 13, 20, 21, 30])
+    u, i = refinement_pairs("recent", users, items, 2)
+    assert list(zip(u[:5], i[:5])) == [(0, 12), (0, 13), (1, 20), (1, 21), (2, 30)]
+    assert len(u) == 5  # 7 pairs // 5 kept = 1 tile
+    u, i = refinement_pairs("recent", users, items, 1)
+    assert list(zip(u, i)) == [(0, 13), (1, 21), (2, 30)] * 2  # 7 // 3 = 2 tiles
+    u, i = refinement_pairs("random", users, items, 1)
+    assert list(i) == list(items)  # history 'random': every pair, whatever n

@@ -349,7 +349,8 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
     if config.prompt.history == "recent":  # each user's latest items, from the time-ordered sequences
         users, items = refinement_pairs("recent", np.repeat(np.arange(len(model.histories)),
                                                             [len(h) for h in model.histories]),
-                                        np.concatenate(model.histories).astype(np.int64))
+                                        np.concatenate(model.histories).astype(np.int64),
+                                        config.training.refine_targets)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
 

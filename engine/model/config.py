@@ -19,7 +19,8 @@ from typing import Any
 
 from data.errors import DeftrecError, RunError
 
-FORMAT_VERSION = 3  # config.json's `format_version`; formats 1 (flat `format: 1`) and 2 (no prompt.title_year) migrate on load
+FORMAT_VERSION = 4  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year) and 3 (no
+#                      training.refine_targets) migrate on load
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
@@ -170,6 +171,11 @@ class TrainingConfig:
     dispersive_weight: float = 0.5  # λ of L_disp (aux_loss 'dispersive'; Wang & He 2025's default)
     n_negatives: int = 10
     distinct_positives: bool = True  # each noise draw of a joint step gets its own positive (and negatives)
+    refine_targets: int = 5  # history 'recent': the refinement targets each user's this many latest train items
+
+    def __post_init__(self) -> None:
+        if self.refine_targets < 1:
+            raise ValueError(f"refine_targets must be >= 1, got {self.refine_targets}")
 
 
 @dataclass(frozen=True)
@@ -376,7 +382,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
         "retrieval": {"pi": v["pi"], "pi_match": v["pi_match"]},
         "training": {"cf": v["cf"], "gamma1": v["gamma1"], "gamma2": v["gamma2"], "gamma3": v["gamma3"],
                      "dispersive_weight": v["dispersive_weight"], "n_negatives": v["n_negatives"],
-                     "distinct_positives": v["distinct_positives"]},
+                     "distinct_positives": v["distinct_positives"], "refine_targets": 5},
         "profile": {**V1_PROFILE_DEFAULTS, **(V1_QUICK_PROFILE if profile is None else profile)},
     }
     config = DeftRecConfig.from_dict(nested, path=path, where="deftrec")
@@ -388,7 +394,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
 
 def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
     """A run's config.json of any known format as format FORMAT_VERSION, in memory (the file is not rewritten)."""
-    if run_config.get("format_version") == 2:
+    if run_config.get("format_version") in (2, 3):
         return _from_format2(run_config)
     if "format_version" in run_config or run_config.get("format") != 1:
         return run_config
@@ -402,12 +408,16 @@ def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
 
 
 def _from_format2(run_config: dict) -> dict:
-    """Format 2 → 3: prompt.title_year did not exist; titles were shown whole ('keep')."""
+    """Formats 2 and 3 → 4: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
+    training.refine_targets (format 4) did not exist, the refinement targeted the 5 latest train items."""
     out = {**run_config, "format_version": FORMAT_VERSION}
     old = run_config.get("deftrec")
     settings = old.get("config") if isinstance(old, dict) else None
-    if isinstance(settings, dict) and isinstance(settings.get("prompt"), dict):
-        prompt = {**settings["prompt"]}
-        prompt.setdefault("title_year", "keep")
-        out["deftrec"] = {**old, "config": {**settings, "prompt": prompt}}
+    if isinstance(settings, dict):
+        settings = {**settings}
+        for section, key, value in (("prompt", "title_year", "keep"), ("training", "refine_targets", 5)):
+            if isinstance(settings.get(section), dict):
+                settings[section] = {**settings[section]}
+                settings[section].setdefault(key, value)
+        out["deftrec"] = {**old, "config": settings}
     return out

@@ -14,13 +14,14 @@ from engine.model.diffusion import DDPMSchedule, Denoiser, denoising_losses
 from engine.model.sampling import NegativeSampler
 
 CHECK_EVERY = 3  # epochs between validation checks
-RECENT_TARGETS = 5  # history 'recent': refinement targets per user (the latest train items; chosen on validation)
+RECENT_TARGETS = 5  # history 'recent': the latest items a diagnostic's recent-items mean reads (as refine_targets did)
 BATCH_PAIRS = 1024  # train pairs per optimizer step
 
 
-def refinement_pairs(history: str, users: np.ndarray, items: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def refinement_pairs(history: str, users: np.ndarray, items: np.ndarray,
+                     n_targets: int = RECENT_TARGETS) -> tuple[np.ndarray, np.ndarray]:
     """(users, items) the refinement trains on, from train pairs listed per user in time order: every pair
-    (history 'random'), or each user's latest RECENT_TARGETS items (history 'recent': the inference condition reads
+    (history 'random'), or each user's latest `n_targets` items (history 'recent': the inference condition reads
     the latest items and the next item lies nearest them), tiled to about as many pairs as the train set has, so
     both get the same number of updates."""
     users, items = np.asarray(users), np.asarray(items)
@@ -32,7 +33,7 @@ def refinement_pairs(history: str, users: np.ndarray, items: np.ndarray) -> tupl
     run_start = np.r_[0, run_end[:-1] + 1]
     for start, end in zip(run_start, run_end):
         position_from_end[start:end + 1] = np.arange(end - start, -1, -1)
-    keep = position_from_end < RECENT_TARGETS
+    keep = position_from_end < n_targets
     reps = max(1, len(users) // max(1, int(keep.sum())))
     return np.tile(users[keep], reps), np.tile(items[keep], reps)
 

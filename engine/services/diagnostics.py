@@ -298,7 +298,8 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
     check(0)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
-    users, items = refinement_pairs(config.prompt.history, targets.train_users, targets.train_items)  # as the run's
+    users, items = refinement_pairs(config.prompt.history, targets.train_users, targets.train_items,
+                                    config.training.refine_targets)  # as the run's
     refine_epochs(denoiser, config, user_q, users, items, item_q, epochs, patience,
                   check, rng, generator, device, progress, history=(targets.train_users, targets.train_items))
     denoiser.load_state_dict(best[3])
