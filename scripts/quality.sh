@@ -3,19 +3,21 @@
 # under one protocol, keep existing runs, then regenerate the table (scripts/quality_table.py) from the runs alone.
 # Usage: scripts/quality.sh DATASET PREFIX [ROW[@SEED] ...]     e.g. scripts/quality.sh ml-100k q recent@0 recent@1
 # ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, titles
-# without their year). Every row but noyear shows titles whole (--title-year keep), as the rows trained before that
-# choice existed did, so each row names the same settings whatever the defaults become:
+# without their year, refinement on the 3 latest items). Every row but noyear* shows titles whole (--title-year keep)
+# and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
+# choices existed did, so each row names the same settings whatever the defaults become:
 #   recent        the defaults of that time (titles whole)
 #   random        --history random (the paper's shuffled history; every fix kept)
 #   before        the earlier deftrec: paper history, target response, L_neg over the mean of d, one positive
 #   target | mean-neg | one-positive | overlap-pi     the defaults with one choice undone or changed
-#   noyear        the defaults: --title-year drop (titles without their trailing year: prompts a third shorter)
+#   noyear        --title-year drop (titles without their trailing year: prompts a third shorter)
 #   noyear-bf16   the defaults with the LLM writing the preference texts in bf16 (--inference-precision bfloat16)
 #   random-overlap | recent-overlap                   π 'overlap' (how the first two rows of docs/quality.md ran)
 #   recent-cpu    the defaults of that time (titles whole) under the ≤ 60 min cpu profile
 #   noyear-cpu    the defaults under the ≤ 60 min cpu profile
+#   noyear-cpu-t3 the same with --refine-targets 3 named (the defaults since config format 4)
 #   noyear-h5     the defaults with prompts of the 5 latest items (--max-history 5) instead of the profile's 8
-#   noyear-t3 | noyear-t5   the defaults with the refinement targeting each user's 3 (5) latest train items
+#   noyear-t3    the defaults: the refinement targets each user's 3 latest train items (--refine-targets 3)
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,7 +47,7 @@ for spec in "${rows[@]}"; do
     noyear-cpu) flags=(--profile cpu) ;;
     noyear-h5) flags=(--max-history 5) ;;
     noyear-t3) flags=(--refine-targets 3) ;;
-    noyear-t5) flags=(--refine-targets 5) ;;
+    noyear-cpu-t3) flags=(--profile cpu --refine-targets 3) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
@@ -55,6 +57,7 @@ for spec in "${rows[@]}"; do
     echo "keeping runs/$name" >&2
   else
     [[ $row == noyear* ]] || flags+=(--title-year keep)
+    [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi
 done

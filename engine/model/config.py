@@ -171,7 +171,8 @@ class TrainingConfig:
     dispersive_weight: float = 0.5  # λ of L_disp (aux_loss 'dispersive'; Wang & He 2025's default)
     n_negatives: int = 10
     distinct_positives: bool = True  # each noise draw of a joint step gets its own positive (and negatives)
-    refine_targets: int = 5  # history 'recent': the refinement targets each user's this many latest train items
+    refine_targets: int = 3  # history 'recent': the refinement targets each user's this many latest train items (3:
+    #                          chosen on validation over two seeds, docs/quality.md §4; 5 before config format 4)
 
     def __post_init__(self) -> None:
         if self.refine_targets < 1:
