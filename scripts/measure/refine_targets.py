@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-import engine.model.refine as refine
+from engine.model import refine
 from engine.services.diagnostics import ceiling_metrics, read_run
 from engine.services.run import Run
 
