@@ -73,7 +73,7 @@ CHANGED = {
                   "sampling_temperature": 0.0, "guidance": 2.0},
     "retrieval": {"pi": 0.2, "pi_match": "overlap"},
     "training": {"cf": "random", "gamma1": 0.25, "gamma2": 0.2, "gamma3": 1.0, "dispersive_weight": 0.1,
-                 "n_negatives": 5, "distinct_positives": False, "refine_targets": 3},
+                 "n_negatives": 5, "distinct_positives": False, "refine_targets": 4},
     "profile": {"name": "custom", "steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 0.01, "weight_decay": 0.0,
                 "max_history": 4, "max_length": 64, "refine_epochs": 1, "diffusion_repeats": 1, "describe_batch": 2,
                 "checkpoint_every": 2, "val_every": 1, "val_users": 3, "val_patience": 1, "refine_patience": 0,
