@@ -5,7 +5,9 @@
 # ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, titles
 # without their year, refinement on the 3 latest items). Every row but noyear* shows titles whole (--title-year keep)
 # and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
-# choices existed did, so each row names the same settings whatever the defaults become:
+# choices existed did, and every cpu row but cpu-p0 stops its refinement after 4 checks without a better one
+# (--refine-patience 4, the cpu profile's before it ran to the end), so each row names the same settings whatever the
+# defaults become:
 #   recent        the defaults of that time (titles whole)
 #   random        --history random (the paper's shuffled history; every fix kept)
 #   before        the earlier deftrec: paper history, target response, L_neg over the mean of d, one positive
@@ -16,6 +18,7 @@
 #   recent-cpu    the defaults of that time (titles whole) under the ≤ 60 min cpu profile
 #   noyear-cpu    the defaults under the ≤ 60 min cpu profile
 #   noyear-cpu-t3 the same with --refine-targets 3 named (the defaults since config format 4)
+#   cpu-p0        the cpu profile as it is now: 3 refinement targets, the refinement run to its end (patience 0)
 #   noyear-h5     the defaults with prompts of the 5 latest items (--max-history 5) instead of the profile's 8
 #   noyear-t3    the defaults: the refinement targets each user's 3 latest train items (--refine-targets 3)
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
@@ -43,11 +46,12 @@ for spec in "${rows[@]}"; do
     noyear-bf16) flags=(--inference-precision bfloat16) ;;
     random-overlap) flags=(--history random --pi-match overlap) ;;
     recent-overlap) flags=(--pi-match overlap) ;;
-    recent-cpu) flags=(--profile cpu) ;;
-    noyear-cpu) flags=(--profile cpu) ;;
+    recent-cpu) flags=(--profile cpu --refine-patience 4) ;;
+    noyear-cpu) flags=(--profile cpu --refine-patience 4) ;;
     noyear-h5) flags=(--max-history 5) ;;
     noyear-t3) flags=(--refine-targets 3) ;;
-    noyear-cpu-t3) flags=(--profile cpu --refine-targets 3) ;;
+    noyear-cpu-t3) flags=(--profile cpu --refine-targets 3 --refine-patience 4) ;;
+    cpu-p0) flags=(--profile cpu --refine-targets 3 --refine-patience 0) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
@@ -56,7 +60,7 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [[ $row == noyear* ]] || flags+=(--title-year keep)
+    [[ $row == noyear* || $row == cpu-p0 ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi

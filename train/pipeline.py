@@ -36,6 +36,7 @@ class TrainRequest:
     cf: CFTrainConfig = field(default_factory=CFTrainConfig)
     profile: str = "quick"  # engine.model.config.PROFILES name; it replaces the profile of `deftrec`
     max_history: int | None = None  # items a prompt shows, replacing the profile's (None: the profile's own)
+    refine_patience: int | None = None  # refinement checks without improvement before stopping (None: the profile's)
     deftrec: DeftRecConfig = field(default_factory=DeftRecConfig)  # the DeftRec settings (stage all)
     temperatures: tuple[float, ...] = ()  # sampling temperatures to choose among on validation (default: the config's)
     guidances: tuple[float, ...] = ()  # guidance weights to choose among on validation (with condition dropout)
@@ -167,6 +168,8 @@ def deftrec_config(request: TrainRequest) -> DeftRecConfig:
     profile = PROFILES[request.profile]
     if request.max_history is not None:
         profile = replace(profile, max_history=request.max_history)
+    if request.refine_patience is not None:
+        profile = replace(profile, refine_patience=request.refine_patience)
     return request.deftrec.updated({"profile": profile})
 
 

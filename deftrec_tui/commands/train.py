@@ -45,6 +45,7 @@ def train(
     response: Annotated[str, typer.Option(help="What the training response names: history (the leading categories of the prompt's history, as the LLM can read them) | target (the held-out target's category, the paper's Table 6 reading; it leaks the target into c in training).")] = D.prompt.response,
     history: Annotated[str, typer.Option(help="Prompt history: recent (the latest train items in time order; joint training predicts the items after a cut point; chosen on validation) | random (the paper: a shuffled sample of the train items).")] = D.prompt.history,
     max_history: Annotated[int | None, typer.Option(help="History items a prompt shows, the latest (history recent) or a sample (random); default the profile's (8 in quick and cpu, 20 in paper).", min=1)] = None,
+    refine_patience: Annotated[int | None, typer.Option(help="Refinement checks (every 3 epochs) without a better validation HR@10 before it stops; 0: run every epoch and keep the best check; default the profile's (4 in quick, 0 in cpu).", min=0)] = None,
     refine_targets: Annotated[int, typer.Option(help="History recent: the refinement (phase 3) targets each user's this many latest train items.", min=1)] = D.training.refine_targets,
     title_year: Annotated[str, typer.Option(help="Item titles in prompts: drop (without a trailing '(1995)': MovieLens' year is six of SmolLM2's tokens, over a third of a prompt; level on validation and a quarter faster to train, chosen) | keep (as the dataset has them).")] = D.prompt.title_year,
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
@@ -140,7 +141,7 @@ def train(
         "training.distinct_positives": distinct_positives, "training.refine_targets": refine_targets})
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
-                           profile=profile, max_history=max_history, deftrec=config, temperatures=tuple(temperatures),
+                           profile=profile, max_history=max_history, refine_patience=refine_patience, deftrec=config, temperatures=tuple(temperatures),
                            guidances=tuple(guidances), qlora=qlora, resume=resume)
     if max_memory:
         from engine.services.memory import limit_memory

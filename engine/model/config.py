@@ -207,10 +207,11 @@ PROFILES = {
                      max_length=160, refine_epochs=30, diffusion_repeats=8, describe_batch=48,
                      checkpoint_every=20, val_every=0, val_users=0, val_patience=0, cpu_bf16=True),
     # ≤ 60 min for the whole ML-100K run on the 2-core CPU: 6.7× the quick profile's joint steps (3,200 samples,
-    # each user about 3.4 times), the same prompts, a longer refinement
+    # each user about 3.4 times), the same prompts, a longer refinement run to its end with the best check kept (its
+    # checks rise slowly and swing: patience 4 stopped at epoch 18 of a refit whose best was 42, docs/quality.md §4)
     "cpu": Profile("cpu", steps=400, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
                    max_length=160, refine_epochs=60, diffusion_repeats=8, describe_batch=48,
-                   checkpoint_every=40, val_every=0, val_users=0, val_patience=0, cpu_bf16=True),
+                   checkpoint_every=40, val_every=0, val_users=0, val_patience=0, refine_patience=0, cpu_bf16=True),
     "paper": Profile("paper", steps=20_000, batch_size=12, grad_accum=1, lr=1e-3, weight_decay=1e-5,
                      max_history=20, max_length=1024, refine_epochs=200, diffusion_repeats=4, describe_batch=64,
                      checkpoint_every=500, val_every=1000, val_users=1024, val_patience=5),
