@@ -279,3 +279,14 @@ def test_max_history_replaces_only_the_profiles_history_length():
     assert deftrec_config(TrainRequest(profile="quick")).profile == PROFILES["quick"]
     profile = deftrec_config(TrainRequest(profile="quick", max_history=5)).profile
     assert profile.max_history == 5 and profile.steps == PROFILES["quick"].steps and profile.name == "quick"
+
+
+def test_refine_patience_replaces_only_the_profiles_patience():
+    from dataclasses import replace
+
+    from engine.model.config import PROFILES
+    from train.pipeline import TrainRequest, deftrec_config
+    assert PROFILES["cpu"].refine_patience == 0 and PROFILES["quick"].refine_patience == 4
+    profile = deftrec_config(TrainRequest(profile="cpu", refine_patience=4)).profile
+    assert profile == replace(PROFILES["cpu"], refine_patience=4)
+    assert deftrec_config(TrainRequest(profile="cpu")).profile == PROFILES["cpu"]
