@@ -165,11 +165,8 @@ def _sort_adapter_modules(path: Path) -> None:
 
 def deftrec_config(request: TrainRequest) -> DeftRecConfig:
     """The DeftRec settings a request trains with: its config under the profile it names."""
-    profile = PROFILES[request.profile]
-    if request.max_history is not None:
-        profile = replace(profile, max_history=request.max_history)
-    if request.refine_patience is not None:
-        profile = replace(profile, refine_patience=request.refine_patience)
+    overrides = {"max_history": request.max_history, "refine_patience": request.refine_patience}
+    profile = replace(PROFILES[request.profile], **{k: v for k, v in overrides.items() if v is not None})
     return request.deftrec.updated({"profile": profile})
 
 
