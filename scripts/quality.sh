@@ -21,6 +21,7 @@
 #   cpu-p0        the cpu profile as it is now: 3 refinement targets, the refinement run to its end (patience 0)
 #   noyear-h5     the defaults with prompts of the 5 latest items (--max-history 5) instead of the profile's 8
 #   noyear-t3    the defaults: the refinement targets each user's 3 latest train items (--refine-targets 3)
+#   cat           the defaults with each history item's category after its title (--item-text title-category)
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,6 +53,7 @@ for spec in "${rows[@]}"; do
     noyear-t3) flags=(--refine-targets 3) ;;
     noyear-cpu-t3) flags=(--profile cpu --refine-targets 3 --refine-patience 4) ;;
     cpu-p0) flags=(--profile cpu --refine-targets 3 --refine-patience 0) ;;
+    cat) flags=(--item-text title-category --refine-targets 3) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
@@ -60,7 +62,7 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [[ $row == noyear* || $row == cpu-p0 ]] || flags+=(--title-year keep)
+    [[ $row == noyear* || $row == cpu-p0 || $row == cat ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi

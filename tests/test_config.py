@@ -37,7 +37,7 @@ FORMAT1_EXPECTED = {
     "llm": {"name": "smollm2", "fingerprint": "92ee9f1af837189d", "hidden": 576, "lora_r": 16, "lora_alpha": 32,
             "lora_dropout": 0.05, "max_new_tokens": 24, "decoding": "full", "inference_precision": "float32"},
     "prompt": {"history": "recent", "max_history": 8, "max_length": 160, "max_title_chars": 40,
-               "title_year": "keep", "response": "history"},
+               "title_year": "keep", "item_text": "title", "response": "history"},
     "tokenizer": {"out_dim": 576, "in_dim": 64, "k": 2, "n_blocks": 2, "dropout": 0.1, "mask_ratio": 0.2,
                   "kind": "kway", "out_scale": 0.13557852804660797, "out_norm": True, "sigma_scale": 0.5,
                   "pretrain_epochs": 0},
@@ -62,7 +62,7 @@ CHANGED = {
     "llm": {"name": "tiny", "fingerprint": "abc", "hidden": 64, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.2,
             "max_new_tokens": 12, "decoding": "full", "inference_precision": "bfloat16"},
     "prompt": {"history": "random", "max_history": 5, "max_length": 128, "max_title_chars": 60, "title_year": "keep",
-               "response": "target"},
+               "item_text": "title-category", "response": "target"},
     "tokenizer": {"out_dim": 64, "in_dim": 32, "k": 3, "n_blocks": 1, "dropout": 0.2, "mask_ratio": 0.0,
                   "kind": "sigma-vae", "out_scale": 0.5, "out_norm": False, "sigma_scale": 0.25, "pretrain_epochs": 7},
     "condition": {"norm": "layernorm", "source": "embedding"},
@@ -215,7 +215,7 @@ def _edited(settings_edit) -> dict:
     (_edited(lambda s: s["llm"].update(hidden=64)), "must be equal"),
     ({**_current(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
     ({k: v for k, v in _current(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
-    ({**_current(FORMAT1_EXPECTED), "format_version": 5}, "format 4"),
+    ({**_current(FORMAT1_EXPECTED), "format_version": 6}, "format 5"),
 ])
 def test_strict_loading_refuses_in_one_line(tmp_path, config, words):
     run = _fake_run(tmp_path, config)
@@ -259,6 +259,27 @@ def test_a_format3_run_migrates_with_the_refinement_targets_it_was_trained_with(
     run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 3}), verify=False)
     assert run.deftrec_config.training.refine_targets == 5 and run.deftrec_config.prompt.title_year == "drop"
     assert run.config["format_version"] == FORMAT_VERSION
+
+
+def test_a_format4_run_migrates_showing_titles_alone(tmp_path):
+    settings = json.loads(json.dumps(FORMAT1_EXPECTED))
+    del settings["prompt"]["item_text"]  # format 4 had no such setting: items were shown by their titles
+    settings["training"]["refine_targets"] = 3
+    run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 4}), verify=False)
+    assert run.deftrec_config.prompt.item_text == "title" and run.deftrec_config.training.refine_targets == 3
+    assert run.config["format_version"] == FORMAT_VERSION
+
+
+def test_title_category_items_show_their_category_after_the_title():
+    from engine.model.prompts import build_prompt
+    prompt = build_prompt(0, ["Toy Story (1995)", "Heat (1995)", "Kolya (1996)"], 2, drop_year=True,
+                          categories=["Animation|Children's|Comedy", None, "Comedy"])
+    assert "history: Toy Story (Animation|Children's|Comedy) <ct><ct>, Heat <ct><ct>, Kolya (Comedy) <ct><ct>." in prompt
+    assert build_prompt(0, ["Heat (1995)"], 1, categories=["Action"]).count("(") == 2  # year kept, then the category
+    with pytest.raises(ValueError, match="2 titles but 1 categories"):
+        build_prompt(0, ["Heat", "Kolya"], 1, categories=["Action"])
+    with pytest.raises(ValueError, match="item_text"):
+        DeftRecConfig().updated({"prompt.item_text": "category"})
 
 
 def test_a_dropped_year_leaves_the_rest_of_the_title():

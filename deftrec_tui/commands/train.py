@@ -11,6 +11,7 @@ from deftrec_tui.commands.data_info import DATASET_HELP
 from deftrec_tui.errors import cli_errors
 from engine.model.config import (  # torch-free, so --help stays light
     DECODINGS,
+    ITEM_TEXTS,
     PROFILES,
     TITLE_YEARS,
     DeftRecConfig,
@@ -48,6 +49,7 @@ def train(
     refine_patience: Annotated[int | None, typer.Option(help="Refinement checks (every 3 epochs) without a better validation HR@10 before it stops; 0: run every epoch and keep the best check; default the profile's (4 in quick, 0 in cpu).", min=0)] = None,
     refine_targets: Annotated[int, typer.Option(help="History recent: the refinement (phase 3) targets each user's this many latest train items.", min=1)] = D.training.refine_targets,
     title_year: Annotated[str, typer.Option(help="Item titles in prompts: drop (without a trailing '(1995)': MovieLens' year is six of SmolLM2's tokens, over a third of a prompt; level on validation and a quarter faster to train, chosen) | keep (as the dataset has them).")] = D.prompt.title_year,
+    item_text: Annotated[str, typer.Option(help="A history item's words in prompts: title (the paper) | title-category (the title followed by its category, 'Heat (Action|Crime|Thriller)', so the LLM can read the categories a history response names).")] = D.prompt.item_text,
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
     distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = D.training.distinct_positives,
     pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = D.retrieval.pi_match,
@@ -77,7 +79,7 @@ def train(
     if condition not in ("hidden", "embedding"):
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
     for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
-                                 ("--title-year", title_year, TITLE_YEARS),
+                                 ("--title-year", title_year, TITLE_YEARS), ("--item-text", item_text, ITEM_TEXTS),
                                  ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all")),
                                  ("--decoding", decoding, DECODINGS),
                                  ("--inference-precision", inference_precision, ("float32", "bfloat16"))):
@@ -129,6 +131,7 @@ def train(
     config = base.updated({
         "llm.name": llm, "llm.decoding": decoding, "llm.inference_precision": inference_precision,
         "prompt.history": history, "prompt.response": response, "prompt.title_year": title_year,
+        "prompt.item_text": item_text,
         "tokenizer.k": k, "tokenizer.kind": tokenizer, "tokenizer.mask_ratio": 0.0 if no_mask else base.tokenizer.mask_ratio,
         "tokenizer.sigma_scale": sigma, "tokenizer.pretrain_epochs": pretrain if tokenizer == "sigma-vae" else 0,
         "condition.source": condition,

@@ -19,13 +19,14 @@ from typing import Any
 
 from data.errors import DeftrecError, RunError
 
-FORMAT_VERSION = 4  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year) and 3 (no
-#                      training.refine_targets) migrate on load
+FORMAT_VERSION = 5  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
+#                      training.refine_targets) and 4 (no prompt.item_text) migrate on load
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
 DECODINGS = ("template", "draft", "full", "constrained")
 TITLE_YEARS = ("keep", "drop")
+ITEM_TEXTS = ("title", "title-category")
 
 
 @dataclass(frozen=True)
@@ -59,13 +60,15 @@ class PromptConfig:
     max_length: int = 320  # tokens of a prompt (set from the profile at training)
     max_title_chars: int = 40  # titles in prompts are cut to this many characters
     title_year: str = "drop"  # 'drop' a trailing '(1995)' (6 SmolLM2 tokens; chosen on validation) | 'keep' it
+    item_text: str = "title"  # a history item's words: 'title' (the paper) | 'title-category' ('Heat (Action|Crime)')
     response: str = "history"  # training response names: 'history' (the prompt history's leading categories) |
     #                            'target' (the held-out target item's category: leaks it into c in training)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (("history", self.history, ("recent", "random")),
                                      ("response", self.response, ("history", "target")),
-                                     ("title_year", self.title_year, TITLE_YEARS)):
+                                     ("title_year", self.title_year, TITLE_YEARS),
+                                     ("item_text", self.item_text, ITEM_TEXTS)):
             if value not in allowed:
                 raise ValueError(f"prompt.{name} must be one of {', '.join(allowed)}, got {value!r}")
 
@@ -366,7 +369,8 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
                 "lora_alpha": v["lora_alpha"], "lora_dropout": v["lora_dropout"], "max_new_tokens": v["max_new_tokens"],
                 "decoding": v["decoding"], "inference_precision": v["inference_precision"]},
         "prompt": {"history": v["history"], "max_history": v["max_history"], "max_length": v["max_length"],
-                   "max_title_chars": v["max_title_chars"], "title_year": "keep", "response": v["response"]},
+                   "max_title_chars": v["max_title_chars"], "title_year": "keep", "item_text": "title",
+                   "response": v["response"]},
         "tokenizer": {"out_dim": hidden, "in_dim": v["item_dim"], "k": v["k"], "n_blocks": V1_IMPLICIT["n_blocks"],
                       "dropout": v["dropout"], "mask_ratio": v["mask_ratio"], "kind": v["encoder"],
                       "out_scale": v["token_scale"], "out_norm": V1_IMPLICIT["out_norm"],
@@ -396,7 +400,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
 
 def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
     """A run's config.json of any known format as format FORMAT_VERSION, in memory (the file is not rewritten)."""
-    if run_config.get("format_version") in (2, 3):
+    if run_config.get("format_version") in (2, 3, 4):
         return _from_format2(run_config)
     if "format_version" in run_config or run_config.get("format") != 1:
         return run_config
@@ -410,14 +414,16 @@ def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
 
 
 def _from_format2(run_config: dict) -> dict:
-    """Formats 2 and 3 → 4: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
-    training.refine_targets (format 4) did not exist, the refinement targeted the 5 latest train items."""
+    """Formats 2-4 → 5: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
+    training.refine_targets (format 4) did not exist, the refinement targeted the 5 latest train items;
+    prompt.item_text (format 5) did not exist, items were shown by their titles alone."""
     out = {**run_config, "format_version": FORMAT_VERSION}
     old = run_config.get("deftrec")
     settings = old.get("config") if isinstance(old, dict) else None
     if isinstance(settings, dict):
         settings = {**settings}
-        for section, key, value in (("prompt", "title_year", "keep"), ("training", "refine_targets", 5)):
+        for section, key, value in (("prompt", "title_year", "keep"), ("training", "refine_targets", 5),
+                                    ("prompt", "item_text", "title")):
             if isinstance(settings.get(section), dict):
                 settings[section] = {**settings[section]}
                 settings[section].setdefault(key, value)

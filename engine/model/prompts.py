@@ -60,9 +60,12 @@ def trim_title(title: str, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bo
     return text
 
 
-def item_slot(title: str, k: int, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False) -> str:
-    """An item as 'title <ct>…<ct>' with k placeholders."""
-    return f"{trim_title(title, max_title_chars, drop_year)} {CT * k}"
+def item_slot(title: str, k: int, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False,
+              category: str | None = None) -> str:
+    """An item as 'title <ct>…<ct>' with k placeholders, or 'title (category) <ct>…<ct>' given its category (cut to
+    max_title_chars too)."""
+    label = f" ({trim_title(category, max_title_chars)})" if category and trim_title(category) else ""
+    return f"{trim_title(title, max_title_chars, drop_year)}{label} {CT * k}"
 
 
 def user_slot(k: int) -> str:
@@ -71,20 +74,26 @@ def user_slot(k: int) -> str:
 
 
 def item_list(history_titles: Sequence[str], k: int, max_title_chars: int = MAX_TITLE_CHARS,
-              drop_year: bool = False) -> str:
-    """The {items} text: ' a <ct><ct>, b <ct><ct>' (leading space, comma separated)."""
-    return " " + ", ".join(item_slot(t, k, max_title_chars, drop_year) for t in history_titles)
+              drop_year: bool = False, categories: Sequence[str | None] | None = None) -> str:
+    """The {items} text: ' a <ct><ct>, b <ct><ct>' (leading space, comma separated; each title followed by its
+    category in parentheses where categories are given)."""
+    labels = categories if categories is not None else [None] * len(history_titles)
+    if len(labels) != len(history_titles):
+        raise ValueError(f"{len(history_titles)} titles but {len(labels)} categories")
+    return " " + ", ".join(item_slot(t, k, max_title_chars, drop_year, c) for t, c in zip(history_titles, labels))
 
 
 def build_prompt(input_template_id: int, history_titles: Sequence[str], k: int, dataset_name: str | None = None,
-                 *, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False) -> str:
-    """'### Input: <template with user and items>\\n### Response:'; a dataset_name adds the role-play preamble."""
+                 *, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False,
+                 categories: Sequence[str | None] | None = None) -> str:
+    """'### Input: <template with user and items>\\n### Response:'; a dataset_name adds the role-play preamble;
+    categories (one per title) are shown after the titles."""
     if not 0 <= input_template_id < len(INPUT_TEMPLATES):
         raise ValueError(f"input template id {input_template_id} is not in 0..{len(INPUT_TEMPLATES) - 1}")
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     body = INPUT_TEMPLATES[input_template_id].format(
-        user=user_slot(k), items=item_list(history_titles, k, max_title_chars, drop_year))
+        user=user_slot(k), items=item_list(history_titles, k, max_title_chars, drop_year, categories))
     preamble = ROLE_PLAY.format(dataset=" ".join(dataset_name.split())) if dataset_name else ""
     return f"{preamble}{INPUT_HEADER}{body}{RESPONSE_HEADER}"
 

@@ -87,7 +87,9 @@ class DeftRecModel:
                                         self.config.tokenizer.k, self.config.prompt.max_length,
                                         response=None if responses is None else responses[row],
                                         max_title_chars=self.config.prompt.max_title_chars,
-                                        drop_year=self.config.prompt.title_year == "drop")
+                                        drop_year=self.config.prompt.title_year == "drop",
+                                        history_categories=[self.categories[i] for i in history]
+                                        if self.config.prompt.item_text == "title-category" else None)
             prompts.append(prompt)
             kept.append(history[len(history) - n_kept:])
         return prompts, kept

@@ -55,13 +55,16 @@ def encode_batch(tokenizer, prompts: list[str], responses: list[str] | None, max
 
 def fit_prompt(tokenizer, input_template_id: int, history_titles: list[str], k: int, max_length: int,
                response: str | None = None, dataset_name: str | None = None,
-               max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False) -> tuple[str, int]:
-    """(prompt, n_kept): the prompt over the last n_kept titles, dropping from the left until prompt+response fits."""
+               max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False,
+               history_categories: list[str | None] | None = None) -> tuple[str, int]:
+    """(prompt, n_kept): the prompt over the last n_kept titles (and their categories, where given), dropping from
+    the left until prompt+response fits."""
     extra = len(_response_ids(tokenizer, response)) + 1 if response is not None else 0
     start = 0
     while True:
         prompt = build_prompt(input_template_id, history_titles[start:], k, dataset_name,
-                              max_title_chars=max_title_chars, drop_year=drop_year)
+                              max_title_chars=max_title_chars, drop_year=drop_year,
+                              categories=None if history_categories is None else history_categories[start:])
         if len(_prompt_ids(tokenizer, prompt)) + extra <= max_length:
             return prompt, len(history_titles) - start
         if start >= len(history_titles):
