@@ -193,3 +193,17 @@ def test_repeated_items_stay_in_the_prompt_and_are_masked_once(tiny_run):
     assert prompt[0].count(model.titles[3]) == 3
     index = HistoryIndex.build(1, np.zeros(5, np.int64), model.histories[0])
     assert index.items_of(0).tolist() == [3, 5, 7]  # masked once
+
+
+def test_a_run_trained_with_categories_shows_them_after_each_title(tmp_path):
+    from tests.conftest import train_tiny_run
+
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+    model = open_deftrec(Run.open(train_tiny_run(tmp_path, extra=("--item-text", "title-category"))))
+    assert model.config.prompt.item_text == "title-category"  # saved with the run, rebuilt from it
+    history = model.inference_history(0)
+    prompt, kept = model.build_prompts([0], [history], [0])
+    assert len(kept[0]) == len(history) > 0
+    for item in history:
+        assert f"{model.titles[item]} ({model.categories[item]}) <ct>" in prompt[0]
