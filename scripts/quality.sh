@@ -6,8 +6,8 @@
 # without their year, refinement on the 3 latest items). Every row but noyear* shows titles whole (--title-year keep)
 # and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
 # choices existed did, and every cpu row but cpu-p0 stops its refinement after 4 checks without a better one
-# (--refine-patience 4, the cpu profile's before it ran to the end), so each row names the same settings whatever the
-# defaults become:
+# (--refine-patience 4, the cpu profile's before it ran to the end), and every row but cat shows items by their titles
+# alone (--item-text title), so each row names the same settings whatever the defaults become:
 #   recent        the defaults of that time (titles whole)
 #   random        --history random (the paper's shuffled history; every fix kept)
 #   before        the earlier deftrec: paper history, target response, L_neg over the mean of d, one positive
@@ -64,6 +64,7 @@ for spec in "${rows[@]}"; do
   else
     [[ $row == noyear* || $row == cpu-p0 || $row == cat ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
+    [[ " ${flags[*]} " == *" --item-text "* ]] || flags+=(--item-text title)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi
 done

@@ -276,6 +276,7 @@ def test_title_category_items_show_their_category_after_the_title():
                           categories=["Animation|Children's|Comedy", None, "Comedy"])
     assert "history: Toy Story (Animation|Children's|Comedy) <ct><ct>, Heat <ct><ct>, Kolya (Comedy) <ct><ct>." in prompt
     assert build_prompt(0, ["Heat (1995)"], 1, categories=["Action"]).count("(") == 2  # year kept, then the category
+    assert "Enigma <ct>" in build_prompt(0, ["Enigma"], 1, categories=["Enigma"])  # LastFM: the artist twice
     with pytest.raises(ValueError, match="2 titles but 1 categories"):
         build_prompt(0, ["Heat", "Kolya"], 1, categories=["Action"])
     with pytest.raises(ValueError, match="item_text"):

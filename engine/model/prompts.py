@@ -63,9 +63,11 @@ def trim_title(title: str, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bo
 def item_slot(title: str, k: int, max_title_chars: int = MAX_TITLE_CHARS, drop_year: bool = False,
               category: str | None = None) -> str:
     """An item as 'title <ct>…<ct>' with k placeholders, or 'title (category) <ct>…<ct>' given its category (cut to
-    max_title_chars too)."""
-    label = f" ({trim_title(category, max_title_chars)})" if category and trim_title(category) else ""
-    return f"{trim_title(title, max_title_chars, drop_year)}{label} {CT * k}"
+    max_title_chars too; left out where it only repeats the title, as LastFM's artist does)."""
+    name = trim_title(title, max_title_chars, drop_year)
+    label = trim_title(category, max_title_chars) if category else ""
+    label = f" ({label})" if label and label.casefold() != name.casefold() else ""
+    return f"{name}{label} {CT * k}"
 
 
 def user_slot(k: int) -> str:
