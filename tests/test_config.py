@@ -62,7 +62,7 @@ CHANGED = {
     "llm": {"name": "tiny", "fingerprint": "abc", "hidden": 64, "lora_r": 4, "lora_alpha": 8, "lora_dropout": 0.2,
             "max_new_tokens": 12, "decoding": "full", "inference_precision": "bfloat16"},
     "prompt": {"history": "random", "max_history": 5, "max_length": 128, "max_title_chars": 60, "title_year": "keep",
-               "item_text": "title-category", "response": "target"},
+               "item_text": "title", "response": "target"},
     "tokenizer": {"out_dim": 64, "in_dim": 32, "k": 3, "n_blocks": 1, "dropout": 0.2, "mask_ratio": 0.0,
                   "kind": "sigma-vae", "out_scale": 0.5, "out_norm": False, "sigma_scale": 0.25, "pretrain_epochs": 7},
     "condition": {"norm": "layernorm", "source": "embedding"},

@@ -60,7 +60,8 @@ class PromptConfig:
     max_length: int = 320  # tokens of a prompt (set from the profile at training)
     max_title_chars: int = 40  # titles in prompts are cut to this many characters
     title_year: str = "drop"  # 'drop' a trailing '(1995)' (6 SmolLM2 tokens; chosen on validation) | 'keep' it
-    item_text: str = "title"  # a history item's words: 'title' (the paper) | 'title-category' ('Heat (Action|Crime)')
+    item_text: str = "title-category"  # a history item's words: 'title-category' ('Heat (Action|Crime|Thriller)';
+    #                                    chosen on validation, the text then names the history) | 'title' (the paper)
     response: str = "history"  # training response names: 'history' (the prompt history's leading categories) |
     #                            'target' (the held-out target item's category: leaks it into c in training)
 
