@@ -195,11 +195,10 @@ def test_repeated_items_stay_in_the_prompt_and_are_masked_once(tiny_run):
     assert index.items_of(0).tolist() == [3, 5, 7]  # masked once
 
 
-def test_a_run_trained_with_categories_shows_them_after_each_title(tmp_path):
+def test_a_run_trained_with_categories_shows_them_after_each_title(tiny_run):
     from engine.services.loading import open_deftrec
     from engine.services.run import Run
-    from tests.conftest import train_tiny_run
-    model = open_deftrec(Run.open(train_tiny_run(tmp_path, extra=("--item-text", "title-category"))))
+    model = open_deftrec(Run.open(tiny_run))  # trained with the default, --item-text title-category
     assert model.config.prompt.item_text == "title-category"  # saved with the run, rebuilt from it
     history = model.inference_history(0)
     prompt, kept = model.build_prompts([0], [history], [0])

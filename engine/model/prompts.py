@@ -66,8 +66,9 @@ def item_slot(title: str, k: int, max_title_chars: int = MAX_TITLE_CHARS, drop_y
     max_title_chars too; left out where it only repeats the title, as LastFM's artist does)."""
     name = trim_title(title, max_title_chars, drop_year)
     label = trim_title(category, max_title_chars) if category else ""
-    label = f" ({label})" if label and label.casefold() != name.casefold() else ""
-    return f"{name}{label} {CT * k}"
+    if label and label.casefold() != name.casefold():
+        name = f"{name} ({label})"
+    return f"{name} {CT * k}"
 
 
 def user_slot(k: int) -> str:

@@ -2,7 +2,6 @@
 largest token count, and the share of users whose prompt drops a history item to fit the run's max_length.
 Usage: python scripts/measure/prompt_fit.py RUN [MAX_LENGTH]"""
 import sys
-from dataclasses import replace
 
 import numpy as np
 
@@ -16,7 +15,7 @@ max_length = int(sys.argv[2]) if len(sys.argv) > 2 else base.prompt.max_length
 users = list(range(len(model.histories)))
 histories = [model.inference_history(u) for u in users]
 for item_text in ("title", "title-category"):
-    model.config = replace(base, prompt=replace(base.prompt, item_text=item_text, max_length=max_length))
+    model.config = base.updated({"prompt.item_text": item_text, "prompt.max_length": max_length})
     prompts, kept = model.build_prompts(users, histories, [0] * len(users))
     lengths = [len(ids) for ids in model.tokenizer(prompts, add_special_tokens=True)["input_ids"]]
     lost = np.mean([len(k) < len(h) for k, h in zip(kept, histories)])
