@@ -23,6 +23,8 @@
 #   noyear-t3    the defaults: the refinement targets each user's 3 latest train items (--refine-targets 3)
 #   cat           the defaults with each history item's category after its title (--item-text title-category)
 #   cpu-cat       the cpu profile as cpu-p0, with each item's category after its title (the defaults since format 5)
+#   pool          the defaults with c pooled over the response and the prompt's user tokens (--condition-pool response+user)
+#   cpu-pool      cpu-cat with the same pool
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -56,6 +58,8 @@ for spec in "${rows[@]}"; do
     cpu-p0) flags=(--profile cpu --refine-targets 3 --refine-patience 0) ;;
     cat) flags=(--item-text title-category --refine-targets 3) ;;
     cpu-cat) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category) ;;
+    pool) flags=(--item-text title-category --refine-targets 3 --condition-pool response+user) ;;
+    cpu-pool) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category --condition-pool response+user) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
@@ -64,7 +68,7 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [[ $row == noyear* || $row == cpu-p0 || $row == *cat ]] || flags+=(--title-year keep)
+    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     [[ " ${flags[*]} " == *" --item-text "* ]] || flags+=(--item-text title)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2

@@ -41,7 +41,7 @@ FORMAT1_EXPECTED = {
     "tokenizer": {"out_dim": 576, "in_dim": 64, "k": 2, "n_blocks": 2, "dropout": 0.1, "mask_ratio": 0.2,
                   "kind": "kway", "out_scale": 0.13557852804660797, "out_norm": True, "sigma_scale": 0.5,
                   "pretrain_epochs": 0},
-    "condition": {"norm": "sigmoid", "source": "hidden"},
+    "condition": {"norm": "sigmoid", "source": "hidden", "pool": "response"},
     "diffusion": {"cond_dim": 576, "num_train_timesteps": 1000, "beta_start": 1e-4, "beta_end": 0.02,
                   "num_inference_steps": 100, "item_dim": 64, "hidden_dim": 512, "time_embed_dim": 64,
                   "dropout": 0.1, "n_layers": 3, "cond_standardize": True, "prediction": "eps", "cond_dropout": 0.0,
@@ -65,7 +65,7 @@ CHANGED = {
                "item_text": "title", "response": "target"},
     "tokenizer": {"out_dim": 64, "in_dim": 32, "k": 3, "n_blocks": 1, "dropout": 0.2, "mask_ratio": 0.0,
                   "kind": "sigma-vae", "out_scale": 0.5, "out_norm": False, "sigma_scale": 0.25, "pretrain_epochs": 7},
-    "condition": {"norm": "layernorm", "source": "embedding"},
+    "condition": {"norm": "layernorm", "source": "embedding", "pool": "response+user"},
     "diffusion": {"cond_dim": 64, "num_train_timesteps": 500, "beta_start": 2e-4, "beta_end": 0.03,
                   "num_inference_steps": 50, "item_dim": 32, "hidden_dim": 128, "time_embed_dim": 32, "dropout": 0.0,
                   "n_layers": 2, "cond_standardize": False, "prediction": "x0", "cond_dropout": 0.1, "enabled": False,
@@ -215,7 +215,7 @@ def _edited(settings_edit) -> dict:
     (_edited(lambda s: s["llm"].update(hidden=64)), "must be equal"),
     ({**_current(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
     ({k: v for k, v in _current(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
-    ({**_current(FORMAT1_EXPECTED), "format_version": 6}, "format 5"),
+    ({**_current(FORMAT1_EXPECTED), "format_version": 7}, "format 6"),
 ])
 def test_strict_loading_refuses_in_one_line(tmp_path, config, words):
     run = _fake_run(tmp_path, config)
@@ -267,6 +267,15 @@ def test_a_format4_run_migrates_showing_titles_alone(tmp_path):
     settings["training"]["refine_targets"] = 3
     run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 4}), verify=False)
     assert run.deftrec_config.prompt.item_text == "title" and run.deftrec_config.training.refine_targets == 3
+    assert run.config["format_version"] == FORMAT_VERSION
+
+
+def test_a_format5_run_migrates_pooling_c_over_the_response(tmp_path):
+    settings = json.loads(json.dumps(FORMAT1_EXPECTED))
+    del settings["condition"]["pool"]  # format 5 had no such setting: c was the response's mean alone
+    settings["prompt"]["item_text"] = "title-category"
+    run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 5}), verify=False)
+    assert run.deftrec_config.condition.pool == "response" and run.deftrec_config.prompt.item_text == "title-category"
     assert run.config["format_version"] == FORMAT_VERSION
 
 

@@ -189,7 +189,7 @@ def test_repeated_items_stay_in_the_prompt_and_are_masked_once(tiny_run):
     model.histories[0] = np.array([3, 5, 3, 7, 3])  # item 3 bought three times
     history = model.inference_history(0)
     assert sorted(history.tolist()) == [3, 3, 3, 5, 7]
-    prompt, kept = model.build_prompts([0], [history], [0])
+    prompt, _kept = model.build_prompts([0], [history], [0])
     assert prompt[0].count(model.titles[3]) == 3
     index = HistoryIndex.build(1, np.zeros(5, np.int64), model.histories[0])
     assert index.items_of(0).tolist() == [3, 5, 7]  # masked once
@@ -205,3 +205,46 @@ def test_a_run_trained_with_categories_shows_them_after_each_title(tiny_run):
     assert len(kept[0]) == len(history) > 0
     for item in history:
         assert f"{model.titles[item]} ({model.categories[item]}) <ct>" in prompt[0]
+
+
+def test_condition_pooled_with_the_user_tokens_adds_the_prompts_user_states(tiny_run, tmp_path):
+    import torch
+
+    from engine.model.deftrec import masked_mean, user_token_mask
+    from engine.model.llm.forward import lm_forward
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+    run = _copy_run(tiny_run, tmp_path)
+    _edit_config(run, deftrec__config__condition__pool="response+user")  # the heads' weights do not depend on it
+    pooled = open_deftrec(Run.open(run, verify=False))
+    plain = open_deftrec(Run.open(tiny_run))
+    assert pooled.config.condition.pool == "response+user" and plain.config.condition.pool == "response"
+    users = [0, 3, 5]
+    with_user, response_only = pooled.describe(users), plain.describe(users)
+    for user, a, b in zip(users, with_user, response_only):
+        assert a.text == b.text  # the same response; only c differs
+        prompts, kept = pooled.build_prompts([user], [pooled.inference_history(user)], [0])
+        ids = pooled.tokenizer(prompts, add_special_tokens=False, return_tensors="pt")["input_ids"]  # [1,P]
+        with torch.no_grad():  # the prompt's states, as a training pass over prompt + response has them (causal)
+            hidden = lm_forward(pooled.llm, pooled.embed([user], kept, [0], ids), torch.ones_like(ids)).last_hidden
+        user_part = masked_mean(hidden, user_token_mask(ids, pooled.ct_id, pooled.config.tokenizer.k, [0]))  # [1,D]
+        expected = torch.sigmoid((torch.logit(b.condition.double()).float() + user_part[0]) / 2)  # [D]
+        assert torch.allclose(a.condition, expected, atol=1e-4)
+        assert not torch.allclose(a.condition, b.condition, atol=1e-3)
+
+
+def test_a_run_trained_with_the_user_pool_rebuilds_it_and_repeats_its_conditions(tmp_path):
+    import torch
+
+    from engine.services.contract import cached_preferences
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+    from tests.conftest import train_tiny_run
+    path = train_tiny_run(tmp_path, name="pool", extra=("--condition-pool", "response+user"))
+    run = Run.open(path)
+    assert run.deftrec_config.condition.pool == "response+user"  # saved with the run, rebuilt from it
+    cached = cached_preferences(run)
+    fresh = open_deftrec(run).describe([0, 1, 2])
+    for user, preference in enumerate(fresh):
+        assert preference.text == cached.texts[user]
+        assert torch.allclose(preference.condition, cached.conditions[user].float(), atol=1e-4)

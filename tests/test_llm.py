@@ -175,6 +175,32 @@ def test_condition_head_matches_hand_computation():
         ConditionHead(2, ConditionConfig(source="embedding"))(hidden, mask)
 
 
+def test_condition_pool_response_and_user_averages_the_two_means():
+    hidden = torch.tensor([[[1.0, 2.0], [3.0, -4.0], [5.0, 0.0]],
+                           [[7.0, 7.0], [0.0, 2.0], [-1.0, 1.0]]])  # [2,3,2]
+    mask = torch.tensor([[False, True, True], [True, False, False]])  # [2,3]
+    user = torch.tensor([[2.0, 0.0], [-3.0, 1.0]])  # [2,2] the rows' user-token means
+    head = ConditionHead(2, ConditionConfig(norm="none", pool="response+user"))
+    assert torch.allclose(head(hidden, mask, None, user), torch.tensor([[3.0, -1.0], [2.0, 4.0]]))
+    with pytest.raises(ValueError, match="user_state"):
+        head(hidden, mask)
+    with pytest.raises(DeftrecError, match="condition pool"):
+        ConditionConfig(pool="prompt")
+
+
+def test_user_token_mask_finds_the_users_placeholders():
+    from engine.model.deftrec import masked_mean, user_slot_first, user_token_mask
+    first, last = (next(t for t in range(10) if user_slot_first(t) == want) for want in (True, False))
+    c = 9
+    ids = torch.tensor([[0, 5, c, c, 6, c, c, c, c, 7],   # user first: its K=2 are the first two placeholders
+                        [0, 0, 5, c, c, c, c, c, c, 7]])  # user last: the last two
+    mask = user_token_mask(ids, c, 2, [first, last])
+    assert mask.tolist() == [[False, False, True, True, False, False, False, False, False, False],
+                             [False, False, False, False, False, False, False, True, True, False]]
+    x = torch.arange(20.0).reshape(2, 10, 1)  # [2,10,1] position numbers
+    assert masked_mean(x, mask).squeeze(-1).tolist() == [2.5, 17.5]
+
+
 # ---------------------------------------------------------------------------------------------- tiny Llama end to end
 
 

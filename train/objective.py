@@ -45,7 +45,8 @@ class JointObjective(nn.Module):
         tokens = self.heads.prompt_tokens(batch.user_q, batch.history_q, batch.template_ids)  # [N_ct,D]
         embeds = embed_with_continuous_tokens(self.llm, batch.input_ids, self.ct_id, tokens)  # [B,L,D]
         out = lm_forward(self.llm, embeds, batch.attention_mask, batch.labels)
-        cond = self.heads.condition(out.last_hidden, batch.response_mask, embeds)  # [B,D]
+        user = self.heads.user_state(out.last_hidden, embeds, batch.input_ids, self.ct_id, batch.template_ids)  # [B,D]
+        cond = self.heads.condition(out.last_hidden, batch.response_mask, embeds, user)  # [B,D]
         parts: dict[str, torch.Tensor] = {"l_llm": out.loss}
         if self.heads.denoiser is not None:
             r = batch.x_pos.shape[0] // cond.shape[0]  # positives (and (t, ε) draws) per condition: cheap signal

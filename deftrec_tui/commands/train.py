@@ -10,6 +10,7 @@ import typer
 from deftrec_tui.commands.data_info import DATASET_HELP
 from deftrec_tui.errors import cli_errors
 from engine.model.config import (  # torch-free, so --help stays light
+    CONDITION_POOLS,
     DECODINGS,
     ITEM_TEXTS,
     PROFILES,
@@ -28,6 +29,7 @@ def train(
     llm: Annotated[str, typer.Option(help="'smollm2' (packaged SmolLM2-135M-Instruct), 'tiny', or a local HF model dir.")] = D.llm.name,
     k: Annotated[int, typer.Option("--k", help="Continuous tokens per user/item (paper: 2).", min=1, max=8)] = D.tokenizer.k,
     condition: Annotated[str, typer.Option(help="Condition source: hidden (paper) | embedding (authors' code).")] = D.condition.source,
+    condition_pool: Annotated[str, typer.Option(help="Where c is pooled: response (the response's positions, the paper's §2.4.2) | response+user (the mean of that and the prompt's user continuous tokens, which the response states keep little of; one more prompt pass per described batch).")] = D.condition.pool,
     no_diffusion: Annotated[bool, typer.Option("--no-diffusion", help="Ablation: regression head instead of diffusion.")] = False,
     no_mask: Annotated[bool, typer.Option("--no-mask", help="Ablation: no Bernoulli mask in the tokenizer.")] = False,
     no_cf: Annotated[bool, typer.Option("--no-cf", help="Ablation: random user/item embeddings instead of LightGCN.")] = False,
@@ -80,6 +82,7 @@ def train(
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
     for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
                                  ("--title-year", title_year, TITLE_YEARS), ("--item-text", item_text, ITEM_TEXTS),
+                                 ("--condition-pool", condition_pool, CONDITION_POOLS),
                                  ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all")),
                                  ("--decoding", decoding, DECODINGS),
                                  ("--inference-precision", inference_precision, ("float32", "bfloat16"))):
@@ -134,7 +137,7 @@ def train(
         "prompt.item_text": item_text,
         "tokenizer.k": k, "tokenizer.kind": tokenizer, "tokenizer.mask_ratio": 0.0 if no_mask else base.tokenizer.mask_ratio,
         "tokenizer.sigma_scale": sigma, "tokenizer.pretrain_epochs": pretrain if tokenizer == "sigma-vae" else 0,
-        "condition.source": condition,
+        "condition.source": condition, "condition.pool": condition_pool,
         "diffusion.enabled": not no_diffusion, "diffusion.cond_standardize": standardize_condition,
         "diffusion.prediction": prediction, "diffusion.cond_dropout": cond_dropout, "diffusion.aux_loss": aux_loss,
         "diffusion.neg_norm": neg_norm, "diffusion.dispersive_tau": dispersive_tau,

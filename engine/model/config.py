@@ -19,14 +19,15 @@ from typing import Any
 
 from data.errors import DeftrecError, RunError
 
-FORMAT_VERSION = 5  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
-#                      training.refine_targets) and 4 (no prompt.item_text) migrate on load
+FORMAT_VERSION = 6  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
+#                      training.refine_targets), 4 (no prompt.item_text) and 5 (no condition.pool) migrate on load
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
 DECODINGS = ("template", "draft", "full", "constrained")
 TITLE_YEARS = ("keep", "drop")
 ITEM_TEXTS = ("title", "title-category")
+CONDITION_POOLS = ("response", "response+user")
 
 
 @dataclass(frozen=True)
@@ -103,16 +104,20 @@ class TokenizerConfig:
 
 @dataclass(frozen=True)
 class ConditionConfig:
-    """How c is made: norm in sigmoid|layernorm|none, source in hidden (last hidden states)|embedding (inputs)."""
+    """How c is made: norm in sigmoid|layernorm|none, source in hidden (last hidden states)|embedding (inputs), pool
+    over the response (§2.4.2) or the mean of that and the prompt's user continuous tokens (response+user)."""
 
     norm: str = "sigmoid"
     source: str = "hidden"  # 'hidden' (paper) | 'embedding' (authors' code, ablation)
+    pool: str = "response"  # 'response' (paper) | 'response+user' (also the K user-token positions of the prompt)
 
     def __post_init__(self) -> None:
         if self.norm not in ("sigmoid", "layernorm", "none"):
             raise DeftrecError(f"unknown condition norm {self.norm!r}", hint="use sigmoid, layernorm or none")
         if self.source not in ("hidden", "embedding"):
             raise DeftrecError(f"unknown condition source {self.source!r}", hint="use hidden or embedding")
+        if self.pool not in CONDITION_POOLS:
+            raise DeftrecError(f"unknown condition pool {self.pool!r}", hint=f"use one of: {', '.join(CONDITION_POOLS)}")
 
 
 @dataclass(frozen=True)
@@ -376,7 +381,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
                       "dropout": v["dropout"], "mask_ratio": v["mask_ratio"], "kind": v["encoder"],
                       "out_scale": v["token_scale"], "out_norm": V1_IMPLICIT["out_norm"],
                       "sigma_scale": v["sigma_scale"], "pretrain_epochs": v["tokenizer_pretrain_epochs"]},
-        "condition": {"norm": v["condition_norm"], "source": v["condition_source"]},
+        "condition": {"norm": v["condition_norm"], "source": v["condition_source"], "pool": "response"},
         "diffusion": {"cond_dim": hidden, "num_train_timesteps": v["num_train_timesteps"],
                       "beta_start": V1_IMPLICIT["beta_start"], "beta_end": V1_IMPLICIT["beta_end"],
                       "num_inference_steps": v["num_inference_steps"], "item_dim": v["item_dim"],
@@ -401,7 +406,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
 
 def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
     """A run's config.json of any known format as format FORMAT_VERSION, in memory (the file is not rewritten)."""
-    if run_config.get("format_version") in (2, 3, 4):
+    if run_config.get("format_version") in (2, 3, 4, 5):
         return _from_format2(run_config)
     if "format_version" in run_config or run_config.get("format") != 1:
         return run_config
@@ -415,16 +420,17 @@ def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
 
 
 def _from_format2(run_config: dict) -> dict:
-    """Formats 2-4 → 5: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
+    """Formats 2-5 → 6: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
     training.refine_targets (format 4) did not exist, the refinement targeted the 5 latest train items;
-    prompt.item_text (format 5) did not exist, items were shown by their titles alone."""
+    prompt.item_text (format 5) did not exist, items were shown by their titles alone; condition.pool (format 6)
+    did not exist, c was pooled over the response alone."""
     out = {**run_config, "format_version": FORMAT_VERSION}
     old = run_config.get("deftrec")
     settings = old.get("config") if isinstance(old, dict) else None
     if isinstance(settings, dict):
         settings = {**settings}
         for section, key, value in (("prompt", "title_year", "keep"), ("training", "refine_targets", 5),
-                                    ("prompt", "item_text", "title")):
+                                    ("prompt", "item_text", "title"), ("condition", "pool", "response")):
             if isinstance(settings.get(section), dict):
                 settings[section] = {**settings[section]}
                 settings[section].setdefault(key, value)

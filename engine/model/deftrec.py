@@ -31,8 +31,25 @@ def user_slot_first(template_id: int) -> bool:
     return template.index("{user}") < template.index("{items}")
 
 
+def user_token_mask(input_ids: torch.Tensor, ct_id: int, k: int, template_ids: list[int]) -> torch.Tensor:
+    """[B,L] bool: the prompt positions of each row's K user continuous tokens (its first or last K placeholders)."""
+    ct = input_ids == ct_id  # [B,L]
+    first = torch.tensor([user_slot_first(t) for t in template_ids], device=input_ids.device).unsqueeze(1)  # [B,1]
+    from_start = ct.long().cumsum(1)  # [B,L] placeholders up to here
+    from_end = ct.long().flip(1).cumsum(1).flip(1)  # [B,L] placeholders from here to the end
+    return ct & torch.where(first, from_start <= k, from_end <= k)  # [B,L]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x [B,L,D] over the positions of mask [B,L] in float32 [B,D]; an empty mask gives 0."""
+    m = mask.to(torch.float32).unsqueeze(-1)  # [B,L,1]
+    return (x.float() * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B,D]
+
+
 class ConditionHead(nn.Module):
-    """c = norm(mean of the response positions) (§2.4.2); float32 output [B,D]."""
+    """c = norm(mean of the response positions) (§2.4.2), or with pool 'response+user' norm of the mean of that and
+    of the prompt's user continuous-token positions (the user's own tokens, which the response states keep little
+    of); float32 output [B,D]."""
 
     def __init__(self, hidden_size: int, config: ConditionConfig | None = None) -> None:
         super().__init__()
@@ -40,16 +57,20 @@ class ConditionHead(nn.Module):
         self.norm = nn.LayerNorm(hidden_size) if config.norm == "layernorm" else None
 
     def forward(self, last_hidden: torch.Tensor, response_mask: torch.Tensor,
-                input_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """c [B,D] from last_hidden [B,L,D] (or input_embeds [B,L,D] for source='embedding') and mask [B,L]."""
+                input_embeds: torch.Tensor | None = None, user_state: torch.Tensor | None = None) -> torch.Tensor:
+        """c [B,D] from last_hidden [B,L,D] (or input_embeds [B,L,D] for source='embedding') and mask [B,L];
+        pool 'response+user' also needs user_state [B,D], the same source's mean over the user's tokens."""
         if self.config.source == "embedding":
             if input_embeds is None:
                 raise ValueError("the 'embedding' condition source needs input_embeds")
-            x = input_embeds.float()  # [B,L,D]
+            x = input_embeds  # [B,L,D]
         else:
-            x = last_hidden.float()  # [B,L,D]
-        m = response_mask.to(x.dtype).unsqueeze(-1)  # [B,L,1]
-        mean = (x * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B,D]; an empty response gives 0
+            x = last_hidden  # [B,L,D]
+        mean = masked_mean(x, response_mask)  # [B,D]; an empty response gives 0
+        if self.config.pool == "response+user":
+            if user_state is None:
+                raise ValueError("the 'response+user' condition pool needs user_state")
+            mean = (mean + user_state.float()) / 2  # [B,D]
         if self.config.norm == "sigmoid":
             return torch.sigmoid(mean)  # [B,D]
         if self.config.norm == "layernorm":
@@ -71,6 +92,16 @@ class DeftRecHeads(nn.Module):
 
     def diffusion_config(self) -> DiffusionConfig:
         return self.config.diffusion
+
+    def user_state(self, last_hidden: torch.Tensor | None, input_embeds: torch.Tensor, input_ids: torch.Tensor,
+                   ct_id: int, template_ids: list[int]) -> torch.Tensor | None:
+        """The condition's user part [B,D] under pool 'response+user' (the condition source's mean over each row's
+        user tokens, from the [B,L,D] states of prompts input_ids [B,L]), else None."""
+        condition = self.config.condition
+        if condition.pool != "response+user":
+            return None
+        x = input_embeds if condition.source == "embedding" else last_hidden  # [B,L,D]
+        return masked_mean(x, user_token_mask(input_ids, ct_id, self.config.tokenizer.k, template_ids))  # [B,D]
 
     def schedule(self) -> DDPMSchedule:
         return DDPMSchedule.from_config(self.diffusion_config())

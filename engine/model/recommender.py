@@ -12,6 +12,7 @@ import torch
 from engine.model.deftrec import DeftRecConfig, DeftRecHeads
 from engine.model.llm.batches import encode_batch, fit_prompt
 from engine.model.llm.continuous import embed_with_continuous_tokens
+from engine.model.llm.forward import lm_forward
 from engine.model.llm.generation import generate
 from engine.model.llm.loading import load_causal_lm
 from engine.model.llm.lora import add_placeholder_token, apply_lora
@@ -131,7 +132,15 @@ class DeftRecModel:
         with self.autocast(precision):
             generation = self.generate(embeds, mask, streamer, decoding, kept)
         generated, hidden = generation.ids, generation.hidden
-        cond = self.heads.condition(hidden.last_hidden, hidden.response_mask, hidden.input_embeds)  # [B,D]
+        user = None
+        if self.config.condition.pool == "response+user":  # the prompt's states at the user's tokens: one more pass
+            input_ids = batch["input_ids"].to(embeds.device)
+            prompt_hidden = None
+            if self.config.condition.source == "hidden":
+                with self.autocast(precision):
+                    prompt_hidden = lm_forward(self.llm, embeds, mask).last_hidden  # [B,L,D]
+            user = self.heads.user_state(prompt_hidden, embeds, input_ids, self.ct_id, template_ids)  # [B,D]
+        cond = self.heads.condition(hidden.last_hidden, hidden.response_mask, hidden.input_embeds, user)  # [B,D]
         out = []
         for row, user in enumerate(users):
             text = self.tokenizer.decode(generated[row], skip_special_tokens=True).strip()

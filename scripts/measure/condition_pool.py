@@ -1,16 +1,18 @@
 """What c could carry if it were pooled elsewhere in the prompt: ridge R² (held-out users) to the LightGCN user vector
 and to the mean vector of the 5 latest train items, for the run's cached c (the response positions, §2.4.2) against
-the last hidden states pooled over the prompt's continuous-token positions, over the whole prompt, at the prompt's
-last position, and the continuous-token input embeddings themselves: python scripts/measure/condition_pool.py RUN."""
+the last hidden states pooled over the prompt's continuous-token positions, over the user's own K continuous tokens,
+over the whole prompt, at the prompt's last position, and the continuous-token input embeddings themselves:
+python scripts/measure/condition_pool.py RUN."""
 import sys
 from pathlib import Path
 
 import torch
 
-from engine.services.diagnostics import read_run, recent_item_means, ridge_r2
+from engine.model.deftrec import user_slot_first
 from engine.model.llm.batches import encode_batch
 from engine.model.llm.forward import lm_forward
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.services.diagnostics import read_run, recent_item_means, ridge_r2
 from engine.services.loading import open_deftrec
 from engine.services.run import Run
 
@@ -19,7 +21,10 @@ inp = read_run(run)
 model = open_deftrec(run)
 model.llm.eval()
 users = list(range(len(inp.conditions)))
-pools: dict[str, list[torch.Tensor]] = {"ct hidden": [], "prompt hidden": [], "last hidden": [], "ct input": []}
+pools: dict[str, list[torch.Tensor]] = {"ct hidden": [], "user ct hidden": [], "prompt hidden": [], "last hidden": [],
+                                        "ct input": []}
+k = model.config.tokenizer.k
+user_first = user_slot_first(DEFAULT_INPUT_TEMPLATE)
 with torch.no_grad(), model.autocast("bfloat16"):
     for start in range(0, len(users), 32):
         batch_users = users[start:start + 32]
@@ -32,6 +37,9 @@ with torch.no_grad(), model.autocast("bfloat16"):
         ct = (batch["input_ids"] == model.ct_id).float().unsqueeze(-1)  # [B,L,1]
         full = mask.float().unsqueeze(-1)  # [B,L,1]
         pools["ct hidden"].append((hidden * ct).sum(1) / ct.sum(1))
+        order = ct.squeeze(-1).cumsum(1) if user_first else ct.squeeze(-1).flip(1).cumsum(1).flip(1)  # [B,L]
+        user_ct = (ct.squeeze(-1) * (order <= k)).unsqueeze(-1)  # [B,L,1] the user's K tokens
+        pools["user ct hidden"].append((hidden * user_ct).sum(1) / user_ct.sum(1))
         pools["prompt hidden"].append((hidden * full).sum(1) / full.sum(1))
         pools["last hidden"].append(hidden[:, -1])
         pools["ct input"].append((embeds.float() * ct).sum(1) / ct.sum(1))
