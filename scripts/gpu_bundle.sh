@@ -12,6 +12,11 @@
 #   bash scripts/gpu_bundle.sh unpack-b   there, second call (carry .gpu/b): join the GGUF
 # After unpack-a the packages import (PYTHONPATH=$GPU_SITE:$PWD); after unpack-b SmolLM2 loads too.
 # .gpu/ must be git-ignored locally (echo /.gpu/ >> .git/info/exclude) so that `carry` may name it.
+# The two device calls (the second within the machine's 30 s warm window; ≤ 8 files come back, so the logs are tarred):
+#   1. carry [".gpu/a"], timeout 60:  bash scripts/gpu_bundle.sh unpack-a
+#   2. carry [".gpu/b"], timeout 580: bash scripts/gpu_bundle.sh unpack-b; export PYTHONPATH=/tmp/gpusite:$PWD
+#      PYTHONUNBUFFERED=1 GPU_CHECK_PYTHON=python3 GPU_CHECK_BUDGET=540; bash scripts/gpu_check.sh;
+#      tar czf $OUT/gpu_check_logs.tgz -C $OUT gpu_check_logs && rm -rf $OUT/gpu_check_logs
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SITE=${GPU_SITE:-/tmp/gpusite}
