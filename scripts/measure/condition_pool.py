@@ -2,13 +2,14 @@
 and to the mean vector of the 5 latest train items, for the run's cached c (the response positions, §2.4.2) against
 the last hidden states pooled over the prompt's continuous-token positions, over the user's own K continuous tokens,
 over the whole prompt, at the prompt's last position, and the continuous-token input embeddings themselves:
-python scripts/measure/condition_pool.py RUN."""
+python scripts/measure/condition_pool.py RUN [POOLS.pt] (POOLS.pt: every pool saved, [U,D] each by name, for
+scripts/measure/condition_refit.py)."""
 import sys
 from pathlib import Path
 
 import torch
 
-from engine.model.deftrec import user_slot_first
+from engine.model.deftrec import masked_mean, user_token_mask
 from engine.model.llm.batches import encode_batch
 from engine.model.llm.forward import lm_forward
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
@@ -23,8 +24,6 @@ model.llm.eval()
 users = list(range(len(inp.conditions)))
 pools: dict[str, list[torch.Tensor]] = {"ct hidden": [], "user ct hidden": [], "prompt hidden": [], "last hidden": [],
                                         "ct input": []}
-k = model.config.tokenizer.k
-user_first = user_slot_first(DEFAULT_INPUT_TEMPLATE)
 with torch.no_grad(), model.autocast("bfloat16"):
     for start in range(0, len(users), 32):
         batch_users = users[start:start + 32]
@@ -34,18 +33,19 @@ with torch.no_grad(), model.autocast("bfloat16"):
         embeds = model.embed(batch_users, kept, [DEFAULT_INPUT_TEMPLATE] * len(batch_users), batch["input_ids"])
         mask = batch["attention_mask"]
         hidden = lm_forward(model.llm, embeds, mask).last_hidden.float()  # [B,L,D]
-        ct = (batch["input_ids"] == model.ct_id).float().unsqueeze(-1)  # [B,L,1]
-        full = mask.float().unsqueeze(-1)  # [B,L,1]
-        pools["ct hidden"].append((hidden * ct).sum(1) / ct.sum(1))
-        order = ct.squeeze(-1).cumsum(1) if user_first else ct.squeeze(-1).flip(1).cumsum(1).flip(1)  # [B,L]
-        user_ct = (ct.squeeze(-1) * (order <= k)).unsqueeze(-1)  # [B,L,1] the user's K tokens
-        pools["user ct hidden"].append((hidden * user_ct).sum(1) / user_ct.sum(1))
-        pools["prompt hidden"].append((hidden * full).sum(1) / full.sum(1))
+        ct = batch["input_ids"] == model.ct_id  # [B,L]
+        user_ct = user_token_mask(batch["input_ids"], model.ct_id, model.config.tokenizer.k,
+                                  [DEFAULT_INPUT_TEMPLATE] * len(batch_users))  # [B,L] the user's K tokens
+        pools["ct hidden"].append(masked_mean(hidden, ct))
+        pools["user ct hidden"].append(masked_mean(hidden, user_ct))
+        pools["prompt hidden"].append(masked_mean(hidden, mask))
         pools["last hidden"].append(hidden[:, -1])
-        pools["ct input"].append((embeds.float() * ct).sum(1) / ct.sum(1))
+        pools["ct input"].append(masked_mean(embeds, ct))
         print(start, flush=True, file=sys.stderr)
 recent = recent_item_means(inp.targets, inp.item_q)
 rows = {"cached c (response)": inp.conditions} | {k: torch.cat(v) for k, v in pools.items()}
+if len(sys.argv) > 2:
+    torch.save({k: v for k, v in rows.items() if k != "cached c (response)"}, sys.argv[2])
 for name, x in rows.items():
     print(f"{name:22s} R² user {ridge_r2(x, inp.user_q, inp.seed)['r2']:.3f}  "
           f"R² recent {ridge_r2(x, recent, inp.seed)['r2']:.3f}", flush=True)
