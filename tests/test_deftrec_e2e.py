@@ -248,3 +248,19 @@ def test_a_run_trained_with_the_user_pool_rebuilds_it_and_repeats_its_conditions
     for user, preference in enumerate(fresh):
         assert preference.text == cached.texts[user]
         assert torch.allclose(preference.condition, cached.conditions[user].float(), atol=1e-4)
+
+
+def test_opening_a_run_flushes_denormals(tiny_run):
+    import torch
+
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+
+    try:
+        torch.set_flush_denormal(False)  # an earlier test may have opened a run
+        subnormal = torch.tensor([1e-40])  # below float32's 1.18e-38: stored as a subnormal
+        assert (subnormal * 1.0).item() > 0
+        open_deftrec(Run.open(tiny_run))
+        assert (subnormal * 1.0).item() == 0.0  # read as zero: the refinement's slow path is gone
+    finally:
+        torch.set_flush_denormal(False)

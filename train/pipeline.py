@@ -15,6 +15,7 @@ from data.errors import RunError
 from data.protocol import prepare
 from data.registry import load_dataset
 from engine.model.config import PROFILES, DeftRecConfig
+from engine.model.runtime import flush_denormals
 from train.cf import CFResult, CFTrainConfig, Evaluator, train_bpr_model, train_popularity
 from train.checkpoint import RunBuilder, training_lock
 from train.progress import log
@@ -67,6 +68,7 @@ def train_run(request: TrainRequest) -> Path | None:
     does everything and the others join the joint training only (returning None)."""
     if request.threads:
         torch.set_num_threads(request.threads)
+    flush_denormals()
     started = time.perf_counter()
     rank, size = world()
     if size > 1 and (request.stage != "all" or not request.name):

@@ -7,11 +7,13 @@ import numpy as np
 
 from engine.model.deftrec import DeftRecHeads
 from engine.model.recommender import DeftRecModel, build_model
+from engine.model.runtime import flush_denormals
 from engine.services.run import Run, cf_weights_name
 
 
 def load_heads(run: Run, heads: DeftRecHeads) -> None:
     """The run's tokenizer, condition head and denoiser (or regression head) weights into `heads`."""
+    flush_denormals()  # every path that scores with a run's heads passes here
     heads.tokenizer.load_state_dict(run.tensors("tokenizer"))
     weights = run.tensors("denoiser")
     heads.condition.load_state_dict({k[10:]: v for k, v in weights.items() if k.startswith("condition.")})
