@@ -10,7 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from engine.model.metrics import hit_ratio
+from engine.model.metrics import hit_ratio, metrics_from_ranks
 from engine.model.ranking import rank_all
 from engine.model.recommender import denoise
 from engine.services.diagnostics import read_run
@@ -31,29 +31,28 @@ def score_fn(queries: torch.Tensor, alpha: float):
     return lambda batch: users[torch.as_tensor(batch)] @ items.T  # [B,n]
 
 
-def scored(queries: torch.Tensor, alpha: float) -> tuple[str, float]:
-    """'valid … test …' HR@10 / NDCG@10 and the validation HR@10."""
-    out = targets.both(score_fn(queries, alpha))
-    text = " ".join(f"{split} {m['HR@10']:.4f} / {m['NDCG@10']:.4f}" for split, m in out.items())
-    return text, out["valid"]["HR@10"]
+def ranks(queries: torch.Tensor, alpha: float) -> dict[str, np.ndarray]:
+    """0-based rank of each user's validation and test item under cos(query, q_j)·‖q_j‖^α, history masked."""
+    fn = score_fn(queries, alpha)
+    return {"valid": rank_all(fn, targets.n_users, targets.n_items, targets.train_history, targets.valid_item),
+            "test": rank_all(fn, targets.n_users, targets.n_items, targets.test_history, targets.test_item)}
 
 
-def test_hits(alpha: float) -> np.ndarray:
-    """Bool [U]: whether each user's test item ranks in the top 10 under α."""
-    ranks = rank_all(score_fn(finals, alpha), targets.n_users, targets.n_items, targets.test_history,
-                     targets.test_item)  # [U]
-    return np.array([hit_ratio(np.array([r]), 10) > 0 for r in ranks])
+def text(by_split: dict[str, np.ndarray]) -> str:
+    """'valid HR@10 / NDCG@10 test HR@10 / NDCG@10'."""
+    out = {split: metrics_from_ranks(r) for split, r in by_split.items()}
+    return " ".join(f"{split} {m['HR@10']:.4f} / {m['NDCG@10']:.4f}" for split, m in out.items())
 
 
 print(f"{sys.argv[1]}: item norms {norms.mean():.3f} ± {norms.std():.3f}; HR@10 / NDCG@10")
-valid = {}
+runs = {}
 for alpha in (0.0, 0.25, 0.5, 0.75, 1.0, 1.5):
-    text, valid[alpha] = scored(finals, alpha)
-    print(f"DeftRec final vector, cos·‖q‖^{alpha:g}: {text}", flush=True)
+    runs[alpha] = ranks(finals, alpha)
+    print(f"DeftRec final vector, cos·‖q‖^{alpha:g}: {text(runs[alpha])}", flush=True)
 for alpha in (0.0, 0.5, 1.0):
-    print(f"LightGCN user vector, cos·‖q‖^{alpha:g}: {scored(inp.user_q, alpha)[0]}", flush=True)
-best = max(valid, key=lambda a: (valid[a], -a))  # the best validation HR@10, ties to the smaller α
-base, chosen = test_hits(0.0), test_hits(best)
+    print(f"LightGCN user vector, cos·‖q‖^{alpha:g}: {text(ranks(inp.user_q, alpha))}", flush=True)
+best = max(runs, key=lambda a: (hit_ratio(runs[a]["valid"], 10), -a))  # best validation HR@10, ties to the smaller α
+base, chosen = runs[0.0]["test"] < 10, runs[best]["test"] < 10  # [U] test hits
 only_best, only_base = int((chosen & ~base).sum()), int((base & ~chosen).sum())
 print(f"α = {best:g} (best on validation) against α = 0 on test: {only_best} users hit only with α = {best:g}, "
       f"{only_base} only with α = 0, McNemar p {mcnemar_p(only_best, only_base):.3g}")
