@@ -47,7 +47,7 @@ FORMAT1_EXPECTED = {
                   "dropout": 0.1, "n_layers": 3, "cond_standardize": True, "prediction": "eps", "cond_dropout": 0.0,
                   "enabled": True, "target_scale": 0.3927879333496094, "aux_loss": "bpr", "neg_norm": "sum",
                   "dispersive_tau": 0.5, "sampling_temperature": 0.0, "guidance": 1.0},
-    "retrieval": {"pi": 0.1, "pi_match": "exact"},
+    "retrieval": {"pi": 0.1, "pi_match": "exact", "item_norm": 0.0},
     "training": {"cf": "lightgcn", "gamma1": 0.5, "gamma2": 0.1, "gamma3": 0.5, "dispersive_weight": 0.5,
                  "n_negatives": 10, "distinct_positives": True, "refine_targets": 5},
     "profile": {"name": "quick", "steps": 60, "batch_size": 8, "grad_accum": 1, "lr": 0.001, "weight_decay": 1e-05,
@@ -71,7 +71,7 @@ CHANGED = {
                   "n_layers": 2, "cond_standardize": False, "prediction": "x0", "cond_dropout": 0.1, "enabled": False,
                   "target_scale": 0.7, "aux_loss": "dispersive", "neg_norm": "mean", "dispersive_tau": 2.0,
                   "sampling_temperature": 0.0, "guidance": 2.0},
-    "retrieval": {"pi": 0.2, "pi_match": "overlap"},
+    "retrieval": {"pi": 0.2, "pi_match": "overlap", "item_norm": 0.5},
     "training": {"cf": "random", "gamma1": 0.25, "gamma2": 0.2, "gamma3": 1.0, "dispersive_weight": 0.1,
                  "n_negatives": 5, "distinct_positives": False, "refine_targets": 4},
     "profile": {"name": "custom", "steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 0.01, "weight_decay": 0.0,
@@ -215,7 +215,8 @@ def _edited(settings_edit) -> dict:
     (_edited(lambda s: s["llm"].update(hidden=64)), "must be equal"),
     ({**_current(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
     ({k: v for k, v in _current(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
-    ({**_current(FORMAT1_EXPECTED), "format_version": 7}, "format 6"),
+    ({**_current(FORMAT1_EXPECTED), "format_version": 8}, "format 7"),
+    (_edited(lambda s: s["retrieval"].update(item_norm=-1.0)), "item_norm must be a finite number >= 0"),
 ])
 def test_strict_loading_refuses_in_one_line(tmp_path, config, words):
     run = _fake_run(tmp_path, config)
@@ -276,6 +277,15 @@ def test_a_format5_run_migrates_pooling_c_over_the_response(tmp_path):
     settings["prompt"]["item_text"] = "title-category"
     run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 5}), verify=False)
     assert run.deftrec_config.condition.pool == "response" and run.deftrec_config.prompt.item_text == "title-category"
+    assert run.config["format_version"] == FORMAT_VERSION
+
+
+def test_a_format6_run_migrates_ranking_by_the_cosine(tmp_path):
+    settings = json.loads(json.dumps(FORMAT1_EXPECTED))
+    del settings["retrieval"]["item_norm"]  # format 6 had no such setting: Eq. 14's cosine, α = 0
+    settings["condition"]["pool"] = "response+user"
+    run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 6}), verify=False)
+    assert run.deftrec_config.retrieval.item_norm == 0.0 and run.deftrec_config.condition.pool == "response+user"
     assert run.config["format_version"] == FORMAT_VERSION
 
 

@@ -264,3 +264,56 @@ def test_opening_a_run_flushes_denormals(tiny_run):
         assert (subnormal * 1.0).item() == 0.0  # read as zero: the refinement's slow path is gone
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_a_run_trained_with_item_norm_auto_keeps_the_alpha_chosen_on_validation(tmp_path):
+    from data.catalog import Catalog
+    from engine.services.run import Run
+    from tests.conftest import train_tiny_run
+    run = Run.open(train_tiny_run(tmp_path, name="auto", extra=("--item-norm", "auto")))
+    record = run.config["deftrec"]["refine"]
+    checks = record["item_norm_checks"]
+    assert [c["item_norm"] for c in checks] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    best = max(checks, key=lambda c: (c["HR@10"], c["NDCG@10"], -c["item_norm"]))
+    assert run.deftrec_config.retrieval.item_norm == best["item_norm"] == record["item_norm"]
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        metrics = catalog.metrics()
+    valid = metrics[(metrics.model == "deftrec") & (metrics.split == "valid") & (metrics.metric == "HR@10")]
+    assert valid.value.item() == pytest.approx(best["HR@10"])  # the run's validation figure is the chosen α's
+
+
+def test_a_run_ranking_with_item_norm_rebuilds_its_weighted_retriever_everywhere(tmp_path):
+    import numpy as np
+
+    from data.catalog import Catalog
+    from engine.model.retriever import HybridRetriever, item_weights
+    from engine.services.contract import recommender
+    from engine.services.export import test_history
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+    from engine.services.session import RunSession
+    from tests.conftest import train_tiny_run
+    run = Run.open(train_tiny_run(tmp_path, name="norm", extra=("--item-norm", "0.75")))
+    assert run.deftrec_config.retrieval.item_norm == 0.75 and "item_norm_checks" not in run.config["deftrec"]["refine"]
+    history, _ = test_history(run)
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        cached = catalog.top_lists("deftrec", 20, catalog.n_users())[:30]  # [30, 20]
+    items, _ = recommender(run, "deftrec").top_k(np.arange(30), history, 20)
+    assert items.numpy().tolist() == cached.tolist()  # the re-rank from cached conditions uses the same α
+    weights = item_weights(run.tensors(run.cf_weights)["item"].float().numpy(), 0.75)  # [n]
+    state = recommender(run, "deftrec").state
+    eq14 = HybridRetriever(run.tensors(run.cf_weights)["item"].float().numpy(), state.retriever.item_categories)
+    unweighted = eq14.search(state.finals[:30].numpy(), history, np.arange(30), state.categories[:30], 20,
+                             pi=state.pi, match=state.match)
+    assert [[r.item_idx for r in row] for row in unweighted] != cached.tolist()  # the weights change some lists
+    for result in open_deftrec(run).recommend(list(range(4)), history, k=5):
+        assert [r.item_idx for r in result.items] == cached[result.preference.user_idx, :5].tolist()
+        for r in result.items:
+            assert r.weight == pytest.approx(weights[r.item_idx], rel=1e-9)
+            assert r.score == pytest.approx(r.cosine * r.weight * (1 + r.pi_bonus), rel=1e-5, abs=1e-7)
+    shown = RunSession(run).cached(0).items
+    assert [i.weight for i in shown] == pytest.approx([weights[i.item_idx] for i in shown])
+    from deftrec_tui.widgets.topk import explain_score
+    first = shown[0]
+    assert (f"s = cos × w × (1 + π) = {first.cosine:.4f} × {first.weight:.4f} × (1 + {first.pi_bonus:.2f}) = "
+            f"{first.score:.4f}") in explain_score(first, None).plain

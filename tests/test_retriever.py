@@ -293,3 +293,84 @@ def test_extract_parts_names_every_part_in_order():
     assert extract_parts(text, parts) == "Drama|Sci-Fi"
     assert extract_parts("likes office software a lot", parts) == "Office Software"  # the inner part is not counted
     assert extract_parts("noir and film", parts) is None and extract_parts(None, parts) is None
+
+
+def weighted_brute_force(items, cats, queries, history, users, extracted, k, pi, match, alpha):
+    """brute_force under the item_norm option: s = float32(cos·((1+π)·‖q_j‖^α)), weights in float64."""
+    cos = unit(queries).astype(np.float64) @ unit(items).astype(np.float64).T  # [B, n]
+    weight = np.linalg.norm(items.astype(np.float64), axis=1) ** alpha  # [n]
+    s = (cos * (np.where(match_matrix(extracted, cats, match), 1.0 + pi, 1.0) * weight)).astype(np.float32)
+    out = []
+    for row, u in enumerate(users):
+        hidden = set(history.items_of(u).tolist()) if history is not None else set()
+        keep = sorted((j for j in range(len(cats)) if j not in hidden), key=lambda j: (-s[row, j], j))
+        out.append([(j, cos[row, j], float(s[row, j]), weight[j]) for j in keep[:k]])
+    return out
+
+
+@pytest.mark.parametrize("alpha", [0.5, 1.0, 2.0])
+@pytest.mark.parametrize("match", ["exact", "overlap"])
+def test_item_norm_search_equals_brute_force(world, alpha, match):
+    items, cats, queries, history, users, extracted = world
+    items = items * np.random.default_rng(3).uniform(0.05, 4.0, size=(len(items), 1)).astype(np.float32)  # norms vary
+    retriever = HybridRetriever(items, cats, device="cpu", margin=2, item_norm=alpha)
+    for k in (1, 20):
+        recs = retriever.search(queries, history, users, extracted, k, pi=0.3, match=match)
+        want = weighted_brute_force(items, cats, queries, history, users, extracted, k, 0.3, match, alpha)
+        for got, expected in zip(recs, want, strict=True):
+            assert [r.item_idx for r in got] == [w[0] for w in expected]
+            assert [r.score for r in got] == pytest.approx([w[2] for w in expected], abs=1e-6)
+            assert [r.weight for r in got] == pytest.approx([w[3] for w in expected], rel=1e-12)
+            assert all(r.score == pytest.approx(r.cosine * r.weight * (1 + r.pi_bonus), rel=1e-6, abs=1e-7)
+                       for r in got)
+    dense = retriever.scores_dense(queries, extracted, pi=0.3, match=match)  # [B, n]
+    order, values = top_k(dense, history.mask(users, len(items)), 20)
+    recs = retriever.search(queries, history, users, extracted, 20, pi=0.3, match=match)
+    assert order.tolist() == [[r.item_idx for r in row] for row in recs]
+    assert values.tolist() == [[r.score for r in row] for row in recs]
+
+
+def test_item_norm_candidates_come_by_weighted_score():
+    """60 items with the best cosines but tiny norms lose to 5 heavier ones: FAISS searches the weighted vectors, so
+    the first pool (k + margin) already holds the 5, where a pool by cosine would hold only near items."""
+    query = np.array([[1.0, 0.0, 0.0, 0.0]], np.float32)
+    near = np.tile(np.array([1.0, 0.05, 0.0, 0.0], np.float32), (60, 1)) * 0.01  # cos ≈ 0.999, norm 0.01
+    far = np.tile(np.array([1.0, 1.0, 0.0, 0.0], np.float32), (5, 1)) * np.arange(1, 6, dtype=np.float32)[:, None]
+    rest = np.tile(np.array([0.0, 0.0, 1.0, 0.0], np.float32), (100, 1))  # cos 0
+    items = np.concatenate([near, far, rest])  # [165, d]
+    retriever = HybridRetriever(items, ["A"] * len(items), device="cpu", margin=1, item_norm=1.0)
+    recorder = Recorder(retriever.index)
+    retriever.index = recorder
+    recs = retriever.search(query, None, np.zeros(1, np.int64), [None], 5)
+    assert [r.item_idx for r in recs[0]] == [64, 63, 62, 61, 60]  # the heaviest of the far items first
+    assert recorder.pools == [6]  # proven from the first pool
+    plain = HybridRetriever(items, ["A"] * len(items), device="cpu", margin=1)
+    assert all(r.item_idx < 60 and r.weight == 1.0 for r in plain.search(query, None, np.zeros(1, np.int64), [None], 5)[0])
+
+
+def test_item_norm_zero_is_eq14_and_bad_values_fail(world):
+    items, cats, queries, history, users, extracted = world
+    plain = HybridRetriever(items, cats, device="cpu")
+    zero = HybridRetriever(items, cats, device="cpu", item_norm=0.0)
+    assert zero.weights is None
+    assert zero.search(queries, history, users, extracted, 10) == plain.search(queries, history, users, extracted, 10)
+    for bad in (-0.5, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="item_norm"):
+            HybridRetriever(items, cats, device="cpu", item_norm=bad)
+
+
+def test_item_norm_save_load_and_approximate_copy(world, tmp_path):
+    from engine.model.ann import AnnSettings
+    from engine.model.retriever import item_weights
+    items, cats, queries, history, users, extracted = world
+    retriever = HybridRetriever(items, cats, device="cpu", item_norm=0.75)
+    retriever.save(str(tmp_path / "items.faiss"))
+    loaded = HybridRetriever.load(str(tmp_path / "items.faiss"), cats, device="cpu", weights=item_weights(items, 0.75))
+    truth = retriever.search(queries, history, users, extracted, 10)
+    assert loaded.search(queries, history, users, extracted, 10) == truth
+    assert torch.equal(loaded.scores_dense(queries, extracted), retriever.scores_dense(queries, extracted))
+    plain = HybridRetriever.load(str(tmp_path / "items.faiss"), cats, device="cpu")  # the file holds unit vectors
+    assert plain.search(queries, history, users, extracted, 10) == \
+        HybridRetriever(items, cats, device="cpu").search(queries, history, users, extracted, 10)
+    full = retriever.with_ann(AnnSettings(kind="ivf", nlist=4, nprobe=4, train_size=400))
+    assert full.search(queries, history, users, extracted, 10) == truth

@@ -309,20 +309,44 @@ def evaluate_cached(model: DeftRecModel, evaluator: Evaluator, conditions: torch
                     temperature: float | None = None, guidance: float | None = None) -> tuple[dict, np.ndarray]:
     """Metrics of the current heads from cached conditions; the same generator seed every time."""
     finals = model.trajectories(conditions, list(range(len(conditions))), seed, temperature, guidance)[-1]  # [U,d]
+    return final_metrics(model, evaluator, finals, categories, which), finals
+
+
+def final_metrics(model: DeftRecModel, evaluator: Evaluator, finals: torch.Tensor, categories: list[str | None],
+                  which: str) -> dict:
+    """Metrics of preference vectors [U,d] under the model's retriever, train (valid) or train+valid (test) masked."""
     scores = model.scores(finals, categories)  # [U,n_items]
     history = evaluator.train_history if which == "valid" else evaluator.test_history
     targets = evaluator.split.valid_item if which == "valid" else evaluator.split.test_item
-    users = np.arange(len(conditions))
+    users = np.arange(len(finals))
     ranks = target_ranks(scores, torch.as_tensor(targets), history.mask(users, scores.shape[1]))
-    return metrics_from_ranks(ranks), finals
+    return metrics_from_ranks(ranks)
+
+
+def choose_item_norm(model: DeftRecModel, evaluator: Evaluator, finals: torch.Tensor, categories: list[str | None],
+                     item_norms: tuple[float, ...]) -> list[dict]:
+    """Rank the kept preference vectors [U,d] with each item weight ‖q_j‖^α of `item_norms` on validation, keep the
+    best HR@10, then NDCG@10 (a tie goes to the smaller α), and set the model's config and retriever to it."""
+    checks, best = [], None
+    for alpha in sorted(set(item_norms)):
+        model.retriever = model.build_retriever(alpha)
+        metrics = final_metrics(model, evaluator, finals, categories, "valid")
+        checks.append({"item_norm": alpha, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
+        if best is None or (metrics["HR@10"], metrics["NDCG@10"]) > best[:2]:
+            best = (metrics["HR@10"], metrics["NDCG@10"], alpha)
+    model.config = model.config.updated({"retrieval.item_norm": best[2]})
+    model.heads.config = model.config
+    model.retriever = model.build_retriever(best[2])
+    return checks
 
 
 def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, prefs: list[Preference],
                     profile: Profile, seed: int, temperatures: tuple[float, ...] = (),
-                    guidances: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
+                    guidances: tuple[float, ...] = (), item_norms: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
     """Phase 3: train the denoiser on (inference condition, train item) pairs; keep the epoch, sampling
     temperature and guidance weight (among `temperatures` / `guidances`, default the config's) with the best
-    validation HR@10, then NDCG@10."""
+    validation HR@10, then NDCG@10; then the retriever's item weight α among `item_norms` (default the config's)
+    the same way."""
     config = model.config
     heads = model.heads
     conditions = torch.stack([p.condition for p in prefs])  # [U,D]
@@ -344,7 +368,7 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
 
     best = check(0, None)
     if heads.denoiser is None or profile.refine_epochs == 0:
-        return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
+        return _keep_best(model, best, evaluator, conditions, categories, seed, checks, item_norms)
     users, items = split.train_pairs()  # distinct pairs
     if config.prompt.history == "recent":  # each user's latest items, from the time-ordered sequences
         users, items = refinement_pairs("recent", np.repeat(np.arange(len(model.histories)),
@@ -373,18 +397,24 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
         refine_epochs(heads.denoiser, config, conditions, users, items, model.item_q, profile.refine_epochs,
                       profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch,
                       history=split.train_pairs())
-    return _keep_best(model, best, evaluator, conditions, categories, seed, checks)
+    return _keep_best(model, best, evaluator, conditions, categories, seed, checks, item_norms)
 
 
 def _keep_best(model: DeftRecModel, best: tuple, evaluator: Evaluator, conditions: torch.Tensor,
-               categories: list[str | None], seed: int, checks: list[dict]) -> tuple[dict, int, dict]:
-    """Load the selected heads, fix the selected temperature and guidance into the model's config;
-    (valid, epoch, record)."""
+               categories: list[str | None], seed: int, checks: list[dict],
+               item_norms: tuple[float, ...] = ()) -> tuple[dict, int, dict]:
+    """Load the selected heads, fix the selected temperature and guidance into the model's config, then choose the
+    item weight α on validation (choose_item_norm); (valid, epoch, record)."""
     model.heads.load_state_dict(best[3])
     model.config = model.config.updated({"diffusion.sampling_temperature": best[4], "diffusion.guidance": best[5]})
     model.heads.config = model.config
-    metrics = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)[0]
-    return metrics, best[2], {"epoch": best[2], "temperature": best[4], "guidance": best[5], "checks": checks}
+    metrics, finals = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)
+    record = {"epoch": best[2], "temperature": best[4], "guidance": best[5], "checks": checks}
+    if item_norms:
+        record["item_norm_checks"] = choose_item_norm(model, evaluator, finals, categories, item_norms)
+        record["item_norm"] = model.config.retrieval.item_norm
+        metrics = final_metrics(model, evaluator, finals, categories, "valid")
+    return metrics, best[2], record
 
 
 @dataclass
@@ -404,7 +434,8 @@ class DeftRecOutcome:
 def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item_q: torch.Tensor,
                   config: DeftRecConfig, seed: int, *, qlora: bool = False,
                   resume: ResumeState | None = None, temperatures: tuple[float, ...] = (),
-                  guidances: tuple[float, ...] = (), joint_only: bool = False) -> DeftRecOutcome | None:
+                  guidances: tuple[float, ...] = (), joint_only: bool = False,
+                  item_norms: tuple[float, ...] = ()) -> DeftRecOutcome | None:
     """All DeftRec phases under the config's profile; returns the trained model and its metrics (selected on
     validation only); joint_only (a non-main process of a multi-process training) stops after the joint phase."""
     torch.manual_seed(seed)
@@ -444,9 +475,10 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
     timings["describe"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     valid, refine_epoch, refine_record = refine_denoiser(model, split, evaluator, prefs, profile, seed, temperatures,
-                                                         guidances)
+                                                         guidances, item_norms)
     log(f"deftrec: refinement kept epoch {refine_epoch}, sampling temperature "
-        f"{model.config.diffusion.sampling_temperature:g}, guidance {model.config.diffusion.guidance:g}")
+        f"{model.config.diffusion.sampling_temperature:g}, guidance {model.config.diffusion.guidance:g}, "
+        f"item weight ‖q‖^{model.config.retrieval.item_norm:g}")
     timings["refine"] = time.perf_counter() - t2
     conditions = torch.stack([p.condition for p in prefs])
     test, _ = evaluate_cached(model, evaluator, conditions, [p.category for p in prefs], "test", seed)

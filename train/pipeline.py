@@ -40,6 +40,7 @@ class TrainRequest:
     refine_patience: int | None = None  # refinement checks without improvement before stopping (None: the profile's)
     deftrec: DeftRecConfig = field(default_factory=DeftRecConfig)  # the DeftRec settings (stage all)
     temperatures: tuple[float, ...] = ()  # sampling temperatures to choose among on validation (default: the config's)
+    item_norms: tuple[float, ...] = ()  # retrieval item weights ‖q_j‖^α to choose among on validation (default: the config's)
     guidances: tuple[float, ...] = ()  # guidance weights to choose among on validation (with condition dropout)
     qlora: bool = False
     resume: bool = False
@@ -181,7 +182,8 @@ def _identity(request: TrainRequest, split, cf_config: CFTrainConfig) -> dict:
     return {"dataset_checksum": split.checksum, "llm_fingerprint": fingerprint, "dataset": request.dataset,
             "stage": request.stage, "seed": request.seed, "min_count": request.min_count,
             "cf": asdict(cf_config), "profile": request.profile, "deftrec": deftrec_config(request).to_dict(),
-            "temperatures": list(request.temperatures), "guidances": list(request.guidances), "qlora": request.qlora}
+            "temperatures": list(request.temperatures), "guidances": list(request.guidances), "qlora": request.qlora,
+            "item_norms": list(request.item_norms)}
 
 
 def _cf_stage(split, evaluator: Evaluator, cf_config: CFTrainConfig, resume: ResumeState) -> list[CFResult]:
@@ -212,7 +214,7 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     config = deftrec_config(request)
     outcome = train_deftrec(split, evaluator, lightgcn.user_embeddings, lightgcn.item_embeddings, config,
                             request.seed, qlora=request.qlora, resume=resume, temperatures=tuple(request.temperatures),
-                            guidances=tuple(request.guidances))
+                            guidances=tuple(request.guidances), item_norms=tuple(request.item_norms))
     model = outcome.model
     run.save_tensors("tokenizer", model.heads.tokenizer.state_dict())
     run.save_tensors("denoiser", {f"condition.{k}": v for k, v in model.heads.condition.state_dict().items()}

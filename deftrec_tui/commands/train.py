@@ -19,6 +19,7 @@ from engine.model.config import (  # torch-free, so --help stays light
 )
 
 D = DeftRecConfig()  # the options' defaults are the config's; None: the variant's
+ITEM_NORM_DEFAULT = "0"
 
 
 @cli_errors
@@ -55,6 +56,7 @@ def train(
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
     distinct_positives: Annotated[bool, typer.Option(help="Each noise draw of a joint step gets its own train item as positive (--no-distinct-positives: one positive repeated).")] = D.training.distinct_positives,
     pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = D.retrieval.pi_match,
+    item_norm: Annotated[str, typer.Option(help="Item weight in retrieval, s = cos·‖q_j‖^α·(1 + π) (not the paper): 0 (Eq. 14's cosine, the paper) | a number α >= 0 (α = 1: the dot product's item norm, which in LightGCN grows with popularity) | auto (α among 0, 0.25, 0.5, 0.75, 1 with the best validation HR@10, chosen after the refinement).")] = ITEM_NORM_DEFAULT,
     decoding: Annotated[str, typer.Option(help="How the LLM writes the preference text: template (greedy, the templates' fixed words fed in one pass; equal to full greedy decoding wherever it follows a template) | draft (template, with a guessed response checked in the prompt's own pass and kept up to its first wrong token: the same text, fewer passes) | full (greedy, token by token) | constrained (template, with the category slot limited to the dataset's category names).")] = D.llm.decoding,
     inference_precision: Annotated[str, typer.Option(help="The LLM when it writes preference texts: float32 | bfloat16 (autocast over the fp32 weights, on GPUs and on CPUs with native bf16; elsewhere float32).")] = D.llm.inference_precision,
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
@@ -97,6 +99,7 @@ def train(
             temperatures = [-1.0]
         if not 0.0 <= temperatures[0] <= 1.0:
             raise DeftrecError(f"bad --temperature {temperature!r}", hint="use auto or a number in [0, 1]")
+    item_norms = item_norm_choices(item_norm)
     from engine.model.variants import VARIANTS, variant_config  # torch-free, so --help stays light
     if variant not in VARIANTS:
         raise DeftrecError(f"unknown variant {variant!r}", hint=f"use one of: {', '.join(VARIANTS)}")
@@ -142,13 +145,14 @@ def train(
         "diffusion.prediction": prediction, "diffusion.cond_dropout": cond_dropout, "diffusion.aux_loss": aux_loss,
         "diffusion.neg_norm": neg_norm, "diffusion.dispersive_tau": dispersive_tau,
         "diffusion.sampling_temperature": temperatures[0], "diffusion.guidance": guidances[0],
-        "retrieval.pi_match": pi_match,
+        "retrieval.pi_match": pi_match, "retrieval.item_norm": item_norms[0] if len(item_norms) == 1 else 0.0,
         "training.cf": "random" if no_cf else base.training.cf, "training.dispersive_weight": dispersive_weight,
         "training.distinct_positives": distinct_positives, "training.refine_targets": refine_targets})
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
                            profile=profile, max_history=max_history, refine_patience=refine_patience, deftrec=config, temperatures=tuple(temperatures),
-                           guidances=tuple(guidances), qlora=qlora, resume=resume)
+                           guidances=tuple(guidances), qlora=qlora, resume=resume,
+                           item_norms=item_norms if len(item_norms) > 1 else ())
     if max_memory:
         from engine.services.memory import limit_memory
         limit_memory(max_memory)
@@ -159,3 +163,20 @@ def train(
     path = train_run(request)
     if path is not None:  # None: a helper process of `accelerate launch`, which writes nothing
         print(path)
+
+
+ITEM_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def item_norm_choices(value: str) -> tuple[float, ...]:
+    """--item-norm as the α to choose among on validation: 'auto' the grid, a number itself; bad values fail."""
+    from data.errors import DeftrecError
+    if value == "auto":
+        return ITEM_NORM_GRID
+    try:
+        alpha = float(value)
+    except ValueError:
+        alpha = float("nan")
+    if not (0.0 <= alpha < float("inf")):
+        raise DeftrecError(f"bad --item-norm {value!r}", hint="use auto or a number >= 0 (0: Eq. 14, the paper)")
+    return (alpha,)

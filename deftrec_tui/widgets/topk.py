@@ -28,7 +28,12 @@ def explain_score(item, ranks: list[int] | None, width: int = 40) -> Text:
     text = Text()
     text.append(f"{item.title}", style="bold")
     text.append(f"  [{item.category}]\n")
-    text.append(f"s = cos × (1 + π) = {item.cosine:.4f} × (1 + {item.pi_bonus:.2f}) = {item.score:.4f}\n")
+    if item.weight != 1.0:  # the run ranks with the item_norm option: w = ‖q‖^α
+        text.append(f"s = cos × w × (1 + π) = {item.cosine:.4f} × {item.weight:.4f} × (1 + {item.pi_bonus:.2f}) "
+                    f"= {item.score:.4f}\n")
+        text.append("w = ‖q‖^α: the item's CF norm to the run's item_norm α\n", style="dim")
+    else:
+        text.append(f"s = cos × (1 + π) = {item.cosine:.4f} × (1 + {item.pi_bonus:.2f}) = {item.score:.4f}\n")
     text.append("π = 0.1: the generated text names this item's category" if item.pi_bonus > 0
                 else "π = 0: the category in the generated text does not match", style="dim")
     if item.is_test:

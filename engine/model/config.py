@@ -19,8 +19,9 @@ from typing import Any
 
 from data.errors import DeftrecError, RunError
 
-FORMAT_VERSION = 6  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
-#                      training.refine_targets), 4 (no prompt.item_text) and 5 (no condition.pool) migrate on load
+FORMAT_VERSION = 7  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
+#                      training.refine_targets), 4 (no prompt.item_text), 5 (no condition.pool) and 6 (no
+#                      retrieval.item_norm) migrate on load
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
@@ -163,10 +164,15 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class RetrievalConfig:
-    """The hybrid score s = cos·(1 + π) of Eq. 14."""
+    """The hybrid score s = cos·(1 + π) of Eq. 14 (s = cos·‖q_j‖^α·(1 + π) with the item_norm option α > 0)."""
 
     pi: float = 0.1
     pi_match: str = "exact"  # 'exact' | 'overlap' (the '|'-separated parts intersect) | 'all' (named ⊆ item's)
+    item_norm: float = 0.0  # α: 0 is Eq. 14 (the paper); > 0 weighs each item by its CF vector's norm to the α
+
+    def __post_init__(self) -> None:
+        if not (self.item_norm >= 0 and self.item_norm < float("inf")):
+            raise ValueError(f"item_norm must be a finite number >= 0, got {self.item_norm!r}")
 
 
 @dataclass(frozen=True)
@@ -391,7 +397,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
                       "cond_dropout": v["cond_dropout"], "enabled": v["diffusion"], "target_scale": v["target_scale"],
                       "aux_loss": aux_loss, "neg_norm": v["neg_norm"], "dispersive_tau": v["dispersive_tau"],
                       "sampling_temperature": v["sampling_temperature"], "guidance": v["guidance"]},
-        "retrieval": {"pi": v["pi"], "pi_match": v["pi_match"]},
+        "retrieval": {"pi": v["pi"], "pi_match": v["pi_match"], "item_norm": 0.0},
         "training": {"cf": v["cf"], "gamma1": v["gamma1"], "gamma2": v["gamma2"], "gamma3": v["gamma3"],
                      "dispersive_weight": v["dispersive_weight"], "n_negatives": v["n_negatives"],
                      "distinct_positives": v["distinct_positives"], "refine_targets": 5},
@@ -406,7 +412,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
 
 def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
     """A run's config.json of any known format as format FORMAT_VERSION, in memory (the file is not rewritten)."""
-    if run_config.get("format_version") in (2, 3, 4, 5):
+    if run_config.get("format_version") in (2, 3, 4, 5, 6):
         return _from_format2(run_config)
     if "format_version" in run_config or run_config.get("format") != 1:
         return run_config
@@ -420,17 +426,19 @@ def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
 
 
 def _from_format2(run_config: dict) -> dict:
-    """Formats 2-5 → 6: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
+    """Formats 2-6 → 7: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
     training.refine_targets (format 4) did not exist, the refinement targeted the 5 latest train items;
     prompt.item_text (format 5) did not exist, items were shown by their titles alone; condition.pool (format 6)
-    did not exist, c was pooled over the response alone."""
+    did not exist, c was pooled over the response alone; retrieval.item_norm (format 7) did not exist, items were
+    ranked by Eq. 14's cosine (α = 0)."""
     out = {**run_config, "format_version": FORMAT_VERSION}
     old = run_config.get("deftrec")
     settings = old.get("config") if isinstance(old, dict) else None
     if isinstance(settings, dict):
         settings = {**settings}
         for section, key, value in (("prompt", "title_year", "keep"), ("training", "refine_targets", 5),
-                                    ("prompt", "item_text", "title"), ("condition", "pool", "response")):
+                                    ("prompt", "item_text", "title"), ("condition", "pool", "response"),
+                                    ("retrieval", "item_norm", 0.0)):
             if isinstance(settings.get(section), dict):
                 settings[section] = {**settings[section]}
                 settings[section].setdefault(key, value)

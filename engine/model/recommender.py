@@ -61,7 +61,11 @@ class DeftRecModel:
         self._guesser = None  # draft decoding's guesses (engine.model.decoding.Guesser), learnt from what the LLM wrote
         self.known_categories = sorted({c for c in categories if c})
         self.category_parts = category_parts(categories)
-        self.retriever = HybridRetriever(item_q.float().numpy(), np.array(categories, dtype=object))
+        self.retriever = self.build_retriever(config.retrieval.item_norm)
+
+    def build_retriever(self, item_norm: float) -> HybridRetriever:
+        """The hybrid retriever over the item CF vectors with item weight ‖q_j‖^α, α = item_norm (0: Eq. 14)."""
+        return HybridRetriever(self.item_q.numpy(), np.array(self.categories, dtype=object), item_norm=item_norm)
 
     @property
     def device(self) -> torch.device:
@@ -198,7 +202,7 @@ class DeftRecModel:
         return denoise(self.heads, conditions, users, self.seed if seed is None else seed, temperature, guidance)
 
     def scores(self, final: torch.Tensor, categories: list[str | None]) -> torch.Tensor:
-        """Hybrid scores s = cos·(1+π) of every item [B, n_items] (for evaluation ranks)."""
+        """Hybrid scores s = cos·w·(1+π) of every item [B, n_items] (for evaluation ranks)."""
         return self.retriever.scores_dense(final.float().numpy(), categories, self.config.retrieval.pi, self.config.retrieval.pi_match)
 
     def recommend(self, users: list[int], history, k: int = 20, seed: int | None = None,

@@ -5,6 +5,11 @@ dimension order, of exact products of L2-normalized float32 vectors (a float32×
 and the ranking key s is cos·(1 + π) rounded once to float32, the dtype engine.model.ranking compares in. FAISS only
 proposes a candidate pool of the best cosines; the pool doubles until it provably holds the true top-k by s, so
 `search` equals brute force over `scores_dense`.
+
+Option (not the paper): `item_norm` α > 0 scores s = cos·‖q_j‖^α·(1 + π), giving back part of the item norm that the
+cosine drops (LightGCN's item norm grows with popularity; α = 1 ranks by the dot product up to ‖y_i‖). The weight
+w_j = ‖q_j‖^α is a float64 factor of the exact cosine, and FAISS then proposes candidates by cos·w_j over the unit
+vectors scaled by w_j. α = 0 is Eq. 14, computed exactly as without the option.
 """
 
 from __future__ import annotations
@@ -26,13 +31,15 @@ DENSE_ELEMENTS = 1 << 23  # float64 elements per dense block (64 MiB)
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One retrieved item: its cosine, the π it received, s = cos·(1+π) (float32), and its 1-based rank."""
+    """One retrieved item: its cosine, the π it received, s = cos·w·(1+π) (float32), its 1-based rank, and its item
+    weight w = ‖q_j‖^α (1 under Eq. 14, α = 0)."""
 
     item_idx: int
     cosine: float
     pi_bonus: float
     score: float
     rank: int
+    weight: float = 1.0
 
 
 def _fold(text: object) -> str:
@@ -138,6 +145,17 @@ def _normalize(x: np.ndarray) -> np.ndarray:
     return (x64 / np.maximum(norms, 1e-12)).astype(np.float32)  # [n, d]
 
 
+def item_weights(x: np.ndarray, alpha: float) -> np.ndarray | None:
+    """w_j = ‖q_j‖^α in float64 [n] for raw item vectors [n, d]; None for α = 0 (Eq. 14: no weight)."""
+    alpha = float(alpha)
+    if not np.isfinite(alpha) or alpha < 0:
+        raise ValueError(f"item_norm must be a finite number >= 0, got {alpha}")
+    if alpha == 0:
+        return None
+    x64 = x.astype(np.float64)  # [n, d]
+    return np.sqrt((x64 * x64).sum(axis=1)) ** alpha  # [n]
+
+
 def _as_matrix(x: object, name: str) -> np.ndarray:
     """A finite float32 [n, d] numpy copy of a numpy array or torch tensor."""
     if isinstance(x, torch.Tensor):
@@ -165,14 +183,16 @@ def _warn_once(message: str) -> None:
 
 
 class HybridRetriever:
-    """Exact Eq. 14 top-K: FAISS inner-product candidates over normalized item vectors, re-ranked by cos·(1+π)."""
+    """Exact Eq. 14 top-K: FAISS inner-product candidates over normalized item vectors, re-ranked by cos·(1+π)
+    (by cos·‖q_j‖^α·(1+π) with item_norm α > 0)."""
 
     def __init__(self, item_vectors: np.ndarray, item_categories: Sequence[object], device: str = "auto",
-                 margin: int = 32, tol: float | None = None) -> None:
-        self._setup(_normalize(_as_matrix(item_vectors, "item_vectors")), item_categories, device, margin, tol)
+                 margin: int = 32, tol: float | None = None, item_norm: float = 0.0) -> None:
+        raw = _as_matrix(item_vectors, "item_vectors")
+        self._setup(_normalize(raw), item_categories, device, margin, tol, weights=item_weights(raw, item_norm))
 
     def _setup(self, unit: np.ndarray, item_categories: Sequence[object], device: str, margin: int,
-               tol: float | None, index: faiss.Index | None = None) -> None:
+               tol: float | None, index: faiss.Index | None = None, weights: np.ndarray | None = None) -> None:
         n, d = unit.shape
         if n == 0:
             raise ValueError("the catalog is empty")
@@ -195,21 +215,44 @@ class HybridRetriever:
         self.tol = float(tol) if tol is not None else (max(cpu_tol, 4e-3) if self.device == "gpu" else cpu_tol)
         self._torch_device = torch.device("cuda" if self.device == "gpu" else "cpu")
         self._columns = torch.from_numpy(unit.T.astype(np.float64)).contiguous().to(self._torch_device)  # [d, n]
+        if weights is not None and (len(weights) != n or not np.isfinite(weights).all()):
+            raise ValueError(f"item weights must be {n} finite numbers")
+        self._weights = None if weights is None else torch.from_numpy(
+            np.asarray(weights, np.float64)).to(self._torch_device)  # [n] float64, or None (Eq. 14)
+        if weights is not None:  # a FAISS value cos·w_j is off by at most tol·w_j (w_j also rounds into the vector)
+            self.tol *= 2.0 * max(1.0, float(np.max(weights)))
         if index is None:
             index = faiss.IndexFlatIP(d)
-            index.add(np.ascontiguousarray(unit))
+            index.add(np.ascontiguousarray(self._candidate_vectors(unit)))
         self._cpu_index = index
         self.index = faiss.index_cpu_to_all_gpus(index) if self.device == "gpu" else index
         self._max_pool = min(n, GPU_MAX_POOL) if self.device == "gpu" else n
         self.approximate = False  # True: one candidate pool from an ANN index, re-ranked exactly, no proof
 
+    @property
+    def weights(self) -> np.ndarray | None:
+        """w_j = ‖q_j‖^α float64 [n], or None under Eq. 14 (α = 0)."""
+        return None if self._weights is None else self._weights.cpu().numpy()
+
+    def _candidate_vectors(self, unit: np.ndarray) -> np.ndarray:
+        """What FAISS searches: the unit item vectors [n, d], each scaled by its weight w_j when there is one."""
+        if self._weights is None:
+            return unit
+        return (unit.astype(np.float64) * self.weights[:, None]).astype(np.float32)  # [n, d]
+
+    def _unit(self) -> np.ndarray:
+        """The unit item vectors, float32 [n, d] (exactly the ones the scores use)."""
+        return np.ascontiguousarray(self._columns.T.cpu().numpy().astype(np.float32))  # [n, d]
+
     def with_ann(self, settings, seed: int = 0) -> HybridRetriever:
         """A copy that takes its candidates from an approximate index (engine.model.ann settings: ivf | hnsw): one pool
         of 4·(k + history) + margin items per user, re-scored exactly; the result may miss items exact search finds."""
         from engine.model.ann import build_index
-        unit = np.ascontiguousarray(self._columns.T.cpu().numpy().astype(np.float32))  # [n, d]
+        unit = self._unit()  # [n, d]
         other = HybridRetriever.__new__(HybridRetriever)
-        other._setup(unit, self.item_categories, "cpu", self.margin, self.tol, index=build_index(unit, settings, seed))
+        index = build_index(np.ascontiguousarray(self._candidate_vectors(unit)), settings, seed)
+        other._setup(unit, self.item_categories, "cpu", self.margin, None, index=index, weights=self.weights)
+        other.tol = self.tol
         other.approximate = True
         return other
 
@@ -251,7 +294,7 @@ class HybridRetriever:
         return q32, torch.from_numpy(q32.astype(np.float64)).to(self._torch_device)  # [B, d], [B, d]
 
     def _dense(self, q64: torch.Tensor, factors: torch.Tensor | None) -> torch.Tensor:
-        """float32 [B, n_items] cosines (factors None) or scores cos·factor for per-row factors [B, n_items]."""
+        """float32 [B, n_items] cosines (factors None) or scores cos·factor for factors [B, n_items] or [1, n_items]."""
         out = torch.empty(q64.shape[0], self.n_items, dtype=torch.float32)  # [B, n]
         rows = max(1, DENSE_ELEMENTS // self.n_items)
         cols = min(self.n_items, max(1, DENSE_ELEMENTS // rows))
@@ -259,7 +302,7 @@ class HybridRetriever:
             for c in range(0, self.n_items, cols):
                 block = self._exact_cosines(q64[r:r + rows], None, c, c + cols)  # [b, w] float64
                 if factors is not None:
-                    block = block * factors[r:r + rows, c:c + cols]  # [b, w]
+                    block = block * (factors[:, c:c + cols] if len(factors) == 1 else factors[r:r + rows, c:c + cols])
                 out[r:r + rows, c:c + cols] = block.float().cpu()
         return out
 
@@ -273,11 +316,13 @@ class HybridRetriever:
 
     def scores_dense(self, queries: object, extracted_categories: Sequence[str | None], pi: float = 0.1,
                      match: str = "exact") -> torch.Tensor:
-        """Exact s = cos·(1+π) of every item, float32 [B, n_items] on the CPU (the key `search` ranks by)."""
+        """Exact s = cos·w·(1+π) of every item, float32 [B, n_items] on the CPU (the key `search` ranks by)."""
         _check_pi(pi)
         _, q64 = self._queries(queries, extracted_categories)
         codes, table = self._match_rows(extracted_categories, match)
         factors = 1.0 + float(pi) * table[codes].to(torch.float64)  # [B, n]
+        if self._weights is not None:
+            factors = factors * self._weights.unsqueeze(0)  # [B, n]: (1+π)·w_j, rounded once as the search's key is
         return self._dense(q64, factors)
 
     # ---------------------------------------------------------------- search
@@ -285,7 +330,7 @@ class HybridRetriever:
     def search(self, queries: object, history: object, users: np.ndarray,
                extracted_categories: Sequence[str | None], k: int, pi: float = 0.1,
                match: str = "exact") -> list[list[Recommendation]]:
-        """Top-k items per query by s = cos·(1+π), history masked, ties to the lower index; equal to brute force."""
+        """Top-k items per query by s = cos·w·(1+π), history masked, ties to the lower index; equal to brute force."""
         _check_pi(pi)
         if k < 1:
             raise ValueError(f"k must be at least 1, got {k}")
@@ -339,6 +384,7 @@ class HybridRetriever:
             labels = np.broadcast_to(np.arange(width), (len(active), width))  # [b, n]
             cos64 = self._exact_cosines(q64[act], None)  # [b, n]
             hits = table[codes[act]]  # [b, n]
+            weight64 = None if self._weights is None else self._weights.unsqueeze(0).expand(len(active), -1)  # [b, n]
         else:
             width = pool
             found, labels = self.index.search(np.ascontiguousarray(q32[active]), pool)  # [b, pool] each
@@ -348,13 +394,18 @@ class HybridRetriever:
             label_t = torch.as_tensor(labels, dtype=torch.long, device=self._torch_device)  # [b, pool]
             cos64 = self._exact_cosines(q64[act], label_t)  # [b, pool]
             hits = table[codes[act].unsqueeze(1), label_t]  # [b, pool]
+            weight64 = None if self._weights is None else self._weights[label_t]  # [b, pool]
         masked = np.zeros((len(active), width), bool)  # [b, width]
         for row, i in enumerate(active):
             if len(masks[i]):
                 masked[row] = np.isin(labels[row], masks[i])
         if accept:
             masked |= np.concatenate([np.zeros((len(active), 1), bool), labels[:, 1:] == labels[:, :-1]], axis=1)
-        score64 = torch.where(hits, cos64 * factor, cos64)  # [b, width]
+        if weight64 is None:
+            score64 = torch.where(hits, cos64 * factor, cos64)  # [b, width]
+        else:  # the same products as scores_dense: cos·((1+π)·w_j)
+            ones = torch.ones((), dtype=torch.float64, device=self._torch_device)
+            score64 = cos64 * (torch.where(hits, ones * factor, ones) * weight64)  # [b, width]
         score32 = score64.float().masked_fill(torch.as_tensor(masked, device=self._torch_device),
                                               float("-inf"))  # [b, width]
         ranked, rank_order = torch.sort(score32, dim=1, descending=True, stable=True)  # [b, width]
@@ -364,8 +415,8 @@ class HybridRetriever:
         elif accept:  # approximate: accepted unless the pool held fewer than k rankable items
             done = available >= np.minimum(k, np.array([self.n_items - len(masks[i]) for i in active]))
         else:
-            # an unpooled item's FAISS cosine is ≤ the pool's last one, so its exact cosine is ≤ ceiling and its
-            # s ≤ bound; (1+π)·c < c when c < 0, hence the max. Strict '>' leaves no tie with an unpooled item.
+            # an unpooled item's FAISS value (cos, or cos·w) is ≤ the pool's last one, so its exact one is ≤ ceiling
+            # and its s ≤ bound; (1+π)·c < c when c < 0, hence the max. Strict '>' leaves no tie with an unpooled item.
             ceiling = found[:, -1].astype(np.float64) + self.tol  # [b]
             bound = np.where(any_match[active], np.maximum(ceiling * factor, ceiling), ceiling)  # [b]
             kth = ranked[:, min(k, width) - 1].cpu().numpy()  # [b] float32
@@ -376,31 +427,40 @@ class HybridRetriever:
         top_scores = ranked[:, :take].cpu().numpy()  # [b, take]
         top_cos = torch.gather(cos64, 1, top).float().cpu().numpy()  # [b, take]
         top_hits = torch.gather(hits, 1, top).cpu().numpy()  # [b, take]
+        top_weights = np.ones(top_hits.shape) if weight64 is None else \
+            torch.gather(weight64, 1, top).cpu().numpy()  # [b, take]
         for row in np.flatnonzero(done):
             count = int(min(take, available[row]))
             results[active[row]] = [
                 Recommendation(item_idx=int(top_items[row, j]), cosine=float(top_cos[row, j]),
                                pi_bonus=pi if top_hits[row, j] else 0.0, score=float(top_scores[row, j]),
-                               rank=j + 1)
+                               rank=j + 1, weight=float(top_weights[row, j]))
                 for j in range(count)]
         return active[~done]
 
     # ---------------------------------------------------------------- persistence
 
     def save(self, path: str) -> None:
-        """Write the CPU FAISS index (normalized item vectors) to path, e.g. <run>/items.faiss."""
-        faiss.write_index(self._cpu_index, str(path))
+        """Write a flat FAISS index of the normalized item vectors to path, e.g. <run>/items.faiss (the weights of
+        item_norm are not in it: `load` takes them)."""
+        index = self._cpu_index
+        if self._weights is not None:
+            index = faiss.IndexFlatIP(self.dim)
+            index.add(self._unit())
+        faiss.write_index(index, str(path))
 
     @classmethod
     def load(cls, path: str, categories: Sequence[object], device: str = "auto", margin: int = 32,
-             tol: float | None = None) -> HybridRetriever:
-        """Read an index written by save (plain data, no code is run) and attach the item categories."""
+             tol: float | None = None, weights: np.ndarray | None = None) -> HybridRetriever:
+        """Read an index written by save (plain data, no code is run) and attach the item categories and, for
+        item_norm α > 0, the item weights ‖q_j‖^α (`item_weights` of the raw vectors)."""
         index = faiss.read_index(str(path))
         if index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise ValueError(f"{path} is not an inner-product index")
         unit = index.reconstruct_n(0, index.ntotal).astype(np.float32)  # [n, d], already normalized
         self = cls.__new__(cls)
-        self._setup(unit, categories, device, margin, tol, index=index)
+        self._setup(unit, categories, device, margin, tol, index=None if weights is not None else index,
+                    weights=weights)
         return self
 
 

@@ -227,7 +227,8 @@ class DeftRecRecommender(_Lazy):
         n_users = len(cached.categories)
         finals = denoise(heads, cached.conditions, list(range(n_users)), int(self.run.config.get("seed", 0)))[-1]
         items = self.run.tensors(self.run.cf_weights)["item"].float().numpy()  # [n_items, d]
-        retriever = HybridRetriever(items, np.array(cached.item_categories, dtype=object))
+        retriever = HybridRetriever(items, np.array(cached.item_categories, dtype=object),
+                                    item_norm=config.retrieval.item_norm)
         return _Reranker(finals, cached.categories, retriever, config.retrieval.pi, config.retrieval.pi_match)
 
     def scores(self, users):

@@ -225,7 +225,8 @@ def cheap_diagnostics(conditions: torch.Tensor, user_q: torch.Tensor, item_q: to
     targets = Targets.of(evaluator)
     if finals is None:  # the training pipeline passes the ones it has just computed
         finals = denoise(heads, conditions, list(range(len(conditions))), seed)[-1]  # [U,d]
-    retriever = HybridRetriever(item_q.detach().float().cpu().numpy(), np.array(list(item_categories), dtype=object))
+    retriever = HybridRetriever(item_q.detach().float().cpu().numpy(), np.array(list(item_categories), dtype=object),
+                                item_norm=heads.config.retrieval.item_norm)
     recent = recent_item_means(targets, item_q)  # [U,d]
     return {"condition_r2": ridge_r2(conditions, user_q, seed),
             "recent_items_r2": ridge_r2(conditions, recent, seed),
@@ -271,7 +272,8 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
     torch.manual_seed(seed)
     denoiser = Denoiser(replace(heads.diffusion_config(), cond_dim=user_q.shape[1], cond_standardize=True)).to(device)
     sampler = DenoiserSampler(denoiser, config)
-    retriever = HybridRetriever(item_q.numpy(), np.array(list(item_categories), dtype=object))
+    retriever = HybridRetriever(item_q.numpy(), np.array(list(item_categories), dtype=object),
+                                item_norm=config.retrieval.item_norm)
     categories = list(categories)
     everyone = list(range(len(user_q)))
     checks: list[dict] = []

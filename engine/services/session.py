@@ -54,7 +54,7 @@ class UserSearch:
 
 @dataclass(frozen=True)
 class RankedItem:
-    """One recommended item with its score breakdown s = cos·(1 + π)."""
+    """One recommended item with its score breakdown s = cos·w·(1 + π) (w = ‖q_j‖^α: 1 under Eq. 14)."""
 
     rank: int
     item_idx: int
@@ -65,6 +65,7 @@ class RankedItem:
     pi_bonus: float
     score: float
     is_test: bool
+    weight: float = 1.0
 
 
 @dataclass
@@ -117,6 +118,7 @@ class RunSession:
         self.run = run if isinstance(run, Run) else Run.open(run)
         self.path = self.run.path
         self.config = self.run.config
+        self._weights: np.ndarray | None = None  # the retriever's item weights, read on first use (item_norm > 0)
         self.recommenders: list[Recommender] = contract.recommenders(self.run)  # nothing loaded until asked
         # the one that generates a preference text (DeftRec): its cached lists and texts, its live model
         self.explainer: Recommender | None = contract.explaining(self.recommenders, TEXT)
@@ -189,12 +191,25 @@ class RunSession:
 
     def _ranked(self, user_idx: int, rows) -> list[RankedItem]:
         test = self.test_item(user_idx)
+        weights = self._item_weights()
         out = []
         for rank, item_idx, cosine, pi_bonus, score in rows:
             item = self.items[item_idx]
             out.append(RankedItem(rank, item_idx, str(item["item_id"]), item["title"], item["category"] or "",
-                                  float(cosine), float(pi_bonus), float(score), item_idx == test))
+                                  float(cosine), float(pi_bonus), float(score), item_idx == test,
+                                  1.0 if weights is None else float(weights[item_idx])))
         return out
+
+    def _item_weights(self) -> np.ndarray | None:
+        """The retriever's item weights ‖q_j‖^α [n_items] when the run ranks with item_norm α > 0, else None."""
+        config = self.run.deftrec_config
+        alpha = config.retrieval.item_norm if config is not None else 0.0
+        if not alpha:
+            return None
+        if self._weights is None:
+            from engine.model.retriever import item_weights
+            self._weights = item_weights(self.run.tensors(self.run.cf_weights)["item"].float().numpy(), alpha)
+        return self._weights
 
     def cached(self, user_idx: int) -> Explanation | None:
         """The preference text and top list cached at training time, or None."""
