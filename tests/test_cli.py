@@ -88,6 +88,13 @@ def test_unknown_dataset(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("value", ["-1", "nan", "inf", "big"])
+def test_bad_item_norm_is_refused_before_training(tmp_path, value):
+    result = invoke("train", "--dataset", "ml-100k", "--out", tmp_path / "runs", "--item-norm", value)
+    assert_one_line_error(result, f"bad --item-norm {value!r}", "use auto or a number >= 0")
+    assert not (tmp_path / "runs").exists()
+
+
 def test_missing_directory(tmp_path):
     assert_one_line_error(invoke("data", "info", f"csv:{tmp_path / 'absent'}"), "does not exist")
 

@@ -1,0 +1,59 @@
+"""What `deftrec train --item-norm auto` chooses on runs trained without it, and what it gives on test: each run's
+final preference vectors (denoised from its cached conditions, as eval re-ranks them) scored by the run's retriever
+with item weight ‖q_j‖^α (π as the run has it), α among --item-norm auto's grid; the α with the best validation HR@10,
+then NDCG@10 (ties to the smaller), against α = 0 (Eq. 14) on the same test users (exact McNemar), then a table.
+python scripts/measure/item_norm_auto.py RUN [RUN ...]"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from deftrec_tui.commands.train import ITEM_NORM_GRID
+from engine.model.metrics import metrics_from_ranks
+from engine.model.ranking import rank_all
+from engine.model.recommender import denoise
+from engine.model.retriever import HybridRetriever
+from engine.services.diagnostics import read_run
+from engine.services.evaluation import mcnemar_p
+from engine.services.run import Run
+
+
+def ranks(run_path: str, alpha: float) -> dict[str, np.ndarray]:
+    """0-based rank of each user's validation (train masked) and test (train + valid masked) item under α."""
+    inp = INPUTS[run_path]
+    config = inp.heads.config.retrieval
+    retriever = HybridRetriever(inp.item_q.numpy(), np.array(inp.item_categories, dtype=object), item_norm=alpha)
+    finals = FINALS[run_path]
+
+    def score(batch: np.ndarray) -> torch.Tensor:
+        return retriever.scores_dense(finals[torch.as_tensor(batch)].numpy(), [inp.categories[u] for u in batch],
+                                      config.pi, config.pi_match)  # [B,n]
+    t = inp.targets
+    return {"valid": rank_all(score, t.n_users, t.n_items, t.train_history, t.valid_item),
+            "test": rank_all(score, t.n_users, t.n_items, t.test_history, t.test_item)}
+
+
+INPUTS, FINALS = {}, {}
+rows = []
+for path in sys.argv[1:]:
+    inp = INPUTS[path] = read_run(Run.open(Path(path)))
+    FINALS[path] = denoise(inp.heads, inp.conditions.float(), list(range(inp.targets.n_users)), inp.seed)[-1]  # [U,d]
+    by_alpha = {alpha: ranks(path, alpha) for alpha in ITEM_NORM_GRID}
+    figures = {a: {s: metrics_from_ranks(r) for s, r in by.items()} for a, by in by_alpha.items()}
+    for alpha in ITEM_NORM_GRID:
+        f = figures[alpha]
+        print(f"{path} α {alpha:g}: valid {f['valid']['HR@10']:.4f} / {f['valid']['NDCG@10']:.4f}  "
+              f"test {f['test']['HR@10']:.4f} / {f['test']['NDCG@10']:.4f}", flush=True)
+    best = max(ITEM_NORM_GRID, key=lambda a: (figures[a]["valid"]["HR@10"], figures[a]["valid"]["NDCG@10"], -a))
+    base, chosen = by_alpha[0.0]["test"] < 10, by_alpha[best]["test"] < 10  # [U] test hits
+    only_best, only_base = int((chosen & ~base).sum()), int((base & ~chosen).sum())
+    rows.append((path, best, figures[0.0], figures[best], only_best, only_base, mcnemar_p(only_best, only_base)))
+
+print("\n| run | α chosen on validation | valid HR@10 α = 0 → α | test HR@10 α = 0 → α | test NDCG@10 α = 0 → α "
+      "| test users hit only with α / only with 0 | McNemar p |")
+print("|---|---|---|---|---|---|---|")
+for path, best, zero, chosen, only_best, only_base, p in rows:
+    print(f"| {Path(path).name} | {best:g} | {zero['valid']['HR@10']:.4f} → {chosen['valid']['HR@10']:.4f} "
+          f"| {zero['test']['HR@10']:.4f} → {chosen['test']['HR@10']:.4f} "
+          f"| {zero['test']['NDCG@10']:.4f} → {chosen['test']['NDCG@10']:.4f} | {only_best} / {only_base} | {p:.3g} |")
