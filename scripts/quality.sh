@@ -2,12 +2,13 @@
 # The quality ablation of docs/quality.md: train each ROW (quick profile unless the row says otherwise) on a dataset
 # under one protocol, keep existing runs, then regenerate the table (scripts/quality_table.py) from the runs alone.
 # Usage: scripts/quality.sh DATASET PREFIX [ROW[@SEED] ...]     e.g. scripts/quality.sh ml-100k q recent@0 recent@1
-# ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, titles
-# without their year, refinement on the 3 latest items). Every row but noyear* shows titles whole (--title-year keep)
+# ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, α auto, titles
+# without their year, refinement on the 3 latest items). Every row but noyear*, cpu-p0, *cat, *pool and norm shows titles whole (--title-year keep)
 # and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
 # choices existed did, and every cpu row but cpu-p0 stops its refinement after 4 checks without a better one
-# (--refine-patience 4, the cpu profile's before it ran to the end), and every row but cat shows items by their titles
-# alone (--item-text title), so each row names the same settings whatever the defaults become:
+# (--refine-patience 4, the cpu profile's before it ran to the end), every row but cat shows items by their titles
+# alone (--item-text title), and every row but norm ranks by Eq. 14's cosine (--item-norm 0), so each row names the
+# same settings whatever the defaults become:
 #   recent        the defaults of that time (titles whole)
 #   random        --history random (the paper's shuffled history; every fix kept)
 #   before        the earlier deftrec: paper history, target response, L_neg over the mean of d, one positive
@@ -25,6 +26,8 @@
 #   cpu-cat       the cpu profile as cpu-p0, with each item's category after its title (the defaults since format 5)
 #   pool          the defaults with c pooled over the response and the prompt's user tokens (--condition-pool response+user)
 #   cpu-pool      cpu-cat with the same pool
+#   norm          the defaults (cat) with the retriever's item weight ‖q_j‖^α chosen on validation (--item-norm auto,
+#                 the default since config format 7)
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -60,6 +63,7 @@ for spec in "${rows[@]}"; do
     cpu-cat) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category) ;;
     pool) flags=(--item-text title-category --refine-targets 3 --condition-pool response+user) ;;
     cpu-pool) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category --condition-pool response+user) ;;
+    norm) flags=(--item-text title-category --refine-targets 3 --item-norm auto) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
@@ -68,9 +72,10 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool ]] || flags+=(--title-year keep)
+    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool || $row == norm ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     [[ " ${flags[*]} " == *" --item-text "* ]] || flags+=(--item-text title)
+    [[ " ${flags[*]} " == *" --item-norm "* ]] || flags+=(--item-norm 0)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi
 done

@@ -1,7 +1,8 @@
 """What `deftrec train --item-norm auto` chooses on runs trained without it, and what it gives on test: each run's
 final preference vectors (denoised from its cached conditions, as eval re-ranks them) scored by the run's retriever
 with item weight ‖q_j‖^α (π as the run has it), α among --item-norm auto's grid; the α with the best validation HR@10,
-then NDCG@10 (ties to the smaller), against α = 0 (Eq. 14) on the same test users (exact McNemar), then a table.
+then NDCG@10 (ties to the smaller), against α = 0 (Eq. 14) on the same test users (exact McNemar), then a table with
+the runs of each dataset pooled (discordant users summed over its seeds).
 python scripts/measure/item_norm_auto.py RUN [RUN ...]"""
 import sys
 from pathlib import Path
@@ -48,12 +49,19 @@ for path in sys.argv[1:]:
     best = max(ITEM_NORM_GRID, key=lambda a: (figures[a]["valid"]["HR@10"], figures[a]["valid"]["NDCG@10"], -a))
     base, chosen = by_alpha[0.0]["test"] < 10, by_alpha[best]["test"] < 10  # [U] test hits
     only_best, only_base = int((chosen & ~base).sum()), int((base & ~chosen).sum())
-    rows.append((path, best, figures[0.0], figures[best], only_best, only_base, mcnemar_p(only_best, only_base)))
+    dataset = Run.open(Path(path)).config["dataset"]
+    rows.append((path, best, figures[0.0], figures[best], only_best, only_base, mcnemar_p(only_best, only_base),
+                 dataset))
 
 print("\n| run | α chosen on validation | valid HR@10 α = 0 → α | test HR@10 α = 0 → α | test NDCG@10 α = 0 → α "
       "| test users hit only with α / only with 0 | McNemar p |")
 print("|---|---|---|---|---|---|---|")
-for path, best, zero, chosen, only_best, only_base, p in rows:
+for path, best, zero, chosen, only_best, only_base, p, _ in rows:
     print(f"| {Path(path).name} | {best:g} | {zero['valid']['HR@10']:.4f} → {chosen['valid']['HR@10']:.4f} "
           f"| {zero['test']['HR@10']:.4f} → {chosen['test']['HR@10']:.4f} "
           f"| {zero['test']['NDCG@10']:.4f} → {chosen['test']['NDCG@10']:.4f} | {only_best} / {only_base} | {p:.3g} |")
+for dataset in dict.fromkeys(r[7] for r in rows):
+    mine = [r for r in rows if r[7] == dataset]
+    if len(mine) > 1:
+        b, c = sum(r[4] for r in mine), sum(r[5] for r in mine)
+        print(f"| {dataset}, {len(mine)} runs pooled | | | | | {b} / {c} | {mcnemar_p(b, c):.3g} |")
