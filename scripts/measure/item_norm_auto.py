@@ -15,6 +15,7 @@ from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import rank_all
 from engine.model.recommender import denoise
 from engine.model.retriever import HybridRetriever
+from engine.services.contract import recommender
 from engine.services.diagnostics import read_run
 from engine.services.evaluation import mcnemar_p
 from engine.services.run import Run
@@ -49,19 +50,27 @@ for path in sys.argv[1:]:
     best = max(ITEM_NORM_GRID, key=lambda a: (figures[a]["valid"]["HR@10"], figures[a]["valid"]["NDCG@10"], -a))
     base, chosen = by_alpha[0.0]["test"] < 10, by_alpha[best]["test"] < 10  # [U] test hits
     only_best, only_base = int((chosen & ~base).sum()), int((base & ~chosen).sum())
-    dataset = Run.open(Path(path)).config["dataset"]
+    run = Run.open(Path(path))
+    t = inp.targets
+    mf_model = recommender(run, "mf")
+    mf_ranks = rank_all(lambda batch: mf_model.scores(np.asarray(batch)), t.n_users, t.n_items, t.test_history,
+                        t.test_item)  # [U] MF's 0-based test ranks
+    mf = mf_ranks < 10  # [U] MF's test hits
+    vs_mf = (int((chosen & ~mf).sum()), int((mf & ~chosen).sum()), metrics_from_ranks(mf_ranks)["HR@10"])
     rows.append((path, best, figures[0.0], figures[best], only_best, only_base, mcnemar_p(only_best, only_base),
-                 dataset))
+                 run.config["dataset"]["name"], vs_mf))
 
 print("\n| run | α chosen on validation | valid HR@10 α = 0 → α | test HR@10 α = 0 → α | test NDCG@10 α = 0 → α "
-      "| test users hit only with α / only with 0 | McNemar p |")
-print("|---|---|---|---|---|---|---|")
-for path, best, zero, chosen, only_best, only_base, p, _ in rows:
+      "| test users hit only with α / only with 0 | McNemar p | the run's MF test HR@10 | hit only by DeftRec (α) / "
+      "only by MF (p) |")
+print("|---|---|---|---|---|---|---|---|---|")
+for path, best, zero, chosen, only_best, only_base, p, _, (b, c, mf_hr) in rows:
     print(f"| {Path(path).name} | {best:g} | {zero['valid']['HR@10']:.4f} → {chosen['valid']['HR@10']:.4f} "
           f"| {zero['test']['HR@10']:.4f} → {chosen['test']['HR@10']:.4f} "
-          f"| {zero['test']['NDCG@10']:.4f} → {chosen['test']['NDCG@10']:.4f} | {only_best} / {only_base} | {p:.3g} |")
+          f"| {zero['test']['NDCG@10']:.4f} → {chosen['test']['NDCG@10']:.4f} | {only_best} / {only_base} | {p:.3g} "
+          f"| {mf_hr:.4f} | {b} / {c} (p {mcnemar_p(b, c):.3g}) |")
 for dataset in dict.fromkeys(r[7] for r in rows):
     mine = [r for r in rows if r[7] == dataset]
     if len(mine) > 1:
         b, c = sum(r[4] for r in mine), sum(r[5] for r in mine)
-        print(f"| {dataset}, {len(mine)} runs pooled | | | | | {b} / {c} | {mcnemar_p(b, c):.3g} |")
+        print(f"| {dataset}, {len(mine)} runs pooled | | | | | {b} / {c} | {mcnemar_p(b, c):.3g} | | |")
