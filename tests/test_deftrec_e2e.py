@@ -123,6 +123,8 @@ def test_recommend_streams_one_user_and_refuses_an_unknown_id(tiny_run):
     result = CliRunner().invoke(app, ["recommend", str(tiny_run), "--user", "u3", "--k", "5"])
     assert result.exit_code == 0, result.output
     assert "preference:" in result.output and "cosine" in result.output
+    weighted = json.loads((tiny_run / "config.json").read_text())["deftrec"]["config"]["retrieval"]["item_norm"] > 0
+    assert ("w = ‖q‖^α" in result.output) == weighted  # the weight column only where the run ranks with one
     result = CliRunner().invoke(app, ["recommend", str(tiny_run), "--user", "nobody"])
     assert result.exit_code == 2
     assert "unknown user id 'nobody'" in result.output and len(result.output.strip().splitlines()) == 1
@@ -313,6 +315,8 @@ def test_a_run_ranking_with_item_norm_rebuilds_its_weighted_retriever_everywhere
             assert r.score == pytest.approx(r.cosine * r.weight * (1 + r.pi_bonus), rel=1e-5, abs=1e-7)
     shown = RunSession(run).cached(0).items
     assert [i.weight for i in shown] == pytest.approx([weights[i.item_idx] for i in shown])
+    result = CliRunner().invoke(app, ["recommend", str(run.path), "--user", "u0", "--k", "3", "--cached"])
+    assert result.exit_code == 0 and "w = ‖q‖^α" in result.output, result.output
     from deftrec_tui.widgets.topk import explain_score
     first = shown[0]
     assert (f"s = cos × w × (1 + π) = {first.cosine:.4f} × {first.weight:.4f} × (1 + {first.pi_bonus:.2f}) = "

@@ -44,8 +44,11 @@ def recommend(
         first, last = explanation.steps[0], explanation.steps[-1]
         console.print(f"[bold]denoising:[/] {len(explanation.steps) - 1} steps, ‖x‖ {first.norm:.2f} → {last.norm:.2f}, "
                       f"test item rank {first.test_rank} → {last.test_rank}")
-    table = Table("rank", "item_id", "title", "category", "cosine", "π", "score", "", box=None)
+    weighted = any(item.weight != 1.0 for item in explanation.items)  # the run ranks by cos·‖q‖^α·(1 + π)
+    table = Table("rank", "item_id", "title", "category", "cosine", *(["w = ‖q‖^α"] if weighted else []), "π", "score",
+                  "", box=None)
     for item in explanation.items[:k]:
         table.add_row(str(item.rank), item.item_id, item.title, item.category, f"{item.cosine:.4f}",
-                      f"{item.pi_bonus:.2f}", f"{item.score:.4f}", "← test item" if item.is_test else "")
+                      *([f"{item.weight:.4f}"] if weighted else []), f"{item.pi_bonus:.2f}", f"{item.score:.4f}",
+                      "← test item" if item.is_test else "")
     console.print(table)
