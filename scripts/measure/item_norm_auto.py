@@ -53,7 +53,7 @@ for path in sys.argv[1:]:
     run = Run.open(Path(path))
     t = inp.targets
     mf_model = recommender(run, "mf")
-    mf_ranks = rank_all(lambda batch: mf_model.scores(np.asarray(batch)), t.n_users, t.n_items, t.test_history,
+    mf_ranks = rank_all(lambda batch, m=mf_model: m.scores(np.asarray(batch)), t.n_users, t.n_items, t.test_history,
                         t.test_item)  # [U] MF's 0-based test ranks
     mf = mf_ranks < 10  # [U] MF's test hits
     vs_mf = (int((chosen & ~mf).sum()), int((mf & ~chosen).sum()), metrics_from_ranks(mf_ranks)["HR@10"])
