@@ -324,20 +324,21 @@ def final_metrics(model: DeftRecModel, evaluator: Evaluator, finals: torch.Tenso
 
 
 def choose_item_norm(model: DeftRecModel, evaluator: Evaluator, finals: torch.Tensor, categories: list[str | None],
-                     item_norms: tuple[float, ...]) -> list[dict]:
+                     item_norms: tuple[float, ...]) -> tuple[list[dict], dict]:
     """Rank the kept preference vectors [U,d] with each item weight ‖q_j‖^α of `item_norms` on validation, keep the
-    best HR@10, then NDCG@10 (a tie goes to the smaller α), and set the model's config and retriever to it."""
+    best HR@10, then NDCG@10 (a tie goes to the smaller α), and set the model's config and retriever to it;
+    (checks, the chosen α's validation metrics)."""
     checks, best = [], None
     for alpha in sorted(set(item_norms)):
         model.retriever = model.build_retriever(alpha)
         metrics = final_metrics(model, evaluator, finals, categories, "valid")
         checks.append({"item_norm": alpha, "HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]})
-        if best is None or (metrics["HR@10"], metrics["NDCG@10"]) > best[:2]:
-            best = (metrics["HR@10"], metrics["NDCG@10"], alpha)
-    model.config = model.config.updated({"retrieval.item_norm": best[2]})
+        if best is None or (metrics["HR@10"], metrics["NDCG@10"]) > (best[0]["HR@10"], best[0]["NDCG@10"]):
+            best = (metrics, alpha, model.retriever)
+    metrics, alpha, model.retriever = best
+    model.config = model.config.updated({"retrieval.item_norm": alpha})
     model.heads.config = model.config
-    model.retriever = model.build_retriever(best[2])
-    return checks
+    return checks, metrics
 
 
 def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, prefs: list[Preference],
@@ -411,9 +412,8 @@ def _keep_best(model: DeftRecModel, best: tuple, evaluator: Evaluator, condition
     metrics, finals = evaluate_cached(model, evaluator, conditions, categories, "valid", seed)
     record = {"epoch": best[2], "temperature": best[4], "guidance": best[5], "checks": checks}
     if item_norms:
-        record["item_norm_checks"] = choose_item_norm(model, evaluator, finals, categories, item_norms)
+        record["item_norm_checks"], metrics = choose_item_norm(model, evaluator, finals, categories, item_norms)
         record["item_norm"] = model.config.retrieval.item_norm
-        metrics = final_metrics(model, evaluator, finals, categories, "valid")
     return metrics, best[2], record
 
 

@@ -12,6 +12,7 @@ from deftrec_tui.errors import cli_errors
 from engine.model.config import (  # torch-free, so --help stays light
     CONDITION_POOLS,
     DECODINGS,
+    ITEM_NORM_GRID,
     ITEM_TEXTS,
     PROFILES,
     TITLE_YEARS,
@@ -164,8 +165,6 @@ def train(
     if path is not None:  # None: a helper process of `accelerate launch`, which writes nothing
         print(path)
 
-
-ITEM_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
 def item_norm_choices(value: str) -> tuple[float, ...]:

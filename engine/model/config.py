@@ -29,6 +29,7 @@ DECODINGS = ("template", "draft", "full", "constrained")
 TITLE_YEARS = ("keep", "drop")
 ITEM_TEXTS = ("title", "title-category")
 CONDITION_POOLS = ("response", "response+user")
+ITEM_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)  # the α `deftrec train --item-norm auto` chooses among on validation
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from deftrec_tui.commands.train import ITEM_NORM_GRID
+from engine.model.config import ITEM_NORM_GRID
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import rank_all
 from engine.model.recommender import denoise
