@@ -19,9 +19,21 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else "absent"
 
 
+def largest_difference(x: Path, y: Path) -> str:
+    """', max |Δ| …' over the tensors two safetensors files share (shape permitting), or '' for other files."""
+    if x.suffix != ".safetensors" or not (x.exists() and y.exists()):
+        return ""
+    from safetensors.numpy import load_file
+    tx, ty = load_file(str(x)), load_file(str(y))
+    diffs = [float(np.abs(tx[k].astype(np.float64) - ty[k].astype(np.float64)).max())
+             for k in tx.keys() & ty.keys() if tx[k].shape == ty[k].shape and tx[k].size]
+    return f", max |Δ| {max(diffs):.1e}" if diffs else ""
+
+
 for name in WEIGHTS:
     da, db = digest(a / name), digest(b / name)
-    print(f"{name:34s} {'identical' if da == db else 'DIFFERENT'} ({da} / {db})")
+    extra = largest_difference(a / name, b / name) if da != db else ""
+    print(f"{name:34s} {'identical' if da == db else 'DIFFERENT'} ({da} / {db}{extra})")
 
 
 def leaves(node, prefix=""):
