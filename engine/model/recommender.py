@@ -18,6 +18,7 @@ from engine.model.llm.loading import load_causal_lm
 from engine.model.llm.lora import add_placeholder_token, apply_lora
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE, leading_categories, prompt_history
 from engine.model.retriever import HybridRetriever, category_parts, extract_category, extract_parts
+from engine.model.runtime import cpu_supports_bf16
 
 
 @dataclass
@@ -227,15 +228,6 @@ def denoise(heads: DeftRecHeads, conditions: torch.Tensor, users: list[int], see
         generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(user)) for user in users[rows]]
         paths.append(heads.sample(conditions[rows].to(device), generators, temperature, guidance).cpu())  # [S+1,b,d]
     return torch.cat(paths, dim=1)  # [S+1,B,d]
-
-
-def cpu_supports_bf16() -> bool:
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def load_llm(spec: str, *, qlora: bool = False):
