@@ -27,7 +27,8 @@ def cpu_supports_bf16() -> bool:
 
 @functools.lru_cache(maxsize=1)
 def cpu_bf16_speedup() -> float:
-    """fp32 time over bf16-autocast time of a SmolLM2-sized linear layer's forward and backward on this CPU (best of 5).
+    """fp32 time over bf16-autocast time of a SmolLM2-sized linear layer's forward and backward on this CPU
+    (the best of 8 interleaved timings of each).
 
     The flags do not say which is faster: on a 2-core AMD EPYC with avx512_bf16 a joint step took 5.1 s in bf16 against
     6.7 s in fp32, on a 2-core Intel Xeon with avx512_bf16 9.5 s against 7.5 s (docs/lab-notes.md)."""
@@ -35,18 +36,20 @@ def cpu_bf16_speedup() -> float:
     weight = torch.randn(1536, 576, generator=generator, requires_grad=True)  # [out,in]
     x = torch.randn(1024, 576, generator=generator)  # [tokens,in]
 
-    def best(bf16: bool) -> float:
-        times = []
-        for _ in range(6):
-            started = time.perf_counter()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                y = torch.nn.functional.linear(x, weight)  # [tokens,out]
-            y.float().sum().backward()
-            times.append(time.perf_counter() - started)
+    def once(bf16: bool) -> float:
+        started = time.perf_counter()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            y = torch.nn.functional.linear(x, weight)  # [tokens,out]
+        y.float().sum().backward()
         weight.grad = None
-        return min(times[1:])  # the first is a warm-up
+        return time.perf_counter() - started
 
-    return best(False) / best(True)
+    once(False), once(True)  # warm-up
+    fp32, bf16 = [], []
+    for _ in range(8):  # interleaved, so a competing load slows both alike (in blocks it once made 0.56× read 1.39×)
+        fp32.append(once(False))
+        bf16.append(once(True))
+    return min(fp32) / min(bf16)
 
 
 def cpu_bf16_pays(threshold: float = 1.1) -> bool:
