@@ -47,10 +47,14 @@ def make_accelerator(cpu_bf16: bool = False):
     9.5 s against 7.5 s on a 2-core Intel Xeon, both with avx512_bf16)."""
     from accelerate import Accelerator
 
-    from engine.model.runtime import cpu_bf16_pays
+    from engine.model.runtime import cpu_bf16_pays, cpu_bf16_speedup, cpu_supports_bf16
     cuda = torch.cuda.is_available()
     bf16 = torch.cuda.is_bf16_supported() if cuda else (cpu_bf16 and cpu_bf16_pays())
-    return Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
+    accelerator = Accelerator(cpu=not cuda, mixed_precision="bf16" if bf16 else "no")
+    if not cuda and cpu_bf16 and cpu_supports_bf16() and accelerator.is_main_process:  # the probe ran: say what it chose
+        log(f"deftrec: joint training in {'bf16' if bf16 else 'fp32'} (bf16 autocast measured "
+            f"{cpu_bf16_speedup():.2f}× the speed of fp32 on this CPU)")
+    return accelerator
 
 
 class JointSampler:
@@ -193,11 +197,6 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
             best_state = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
         log(f"deftrec: resuming joint training after step {state['step']}")
     selection["precision"] = "bf16" if accelerator.mixed_precision == "bf16" else "fp32"
-    if accelerator.is_main_process and profile.cpu_bf16 and not torch.cuda.is_available() and config.llm.name != "tiny":
-        from engine.model.runtime import cpu_bf16_speedup, cpu_supports_bf16
-        if cpu_supports_bf16():
-            log(f"deftrec: joint training in {selection['precision']} (bf16 autocast measured "
-                f"{cpu_bf16_speedup():.2f}× the speed of fp32 on this CPU)")
     objective.train()
     started = time.perf_counter()
     micro_batch, grad_accum = profile.batch_size, profile.grad_accum

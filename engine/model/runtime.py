@@ -44,7 +44,8 @@ def cpu_bf16_speedup() -> float:
         weight.grad = None
         return time.perf_counter() - started
 
-    once(False), once(True)  # warm-up
+    once(False)  # warm-up
+    once(True)
     fp32, bf16 = [], []
     for _ in range(8):  # interleaved, so a competing load slows both alike (in blocks it once made 0.56× read 1.39×)
         fp32.append(once(False))
