@@ -85,10 +85,9 @@ def test_export_defaults_to_deftrec_with_the_breakdown(tiny_run, tmp_path):
     result = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(out), "--k", "10"])
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open()))
-    assert list(rows[0]) == ["user_id", "rank", "item_id", "title", "category", "cosine", "pi_bonus", "score"]
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "title", "category", "cosine", "weight", "pi_bonus", "score"]
     assert len(rows) == 60 * 10
-    for row in rows:
-        assert float(row["score"]) == pytest.approx(float(row["cosine"]) * (1 + float(row["pi_bonus"])), abs=1e-5)
+    _assert_breakdown(tiny_run, rows)
     too_long = CliRunner().invoke(app, ["export", str(tiny_run), "--out", str(tmp_path / "x.csv"), "--k", "5000"])
     assert too_long.exit_code == 2 and "--k 5000 is more than the catalog's" in too_long.output
     assert not (tmp_path / "x.csv").exists()
@@ -98,6 +97,37 @@ def test_export_defaults_to_deftrec_with_the_breakdown(tiny_run, tmp_path):
     again = CliRunner().invoke(app, ["export", str(longer), "--out", str(tmp_path / "z.csv"), "--k", "25"])
     assert "60 from the cache, 0 computed now" in again.output
     assert (tmp_path / "y.csv").read_bytes() == (tmp_path / "z.csv").read_bytes()
+
+
+def _assert_breakdown(run, rows):
+    """Each row's score is cosine × weight × (1 + π) and its weight the run's ‖q_j‖^α (1 when α = 0)."""
+    import numpy as np
+    config = json.loads((run / "config.json").read_text())["deftrec"]["config"]
+    alpha = config["retrieval"]["item_norm"]
+    from engine.services.run import Run
+    opened = Run.open(run)
+    vectors = opened.tensors(opened.cf_weights)["item"].double().numpy()  # [n, d]
+    from data.catalog import Catalog
+    with Catalog.open(opened.catalog_path, readonly=True) as catalog:
+        norm = {str(item["item_id"]): float(np.linalg.norm(vectors[i])) for i, item in enumerate(catalog.items())}
+    for row in rows:
+        weight = float(row["weight"])
+        assert weight == pytest.approx(norm[row["item_id"]] ** alpha, rel=1e-5)
+        assert float(row["score"]) == pytest.approx(
+            float(row["cosine"]) * weight * (1 + float(row["pi_bonus"])), abs=1e-5)
+
+
+def test_export_writes_the_item_weight_of_a_run_ranked_with_one(tiny_run, tmp_path):
+    import csv
+    run = _copy_run(tiny_run, tmp_path)
+    _edit_config(run, deftrec__config__retrieval__item_norm=0.5)
+    out = tmp_path / "weighted.csv"
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(out), "--k", "5", "--users", "u1,u2,u3",
+                                      "--recompute"])
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 15 and any(abs(float(row["weight"]) - 1) > 1e-3 for row in rows)
+    _assert_breakdown(run, rows)
 
 
 def _copy_run(tiny_run, tmp_path):

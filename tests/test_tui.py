@@ -169,7 +169,7 @@ async def test_export_current_user(session, tmp_path):
         await settle(app, pilot)
     rows = list(csv.DictReader(open(out, newline="")))
     assert [r["user_id"] for r in rows] == ["u0"] * 20
-    assert list(rows[0]) == ["user_id", "rank", "item_id", "title", "category", "cosine", "pi_bonus", "score"]
+    assert list(rows[0]) == ["user_id", "rank", "item_id", "title", "category", "cosine", "weight", "pi_bonus", "score"]
 
 
 class BrokenModelSession(RunSession):

@@ -76,13 +76,35 @@ def export_top_k(run: Run, recommender: Recommender, out: str | Path, k: int = 2
     return rows
 
 
-DEFTREC_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "cosine", "pi_bonus", "score"]
+DEFTREC_COLUMNS = ["user_id", "rank", "item_id", "title", "category", "cosine", "weight", "pi_bonus", "score"]
 
 
-def deftrec_row(user_id, rank, item_id, title, category, cosine, pi_bonus, score) -> list:
-    """One CSV row of DEFTREC_COLUMNS."""
+def deftrec_row(user_id, rank, item_id, title, category, cosine, weight, pi_bonus, score) -> list:
+    """One CSV row of DEFTREC_COLUMNS (score = cosine × weight × (1 + pi_bonus))."""
     return [spreadsheet_safe(str(user_id)), rank, spreadsheet_safe(str(item_id)), spreadsheet_safe(title),
-            spreadsheet_safe(category or ""), f"{cosine:.6f}", f"{pi_bonus:.2f}", f"{score:.6f}"]
+            spreadsheet_safe(category or ""), f"{cosine:.6f}", f"{weight:.6f}", f"{pi_bonus:.2f}", f"{score:.6f}"]
+
+
+def item_weights_of(run: Run) -> np.ndarray | None:
+    """The run's retriever item weights w_j = ‖q_j‖^α [n_items] when it ranks with item_norm α > 0, else None."""
+    config = run.deftrec_config
+    alpha = config.retrieval.item_norm if config is not None else 0.0
+    if not alpha:
+        return None
+    from engine.model.retriever import item_weights
+    return item_weights(run.tensors(run.cf_weights)["item"].float().numpy(), alpha)
+
+
+def with_weights(run: Run, rows: Iterator[tuple]) -> Iterator[tuple]:
+    """Catalog export rows (user_id, rank, item_id, title, category, cosine, pi_bonus, score) with each item's
+    weight inserted after the cosine (1 under Eq. 14)."""
+    weights = item_weights_of(run)
+    by_id: dict[str, float] = {}
+    if weights is not None:
+        with Catalog.open(run.catalog_path, readonly=True) as catalog:
+            by_id = {str(item["item_id"]): float(weights[position]) for position, item in enumerate(catalog.items())}
+    for user_id, rank, item_id, title, category, cosine, pi_bonus, score in rows:
+        yield user_id, rank, item_id, title, category, cosine, by_id.get(str(item_id), 1.0), pi_bonus, score
 
 
 def cached_lists_of(run: Run) -> Recommender:
@@ -107,8 +129,8 @@ def export_deftrec_cached(run: Run, out: str | Path, k: int = 20, on_progress=No
         rows = catalog.export_rows(k, model=listed.name)
         n_users = catalog.n_users()
         with atomic_csv(out, DEFTREC_COLUMNS) as writer:
-            for user_id, rank, item_id, title, category, cosine, pi_bonus, score in rows:
-                writer.writerow(deftrec_row(user_id, rank, item_id, title, category, cosine, pi_bonus, score))
+            for row in with_weights(run, rows):
+                writer.writerow(deftrec_row(*row))
                 count += 1
                 if on_progress is not None and count % (k * 50) == 0:
                     on_progress(count // k, n_users)
@@ -181,7 +203,7 @@ def read_cached_rows(run: Run, users: list[int], k: int) -> Iterator[list]:
     """DEFTREC_COLUMNS rows of the cached lists of `users` (catalog order), ranks 1…k."""
     listed = cached_lists_of(run)
     with Catalog.open(run.catalog_path, readonly=True) as catalog:
-        yield from catalog.export_rows(k, users, model=listed.name)
+        yield from with_weights(run, catalog.export_rows(k, users, model=listed.name))
 
 
 def write_table(out: str | Path, columns: list[str], rows: Iterator, fmt: str = "csv") -> int:
@@ -198,7 +220,7 @@ def write_table(out: str | Path, columns: list[str], rows: Iterator, fmt: str = 
     import pyarrow.parquet as pq
     tmp = out.with_name(f".{out.name}.partial-{os.getpid()}")
     types = {"user_id": pa.string(), "rank": pa.int32(), "item_id": pa.string(), "title": pa.string(),
-             "category": pa.string(), "cosine": pa.float32(), "pi_bonus": pa.float32(), "score": pa.float32()}
+             "category": pa.string(), "cosine": pa.float32(), "weight": pa.float32(), "pi_bonus": pa.float32(), "score": pa.float32()}
     schema = pa.schema([(name, types[name]) for name in columns])
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
@@ -325,7 +347,7 @@ def _read_part(path: Path):
         for column in ("user_id", "item_id", "title", "category"):
             if column in frame:
                 frame[column] = frame[column].map(_unescape)
-        for column, kind in (("rank", int), ("cosine", float), ("pi_bonus", float), ("score", float)):
+        for column, kind in (("rank", int), ("cosine", float), ("weight", float), ("pi_bonus", float), ("score", float)):
             if column in frame:
                 frame[column] = frame[column].astype(kind)
         return frame

@@ -202,13 +202,9 @@ class RunSession:
 
     def _item_weights(self) -> np.ndarray | None:
         """The retriever's item weights ‖q_j‖^α [n_items] when the run ranks with item_norm α > 0, else None."""
-        config = self.run.deftrec_config
-        alpha = config.retrieval.item_norm if config is not None else 0.0
-        if not alpha:
-            return None
         if self._weights is None:
-            from engine.model.retriever import item_weights
-            self._weights = item_weights(self.run.tensors(self.run.cf_weights)["item"].float().numpy(), alpha)
+            from engine.services.export import item_weights_of
+            self._weights = item_weights_of(self.run)
         return self._weights
 
     def cached(self, user_idx: int) -> Explanation | None:
@@ -343,7 +339,7 @@ class RunSession:
         with atomic_csv(out, DEFTREC_COLUMNS) as writer:
             for item in explanation.items:
                 writer.writerow(deftrec_row(user_id, item.rank, item.item_id, item.title, item.category,
-                                            item.cosine, item.pi_bonus, item.score))
+                                            item.cosine, item.weight, item.pi_bonus, item.score))
         return len(explanation.items)
 
     def export_all(self, out: str | Path, k: int = 20, on_progress=None) -> int:
