@@ -264,6 +264,7 @@ def test_variant_names():
     (["--tokenizer", "vq"], "unknown --tokenizer"),
     (["--aux-loss", "mse"], "unknown --aux-loss"),
     (["--prediction", "v"], "unknown --prediction"),
+    (["--refine-init", "warm"], "unknown --refine-init"),
     (["--guidance", "2"], "needs a denoiser trained with condition dropout"),
     (["--variant", "contrec", "--guidance", "-1"], "bad --guidance"),
 ])

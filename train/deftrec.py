@@ -382,6 +382,8 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
                                                             [len(h) for h in model.histories]),
                                         np.concatenate(model.histories).astype(np.int64),
                                         config.training.refine_targets)
+    if config.training.refine_init == "fresh":  # the epoch-0 check above stays a candidate: the joint denoiser
+        fresh_denoiser(heads.denoiser, seed)
     rng = np.random.default_rng(seed + 1)
     generator = torch.Generator().manual_seed(seed + 1)
 
@@ -405,6 +407,16 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
                       profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch,
                       history=split.train_pairs())
     return _keep_best(model, best, evaluator, conditions, categories, seed, checks, item_norms)
+
+
+def fresh_denoiser(denoiser: torch.nn.Module, seed: int) -> None:
+    """Give the denoiser the weights (and condition statistics) a newly built one of its config has, seeded by
+    `seed`, in place (refine_init 'fresh')."""
+    from engine.model.diffusion import Denoiser
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed + 2)
+        state = Denoiser(denoiser.config).state_dict()
+    denoiser.load_state_dict(state)
 
 
 def _keep_best(model: DeftRecModel, best: tuple, evaluator: Evaluator, conditions: torch.Tensor,

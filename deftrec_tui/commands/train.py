@@ -15,6 +15,7 @@ from engine.model.config import (  # torch-free, so --help stays light
     ITEM_NORM_GRID,
     ITEM_TEXTS,
     PROFILES,
+    REFINE_INITS,
     TITLE_YEARS,
     DeftRecConfig,
 )
@@ -52,6 +53,7 @@ def train(
     max_history: Annotated[int | None, typer.Option(help="History items a prompt shows, the latest (history recent) or a sample (random); default the profile's (8 in quick and cpu, 20 in paper).", min=1)] = None,
     refine_patience: Annotated[int | None, typer.Option(help="Refinement checks (every 3 epochs) without a better validation HR@10 before it stops; 0: run every epoch and keep the best check; default the profile's (4 in quick, 0 in cpu).", min=0)] = None,
     refine_targets: Annotated[int, typer.Option(help="History recent: the refinement (phase 3) targets each user's this many latest train items.", min=1)] = D.training.refine_targets,
+    refine_init: Annotated[str, typer.Option(help="Where the refinement (phase 3) starts: joint (the denoiser as joint training left it, trained on teacher-forced conditions) | fresh (a newly initialized denoiser, trained on the generated texts' conditions alone; the joint one stays a candidate as the epoch-0 check).")] = D.training.refine_init,
     title_year: Annotated[str, typer.Option(help="Item titles in prompts: drop (without a trailing '(1995)': MovieLens' year is six of SmolLM2's tokens, over a third of a prompt; level on validation and a quarter faster to train, chosen) | keep (as the dataset has them).")] = D.prompt.title_year,
     item_text: Annotated[str, typer.Option(help="A history item's words in prompts: title-category (the title followed by its category, 'Heat (Action|Crime|Thriller)', so the LLM can read the categories a history response names; chosen on validation, and the text then differs from user to user) | title (the paper).")] = D.prompt.item_text,
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
@@ -85,7 +87,7 @@ def train(
         raise DeftrecError(f"unknown condition {condition!r}", hint="use hidden or embedding")
     for flag, value, allowed in (("--response", response, ("history", "target")), ("--history", history, ("random", "recent")),
                                  ("--title-year", title_year, TITLE_YEARS), ("--item-text", item_text, ITEM_TEXTS),
-                                 ("--condition-pool", condition_pool, CONDITION_POOLS),
+                                 ("--condition-pool", condition_pool, CONDITION_POOLS), ("--refine-init", refine_init, REFINE_INITS),
                                  ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all")),
                                  ("--decoding", decoding, DECODINGS),
                                  ("--inference-precision", inference_precision, ("float32", "bfloat16"))):
@@ -148,7 +150,8 @@ def train(
         "diffusion.sampling_temperature": temperatures[0], "diffusion.guidance": guidances[0],
         "retrieval.pi_match": pi_match, "retrieval.item_norm": item_norms[0] if len(item_norms) == 1 else 0.0,
         "training.cf": "random" if no_cf else base.training.cf, "training.dispersive_weight": dispersive_weight,
-        "training.distinct_positives": distinct_positives, "training.refine_targets": refine_targets})
+        "training.distinct_positives": distinct_positives, "training.refine_targets": refine_targets,
+        "training.refine_init": refine_init})
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
                            profile=profile, max_history=max_history, refine_patience=refine_patience, deftrec=config, temperatures=tuple(temperatures),

@@ -42,13 +42,16 @@ def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.T
                   items: np.ndarray, item_q: torch.Tensor, epochs: int, patience: int,
                   check: Callable[[int], int], rng: np.random.Generator, generator: torch.Generator,
                   device: torch.device | str, on_epoch: Callable[[int, bool, bool], None] | None = None,
-                  history: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                  history: tuple[np.ndarray, np.ndarray] | None = None, ema_decay: float = 0.0) -> None:
     """Train `denoiser` in place for up to `epochs` epochs on the pairs (users[i], items[i]) with conditions[user]
     as c; check(epoch) runs every 3 epochs and at the last one and returns the best epoch so far; stops once
     3·patience epochs have passed without a better check (patience 0: never); on_epoch(epoch, checked, stopping)
-    follows every epoch; negatives avoid the (user, item) pairs of `history` (default: the training pairs)."""
+    follows every epoch; negatives avoid the (user, item) pairs of `history` (default: the training pairs).
+    ema_decay > 0 keeps an exponential moving average of the weights, updated after every step, and each check
+    sees those averaged weights (the denoiser holds them while check runs, so a state it copies is the average)."""
     sampler = NegativeSampler(len(item_q), *(history if history is not None else (users, items)), rng)
     optimizer = torch.optim.AdamW(denoiser.parameters(), lr=1e-3, weight_decay=1e-5)
+    average = [p.detach().clone() for p in denoiser.parameters()] if ema_decay > 0 else None
     schedule = DDPMSchedule.from_config(denoiser.config)
     objective = denoising_objective(config)
     for epoch in range(1, epochs + 1):
@@ -66,12 +69,33 @@ def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.T
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if average is not None:
+                with torch.no_grad():
+                    torch._foreach_lerp_(average, [p.detach() for p in denoiser.parameters()], 1.0 - ema_decay)
         checked = epoch % CHECK_EVERY == 0 or epoch == epochs
         stopping = False
         if checked:
-            best_epoch = check(epoch)
+            if average is None:
+                best_epoch = check(epoch)
+            else:
+                best_epoch = _check_averaged(denoiser, average, check, epoch)
             stopping = bool(patience) and epoch - best_epoch >= CHECK_EVERY * patience
         if on_epoch is not None:
             on_epoch(epoch, checked, stopping)
         if stopping:
             break
+
+
+def _check_averaged(denoiser: Denoiser, average: list[torch.Tensor], check: Callable[[int], int], epoch: int) -> int:
+    """Run check(epoch) with the averaged weights in the denoiser, then put the trained weights back."""
+    params = list(denoiser.parameters())
+    trained = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, a in zip(params, average):
+            p.copy_(a)
+    try:
+        return check(epoch)
+    finally:
+        with torch.no_grad():
+            for p, t in zip(params, trained):
+                p.copy_(t)

@@ -258,7 +258,7 @@ class DenoiserSampler(nn.Module):
 def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Tensor,
                     item_categories: Sequence[str | None], categories: Sequence[str | None], evaluator, seed: int,
                     epochs: int, patience: int,
-                    on_epoch: Callable[[int, int, str], None] | None = None) -> dict:
+                    on_epoch: Callable[[int, int, str], None] | None = None, ema_decay: float = 0.0) -> dict:
     """What the retrieval side reaches with a perfect condition: a fresh denoiser of the run's DiffusionConfig with
     c = the CF user vector (standardized inside the denoiser), refined like the run's (engine.model.refine: same loss,
     budget, checks and patience), sampled at the run's temperature and guidance and scored with the run's retriever
@@ -303,7 +303,8 @@ def ceiling_metrics(heads: DeftRecHeads, user_q: torch.Tensor, item_q: torch.Ten
     users, items = refinement_pairs(config.prompt.history, targets.train_users, targets.train_items,
                                     config.training.refine_targets)  # as the run's
     refine_epochs(denoiser, config, user_q, users, items, item_q, epochs, patience,
-                  check, rng, generator, device, progress, history=(targets.train_users, targets.train_items))
+                  check, rng, generator, device, progress, history=(targets.train_users, targets.train_items),
+                  ema_decay=ema_decay)
     denoiser.load_state_dict(best[3])
     selected = evaluate(("valid", "test"))
     return {"epoch": best[2], "valid": selected["valid"], "test": selected["test"], "refine_epochs": epochs,
