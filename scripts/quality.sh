@@ -3,7 +3,7 @@
 # under one protocol, keep existing runs, then regenerate the table (scripts/quality_table.py) from the runs alone.
 # Usage: scripts/quality.sh DATASET PREFIX [ROW[@SEED] ...]     e.g. scripts/quality.sh ml-100k q recent@0 recent@1
 # ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, α auto, titles
-# without their year, refinement on the 3 latest items). Every row but noyear*, cpu-p0, *cat, *pool, *norm and fresh shows titles whole (--title-year keep)
+# without their year, refinement on the 3 latest items). Every row but noyear*, cpu-p0, *cat, *pool, *norm, fresh and long shows titles whole (--title-year keep)
 # and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
 # choices existed did, and every cpu row but cpu-p0 stops its refinement after 4 checks without a better one
 # (--refine-patience 4, the cpu profile's before it ran to the end), every row but cat shows items by their titles
@@ -31,6 +31,7 @@
 #                 the default since config format 7)
 #   cpu-norm      the cpu profile with today's defaults (cpu-cat with --item-norm auto)
 #   fresh         norm with the refinement starting from a newly initialized denoiser (--refine-init fresh)
+#   long          norm with up to 90 refinement epochs instead of the quick profile's 30 (--refine-epochs 90)
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +70,7 @@ for spec in "${rows[@]}"; do
     norm) flags=(--item-text title-category --refine-targets 3 --item-norm auto) ;;
     cpu-norm) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category --item-norm auto) ;;
     fresh) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-init fresh) ;;
+    long) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90) ;;
     contrec) flags=(--variant contrec) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
@@ -77,7 +79,7 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool || $row == *norm || $row == fresh ]] || flags+=(--title-year keep)
+    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool || $row == *norm || $row == fresh || $row == long ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     [[ " ${flags[*]} " == *" --item-text "* ]] || flags+=(--item-text title)
     [[ " ${flags[*]} " == *" --item-norm "* ]] || flags+=(--item-norm 0)

@@ -341,3 +341,14 @@ def test_refine_patience_replaces_only_the_profiles_patience():
     profile = deftrec_config(TrainRequest(profile="cpu", refine_patience=4)).profile
     assert profile == replace(PROFILES["cpu"], refine_patience=4)
     assert deftrec_config(TrainRequest(profile="cpu")).profile == PROFILES["cpu"]
+
+
+def test_refine_epochs_replaces_only_the_profiles_epochs():
+    from dataclasses import replace
+
+    from engine.model.config import PROFILES
+    from train.pipeline import TrainRequest, deftrec_config
+    profile = deftrec_config(TrainRequest(profile="quick", refine_epochs=90)).profile
+    assert profile == replace(PROFILES["quick"], refine_epochs=90) and profile.name == "quick"
+    both = deftrec_config(TrainRequest(profile="quick", refine_epochs=90, refine_patience=0)).profile
+    assert both == replace(PROFILES["quick"], refine_epochs=90, refine_patience=0)

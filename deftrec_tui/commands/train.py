@@ -52,6 +52,7 @@ def train(
     history: Annotated[str, typer.Option(help="Prompt history: recent (the latest train items in time order; joint training predicts the items after a cut point; chosen on validation) | random (the paper: a shuffled sample of the train items).")] = D.prompt.history,
     max_history: Annotated[int | None, typer.Option(help="History items a prompt shows, the latest (history recent) or a sample (random); default the profile's (8 in quick and cpu, 20 in paper).", min=1)] = None,
     refine_patience: Annotated[int | None, typer.Option(help="Refinement checks (every 3 epochs) without a better validation HR@10 before it stops; 0: run every epoch and keep the best check; default the profile's (4 in quick, 0 in cpu).", min=0)] = None,
+    refine_epochs: Annotated[int | None, typer.Option(help="The refinement's most epochs (each a pass over its pairs, in batches of 1,024; a check every 3 epochs); default the profile's (30 in quick, 60 in cpu).", min=0)] = None,
     refine_targets: Annotated[int, typer.Option(help="History recent: the refinement (phase 3) targets each user's this many latest train items.", min=1)] = D.training.refine_targets,
     refine_init: Annotated[str, typer.Option(help="Where the refinement (phase 3) starts: joint (the denoiser as joint training left it, trained on teacher-forced conditions) | fresh (a newly initialized denoiser, trained on the generated texts' conditions alone; the joint one stays a candidate as the epoch-0 check).")] = D.training.refine_init,
     title_year: Annotated[str, typer.Option(help="Item titles in prompts: drop (without a trailing '(1995)': MovieLens' year is six of SmolLM2's tokens, over a third of a prompt; level on validation and a quarter faster to train, chosen) | keep (as the dataset has them).")] = D.prompt.title_year,
@@ -154,7 +155,8 @@ def train(
         "training.refine_init": refine_init})
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
-                           profile=profile, max_history=max_history, refine_patience=refine_patience, deftrec=config, temperatures=tuple(temperatures),
+                           profile=profile, max_history=max_history, refine_patience=refine_patience,
+                           refine_epochs=refine_epochs, deftrec=config, temperatures=tuple(temperatures),
                            guidances=tuple(guidances), qlora=qlora, resume=resume,
                            item_norms=item_norms if len(item_norms) > 1 else ())
     if max_memory:
