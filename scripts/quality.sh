@@ -7,8 +7,9 @@
 # and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
 # choices existed did, and every cpu row but cpu-p0 stops its refinement after 4 checks without a better one
 # (--refine-patience 4, the cpu profile's before it ran to the end), every row but cat shows items by their titles
-# alone (--item-text title), every row but *norm ranks by Eq. 14's cosine (--item-norm 0), and every row but fresh refines
-# the jointly trained denoiser (--refine-init joint), so each row names the
+# alone (--item-text title), every row but *norm ranks by Eq. 14's cosine (--item-norm 0), every row but fresh refines
+# the jointly trained denoiser (--refine-init joint), and every quick row but long refines for at most 30 epochs
+# (--refine-epochs 30, the quick profile's before 2026-12-05), so each row names the
 # same settings whatever the defaults become:
 #   recent        the defaults of that time (titles whole)
 #   random        --history random (the paper's shuffled history; every fix kept)
@@ -31,7 +32,7 @@
 #                 the default since config format 7)
 #   cpu-norm      the cpu profile with today's defaults (cpu-cat with --item-norm auto)
 #   fresh         norm with the refinement starting from a newly initialized denoiser (--refine-init fresh)
-#   long          norm with up to 90 refinement epochs instead of the quick profile's 30 (--refine-epochs 90)
+#   long          norm with up to 90 refinement epochs instead of 30 (--refine-epochs 90): the defaults since 2026-12-05
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -84,6 +85,7 @@ for spec in "${rows[@]}"; do
     [[ " ${flags[*]} " == *" --item-text "* ]] || flags+=(--item-text title)
     [[ " ${flags[*]} " == *" --item-norm "* ]] || flags+=(--item-norm 0)
     [[ " ${flags[*]} " == *" --refine-init "* ]] || flags+=(--refine-init joint)
+    [[ " ${flags[*]} " == *" --refine-epochs "* || " ${flags[*]} " == *" --profile "* ]] || flags+=(--refine-epochs 30)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi
 done

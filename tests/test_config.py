@@ -348,7 +348,7 @@ def test_refine_epochs_replaces_only_the_profiles_epochs():
 
     from engine.model.config import PROFILES
     from train.pipeline import TrainRequest, deftrec_config
-    profile = deftrec_config(TrainRequest(profile="quick", refine_epochs=90)).profile
-    assert profile == replace(PROFILES["quick"], refine_epochs=90) and profile.name == "quick"
-    both = deftrec_config(TrainRequest(profile="quick", refine_epochs=90, refine_patience=0)).profile
-    assert both == replace(PROFILES["quick"], refine_epochs=90, refine_patience=0)
+    profile = deftrec_config(TrainRequest(profile="quick", refine_epochs=45)).profile
+    assert profile == replace(PROFILES["quick"], refine_epochs=45) and profile.name == "quick"
+    both = deftrec_config(TrainRequest(profile="quick", refine_epochs=45, refine_patience=0)).profile
+    assert both == replace(PROFILES["quick"], refine_epochs=45, refine_patience=0)

@@ -224,8 +224,10 @@ class Profile:
 
 
 PROFILES = {
+    # refinement: up to 90 epochs with patience 4 (30 until 2026-12-05; a small catalog's epoch is few steps:
+    # Software's 6,620 train pairs make 7, and its checks still rose at epoch 30; docs/reproduction.md)
     "quick": Profile("quick", steps=60, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
-                     max_length=160, refine_epochs=30, diffusion_repeats=8, describe_batch=48,
+                     max_length=160, refine_epochs=90, diffusion_repeats=8, describe_batch=48,
                      checkpoint_every=20, val_every=0, val_users=0, val_patience=0, cpu_bf16=True),
     # ≤ 60 min for the whole ML-100K run on the 2-core CPU: 6.7× the quick profile's joint steps (3,200 samples,
     # each user about 3.4 times), the same prompts, a longer refinement run to its end with the best check kept (its
