@@ -71,7 +71,8 @@ def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.T
             optimizer.step()
             if average is not None:
                 with torch.no_grad():
-                    torch._foreach_lerp_(average, [p.detach() for p in denoiser.parameters()], 1.0 - ema_decay)
+                    for a, p in zip(average, denoiser.parameters()):
+                        a.lerp_(p, 1.0 - ema_decay)  # a ← decay·a + (1 − decay)·p
         checked = epoch % CHECK_EVERY == 0 or epoch == epochs
         stopping = False
         if checked:
