@@ -34,6 +34,7 @@
 #   fresh         norm with the refinement starting from a newly initialized denoiser (--refine-init fresh)
 #   long          norm with up to 90 refinement epochs instead of 30 (--refine-epochs 90): the defaults since 2026-12-05
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
+#   contrec-norm  ContRec with the defaults of 2026-12-05 (items' categories, 3 refinement targets, α auto, 90 epochs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}
@@ -73,6 +74,7 @@ for spec in "${rows[@]}"; do
     fresh) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-init fresh) ;;
     long) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90) ;;
     contrec) flags=(--variant contrec) ;;
+    contrec-norm) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   name=$prefix-$row-s$seed
