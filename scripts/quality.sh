@@ -35,6 +35,8 @@
 #   long          norm with up to 90 refinement epochs instead of 30 (--refine-epochs 90): the defaults since 2026-12-05
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 #   contrec-norm  ContRec with the defaults of 2026-12-05 (items' categories, 3 refinement targets, α auto, 90 epochs)
+#   align         long with L_align: a linear probe of c trained jointly to predict the user's LightGCN vector
+#                 (--align-weight 1; every other row has none, --align-weight 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}
@@ -75,6 +77,7 @@ for spec in "${rows[@]}"; do
     long) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90) ;;
     contrec) flags=(--variant contrec) ;;
     contrec-norm) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90) ;;
+    align) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   name=$prefix-$row-s$seed
@@ -82,11 +85,12 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool || $row == *norm || $row == fresh || $row == long ]] || flags+=(--title-year keep)
+    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool || $row == *norm || $row == fresh || $row == long || $row == align ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     [[ " ${flags[*]} " == *" --item-text "* ]] || flags+=(--item-text title)
     [[ " ${flags[*]} " == *" --item-norm "* ]] || flags+=(--item-norm 0)
     [[ " ${flags[*]} " == *" --refine-init "* ]] || flags+=(--refine-init joint)
+    [[ " ${flags[*]} " == *" --align-weight "* ]] || flags+=(--align-weight 0)
     [[ " ${flags[*]} " == *" --refine-epochs "* || " ${flags[*]} " == *" --profile "* ]] || flags+=(--refine-epochs 30)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi

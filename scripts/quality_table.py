@@ -14,7 +14,7 @@ from engine.services.evaluation import compare_runs, mcnemar_p, run_metrics
 from engine.services.run import Run
 from engine.services.slices import slice_report
 
-KEYS = ("prompt.response", "prompt.history", "prompt.title_year", "prompt.item_text", "condition.pool", "prompt.max_history", "diffusion.neg_norm", "training.distinct_positives", "training.refine_targets", "training.refine_init", "profile.refine_epochs", "profile.refine_patience",
+KEYS = ("prompt.response", "prompt.history", "prompt.title_year", "prompt.item_text", "condition.pool", "prompt.max_history", "diffusion.neg_norm", "training.distinct_positives", "training.refine_targets", "training.refine_init", "training.align_weight", "profile.refine_epochs", "profile.refine_patience",
         "retrieval.pi_match", "tokenizer.kind", "diffusion.aux_loss", "llm.inference_precision")  # the settings the rows differ in (dotted paths of engine/model/config.py)
 
 

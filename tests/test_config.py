@@ -49,7 +49,8 @@ FORMAT1_EXPECTED = {
                   "dispersive_tau": 0.5, "sampling_temperature": 0.0, "guidance": 1.0},
     "retrieval": {"pi": 0.1, "pi_match": "exact", "item_norm": 0.0},
     "training": {"cf": "lightgcn", "gamma1": 0.5, "gamma2": 0.1, "gamma3": 0.5, "dispersive_weight": 0.5,
-                 "n_negatives": 10, "distinct_positives": True, "refine_targets": 5, "refine_init": "joint"},
+                 "n_negatives": 10, "distinct_positives": True, "refine_targets": 5, "refine_init": "joint",
+                 "align_weight": 0.0},
     "profile": {"name": "quick", "steps": 60, "batch_size": 8, "grad_accum": 1, "lr": 0.001, "weight_decay": 1e-05,
                 "max_history": 8, "max_length": 160, "refine_epochs": 30, "diffusion_repeats": 8,
                 "describe_batch": 48, "checkpoint_every": 20, "val_every": 0, "val_users": 0, "val_patience": 0,
@@ -73,7 +74,8 @@ CHANGED = {
                   "sampling_temperature": 0.0, "guidance": 2.0},
     "retrieval": {"pi": 0.2, "pi_match": "overlap", "item_norm": 0.5},
     "training": {"cf": "random", "gamma1": 0.25, "gamma2": 0.2, "gamma3": 1.0, "dispersive_weight": 0.1,
-                 "n_negatives": 5, "distinct_positives": False, "refine_targets": 4, "refine_init": "fresh"},
+                 "n_negatives": 5, "distinct_positives": False, "refine_targets": 4, "refine_init": "fresh",
+                 "align_weight": 0.5},
     "profile": {"name": "custom", "steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 0.01, "weight_decay": 0.0,
                 "max_history": 4, "max_length": 64, "refine_epochs": 1, "diffusion_repeats": 1, "describe_batch": 2,
                 "checkpoint_every": 2, "val_every": 1, "val_users": 3, "val_patience": 1, "refine_patience": 0,
@@ -215,9 +217,10 @@ def _edited(settings_edit) -> dict:
     (_edited(lambda s: s["llm"].update(hidden=64)), "must be equal"),
     ({**_current(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
     ({k: v for k, v in _current(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
-    ({**_current(FORMAT1_EXPECTED), "format_version": 9}, "format 8"),
+    ({**_current(FORMAT1_EXPECTED), "format_version": 10}, "format 9"),
     (_edited(lambda s: s["training"].update(refine_init="warm")), "refine_init must be one of joint, fresh"),
     (_edited(lambda s: s["retrieval"].update(item_norm=-1.0)), "item_norm must be a finite number >= 0"),
+    (_edited(lambda s: s["training"].update(align_weight=-0.5)), "align_weight must be >= 0"),
 ])
 def test_strict_loading_refuses_in_one_line(tmp_path, config, words):
     run = _fake_run(tmp_path, config)
@@ -296,6 +299,15 @@ def test_a_format7_run_migrates_refining_the_jointly_trained_denoiser(tmp_path):
     settings["retrieval"]["item_norm"] = 0.5
     run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 7}), verify=False)
     assert run.deftrec_config.training.refine_init == "joint" and run.deftrec_config.retrieval.item_norm == 0.5
+    assert run.config["format_version"] == FORMAT_VERSION
+
+
+def test_a_format8_run_migrates_without_the_alignment_loss(tmp_path):
+    settings = json.loads(json.dumps(FORMAT1_EXPECTED))
+    del settings["training"]["align_weight"]  # format 8 had no such setting: Eq. 15 as written
+    settings["training"]["refine_init"] = "fresh"
+    run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 8}), verify=False)
+    assert run.deftrec_config.training.align_weight == 0.0 and run.deftrec_config.training.refine_init == "fresh"
     assert run.config["format_version"] == FORMAT_VERSION
 
 

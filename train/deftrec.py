@@ -224,7 +224,7 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
             done = step - first_step + 1
             rate = done * micro_batch * grad_accum / (time.perf_counter() - started)
             status = " ".join(f"{key.removeprefix('l_')} {row[key]:.3f}" for key in
-                              ("loss", "l_diff", "l_llm", "l_neg", "l_disp", "l_rec") if key in row)
+                              ("loss", "l_diff", "l_llm", "l_neg", "l_disp", "l_rec", "l_align") if key in row)
             status = f"{status} {rate:.1f} samples/s".replace("loss ", "L ", 1)
             if profile.val_every and (step % profile.val_every == 0 or step == profile.steps):
                 metrics = validation_hr(model, evaluator, val_users, profile, seed)

@@ -31,7 +31,8 @@ class JointBatch:
 
 class JointObjective(nn.Module):
     """L = L_diff + γ1·L_LLM + γ2·L_neg (Eq. 15), or with ContRec's options λ·L_disp for γ2·L_neg and + γ3·L_rec
-    (σ-VAE reconstruction); forward returns the total and its parts (l_neg, l_disp, l_rec only when used)."""
+    (σ-VAE reconstruction), and with align_weight > 0 (not the paper) + w·L_align, a linear probe of c fitted to the
+    user's LightGCN vector; forward returns the total and its parts (l_neg, l_disp, l_rec, l_align only when used)."""
 
     def __init__(self, llm: nn.Module, heads: DeftRecHeads, config: DeftRecConfig, ct_id: int) -> None:
         super().__init__()
@@ -39,6 +40,8 @@ class JointObjective(nn.Module):
         self.heads = heads
         self.config = config
         self.ct_id = ct_id
+        # a training device only: the probe is dropped after joint training, and diagnose fits its own ridge probe
+        self.probe = nn.Linear(config.llm.hidden, config.diffusion.item_dim) if config.training.align_weight > 0 else None
 
     def forward(self, batch: JointBatch, generator: torch.Generator) -> dict[str, torch.Tensor]:
         config = self.config
@@ -65,8 +68,18 @@ class JointObjective(nn.Module):
         loss = l_diff + config.training.gamma1 * out.loss
         if config.diffusion.aux_loss != "none":  # γ2·L_neg or λ·L_disp
             loss = loss + config.aux_weight() * (parts["l_disp"] if "l_disp" in parts else parts["l_neg"])
+        if self.probe is not None:
+            parts["l_align"] = alignment_loss(self.probe(cond), batch.user_q)
+            loss = loss + config.training.align_weight * parts["l_align"]
         if self.heads.tokenizer.has_decoder:
             history = torch.cat(batch.history_q) if batch.history_q else batch.user_q.new_zeros(0, batch.user_q.shape[1])
             parts["l_rec"] = self.heads.reconstruction_loss(batch.user_q, history)
             loss = loss + config.training.gamma3 * parts["l_rec"]
         return {"loss": loss, "l_diff": l_diff, **parts}
+
+
+def alignment_loss(predicted: torch.Tensor, user_q: torch.Tensor) -> torch.Tensor:
+    """Squared error of the probe's prediction [B,d] of the user vectors [B,d], in units of their mean square (1 for
+    predicting zero), so the weight means the same whatever the CF vectors' scale."""
+    target = user_q.float()  # [B,d]
+    return (predicted - target).pow(2).mean() / target.pow(2).mean().detach().clamp(min=1e-12)  # []

@@ -55,6 +55,7 @@ def train(
     refine_epochs: Annotated[int | None, typer.Option(help="The refinement's most epochs (each a pass over its pairs, in batches of 1,024; a check every 3 epochs); default the profile's (90 in quick, with early stop; 60 in cpu).", min=0)] = None,
     refine_targets: Annotated[int, typer.Option(help="History recent: the refinement (phase 3) targets each user's this many latest train items.", min=1)] = D.training.refine_targets,
     refine_init: Annotated[str, typer.Option(help="Where the refinement (phase 3) starts: joint (the denoiser as joint training left it, trained on teacher-forced conditions) | fresh (a newly initialized denoiser, trained on the generated texts' conditions alone; the joint one stays a candidate as the epoch-0 check).")] = D.training.refine_init,
+    align_weight: Annotated[float, typer.Option(help="Weight of L_align (not the paper): a linear probe of the condition c, trained jointly to predict the user's LightGCN vector, so c carries the user the prompt's user tokens show; 0: Eq. 15 as written.", min=0.0)] = D.training.align_weight,
     title_year: Annotated[str, typer.Option(help="Item titles in prompts: drop (without a trailing '(1995)': MovieLens' year is six of SmolLM2's tokens, over a third of a prompt; level on validation and a quarter faster to train, chosen) | keep (as the dataset has them).")] = D.prompt.title_year,
     item_text: Annotated[str, typer.Option(help="A history item's words in prompts: title-category (the title followed by its category, 'Heat (Action|Crime|Thriller)', so the LLM can read the categories a history response names; chosen on validation, and the text then differs from user to user) | title (the paper).")] = D.prompt.item_text,
     neg_norm: Annotated[str, typer.Option(help="‖·‖² in L_neg (Eq. 13): sum over the d dims (as written) | mean (the logit d times smaller).")] = D.diffusion.neg_norm,
@@ -152,7 +153,7 @@ def train(
         "retrieval.pi_match": pi_match, "retrieval.item_norm": item_norms[0] if len(item_norms) == 1 else 0.0,
         "training.cf": "random" if no_cf else base.training.cf, "training.dispersive_weight": dispersive_weight,
         "training.distinct_positives": distinct_positives, "training.refine_targets": refine_targets,
-        "training.refine_init": refine_init})
+        "training.refine_init": refine_init, "training.align_weight": align_weight})
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
                            profile=profile, max_history=max_history, refine_patience=refine_patience,

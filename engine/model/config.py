@@ -19,9 +19,9 @@ from typing import Any
 
 from data.errors import DeftrecError, RunError
 
-FORMAT_VERSION = 8  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
+FORMAT_VERSION = 9  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
 #                      training.refine_targets), 4 (no prompt.item_text), 5 (no condition.pool), 6 (no
-#                      retrieval.item_norm) and 7 (no training.refine_init) migrate on load
+#                      retrieval.item_norm), 7 (no training.refine_init) and 8 (no training.align_weight) migrate on load
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 REFINE_INITS = ("joint", "fresh")
 PREDICTIONS = ("eps", "x0")
@@ -192,8 +192,12 @@ class TrainingConfig:
     #                          chosen on validation over two seeds, docs/quality.md §4; 5 before config format 4)
     refine_init: str = "joint"  # the refinement starts from the jointly trained denoiser ('joint') or from a freshly
     #                             initialized one ('fresh'); 'joint' before config format 8
+    align_weight: float = 0.0  # weight of L_align, a linear probe of c trained jointly to predict the user's LightGCN
+    #                            vector (not the paper: 0 leaves Eq. 15 as written; 0 before config format 9)
 
     def __post_init__(self) -> None:
+        if self.align_weight < 0:
+            raise ValueError(f"align_weight must be >= 0, got {self.align_weight}")
         if self.refine_targets < 1:
             raise ValueError(f"refine_targets must be >= 1, got {self.refine_targets}")
         if self.refine_init not in REFINE_INITS:
@@ -408,7 +412,8 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
         "retrieval": {"pi": v["pi"], "pi_match": v["pi_match"], "item_norm": 0.0},
         "training": {"cf": v["cf"], "gamma1": v["gamma1"], "gamma2": v["gamma2"], "gamma3": v["gamma3"],
                      "dispersive_weight": v["dispersive_weight"], "n_negatives": v["n_negatives"],
-                     "distinct_positives": v["distinct_positives"], "refine_targets": 5, "refine_init": "joint"},
+                     "distinct_positives": v["distinct_positives"], "refine_targets": 5, "refine_init": "joint",
+                     "align_weight": 0.0},
         "profile": {**V1_PROFILE_DEFAULTS, **(V1_QUICK_PROFILE if profile is None else profile)},
     }
     config = DeftRecConfig.from_dict(nested, path=path, where="deftrec")
@@ -420,7 +425,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
 
 def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
     """A run's config.json of any known format as format FORMAT_VERSION, in memory (the file is not rewritten)."""
-    if run_config.get("format_version") in (2, 3, 4, 5, 6, 7):
+    if run_config.get("format_version") in (2, 3, 4, 5, 6, 7, 8):
         return _from_format2(run_config)
     if "format_version" in run_config or run_config.get("format") != 1:
         return run_config
@@ -434,12 +439,12 @@ def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
 
 
 def _from_format2(run_config: dict) -> dict:
-    """Formats 2-7 → 8: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
+    """Formats 2-8 → 9: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
     training.refine_targets (format 4) did not exist, the refinement targeted the 5 latest train items;
     prompt.item_text (format 5) did not exist, items were shown by their titles alone; condition.pool (format 6)
     did not exist, c was pooled over the response alone; retrieval.item_norm (format 7) did not exist, items were
     ranked by Eq. 14's cosine (α = 0); training.refine_init (format 8) did not exist, the refinement started from
-    the jointly trained denoiser ('joint')."""
+    the jointly trained denoiser ('joint'); training.align_weight (format 9) did not exist, Eq. 15 had no L_align (0)."""
     out = {**run_config, "format_version": FORMAT_VERSION}
     old = run_config.get("deftrec")
     settings = old.get("config") if isinstance(old, dict) else None
@@ -447,7 +452,8 @@ def _from_format2(run_config: dict) -> dict:
         settings = {**settings}
         for section, key, value in (("prompt", "title_year", "keep"), ("training", "refine_targets", 5),
                                     ("prompt", "item_text", "title"), ("condition", "pool", "response"),
-                                    ("retrieval", "item_norm", 0.0), ("training", "refine_init", "joint")):
+                                    ("retrieval", "item_norm", 0.0), ("training", "refine_init", "joint"),
+                                    ("training", "align_weight", 0.0)):
             if isinstance(settings.get(section), dict):
                 settings[section] = {**settings[section]}
                 settings[section].setdefault(key, value)
