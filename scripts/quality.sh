@@ -35,8 +35,8 @@
 #   long          norm with up to 90 refinement epochs instead of 30 (--refine-epochs 90): the defaults since 2026-12-05
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 #   contrec-norm  ContRec with the defaults of 2026-12-05 (items' categories, 3 refinement targets, α auto, 90 epochs)
-#   align         long with L_align: a linear probe of c trained jointly to predict the user's LightGCN vector
-#                 (--align-weight 1; every other row has none, --align-weight 0)
+#   align         long with L_align: a ridge probe of c, refitted every joint step, predicts the user's LightGCN
+#                 vector (--align-weight 1; every other row has none, --align-weight 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}

@@ -131,7 +131,8 @@ class JointSampler:
 
 
 def _is_running_statistic(name: str) -> bool:
-    return name.rsplit(".", 1)[-1] in ("running_mean", "running_var", "num_batches_tracked")
+    last = name.rsplit(".", 1)[-1]
+    return last in ("running_mean", "running_var", "num_batches_tracked") or last.startswith("running_")
 
 
 def trainable_state(objective: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -192,8 +192,8 @@ class TrainingConfig:
     #                          chosen on validation over two seeds, docs/quality.md §4; 5 before config format 4)
     refine_init: str = "joint"  # the refinement starts from the jointly trained denoiser ('joint') or from a freshly
     #                             initialized one ('fresh'); 'joint' before config format 8
-    align_weight: float = 0.0  # weight of L_align, a linear probe of c trained jointly to predict the user's LightGCN
-    #                            vector (not the paper: 0 leaves Eq. 15 as written; 0 before config format 9)
+    align_weight: float = 0.0  # weight of L_align: a ridge probe of c, refitted each joint step on the latest pairs,
+    #                            predicts the user's LightGCN vector (not the paper: 0 is Eq. 15; 0 before format 9)
 
     def __post_init__(self) -> None:
         if self.align_weight < 0:
