@@ -3,13 +3,14 @@
 # under one protocol, keep existing runs, then regenerate the table (scripts/quality_table.py) from the runs alone.
 # Usage: scripts/quality.sh DATASET PREFIX [ROW[@SEED] ...]     e.g. scripts/quality.sh ml-100k q recent@0 recent@1
 # ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, α auto, titles
-# without their year, refinement on the 3 latest items). Every row but noyear*, cpu-p0, *cat, *pool, *norm, fresh and long shows titles whole (--title-year keep)
+# without their year, refinement on the 3 latest items). Every row but noyear*, cpu-p0, *cat, *pool, *norm, fresh, long and align shows titles whole (--title-year keep)
 # and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
 # choices existed did, and every cpu row but cpu-p0 stops its refinement after 4 checks without a better one
 # (--refine-patience 4, the cpu profile's before it ran to the end), every row but cat shows items by their titles
 # alone (--item-text title), every row but *norm ranks by Eq. 14's cosine (--item-norm 0), every row but fresh refines
-# the jointly trained denoiser (--refine-init joint), and every quick row but long refines for at most 30 epochs
-# (--refine-epochs 30, the quick profile's before 2026-12-05), so each row names the
+# the jointly trained denoiser (--refine-init joint), and every quick row but long and align refines for at most 30 epochs
+# (--refine-epochs 30, the quick profile's before 2026-12-05), every row but align trains without L_align
+# (--align-weight 0, the default before config format 9), so each row names the
 # same settings whatever the defaults become:
 #   recent        the defaults of that time (titles whole)
 #   random        --history random (the paper's shuffled history; every fix kept)
@@ -32,11 +33,11 @@
 #                 the default since config format 7)
 #   cpu-norm      the cpu profile with today's defaults (cpu-cat with --item-norm auto)
 #   fresh         norm with the refinement starting from a newly initialized denoiser (--refine-init fresh)
-#   long          norm with up to 90 refinement epochs instead of 30 (--refine-epochs 90): the defaults since 2026-12-05
+#   long          norm with up to 90 refinement epochs instead of 30 (--refine-epochs 90): the defaults of 2026-12-05 until L_align
 #   contrec       ContRec (σ-VAE tokenizer, dispersive x0 diffusion with CFG) with every default above
 #   contrec-norm  ContRec with the defaults of 2026-12-05 (items' categories, 3 refinement targets, α auto, 90 epochs)
 #   align         long with L_align: a ridge probe of c, refitted every joint step, predicts the user's LightGCN
-#                 vector (--align-weight 1; every other row has none, --align-weight 0)
+#                 vector (--align-weight 1, the default since config format 9; every other row has none, --align-weight 0)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}
