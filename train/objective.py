@@ -113,7 +113,7 @@ class RidgeProbe(nn.Module):
             z = (x - mean) / std  # [n,D]
             y_mean = y.mean(0)  # [d]
             eye = torch.eye(n, device=z.device, dtype=z.dtype)
-            weights = z.T @ torch.linalg.solve(z @ z.T + self.lam * eye, y - y_mean)  # [D,d], dual form (n < D)
+            weights = z.T @ torch.linalg.solve(z @ z.T + self.lam * eye, y - y_mean)  # [D,d], dual form: an n×n system
             predicted = ((cond.float() - mean) / std) @ weights + y_mean  # [B,d]
         with torch.no_grad():
             rows = (torch.arange(cond.shape[0], device=cond.device) + int(self.running_count)) % size  # [B]
