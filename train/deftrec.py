@@ -132,7 +132,7 @@ class JointSampler:
 
 def _is_running_statistic(name: str) -> bool:
     last = name.rsplit(".", 1)[-1]
-    return last in ("running_mean", "running_var", "num_batches_tracked") or last.startswith("running_")
+    return last == "num_batches_tracked" or last.startswith("running_")  # running_mean / _var, the probe's bank
 
 
 def trainable_state(objective: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -67,11 +67,15 @@ class Targets:
         return cls(pairs[:, 0], pairs[:, 1], held[:, 0], held[:, 1], int(n_items), history,
                    history.with_extra(held[:, 0]))
 
-    def metrics(self, score_fn: Callable[[np.ndarray], torch.Tensor], which: str) -> dict:
-        """HR@10 and NDCG@10 of a score function (user_idx batch -> [B, n_items]) on 'valid' or 'test'."""
+    def ranks(self, score_fn: Callable[[np.ndarray], torch.Tensor], which: str) -> np.ndarray:
+        """[U] 0-based rank of each user's 'valid' (train masked) or 'test' (train + valid masked) item."""
         history = self.train_history if which == "valid" else self.test_history
         held = self.valid_item if which == "valid" else self.test_item
-        metrics = metrics_from_ranks(rank_all(score_fn, self.n_users, self.n_items, history, held))
+        return rank_all(score_fn, self.n_users, self.n_items, history, held)
+
+    def metrics(self, score_fn: Callable[[np.ndarray], torch.Tensor], which: str) -> dict:
+        """HR@10 and NDCG@10 of a score function (user_idx batch -> [B, n_items]) on 'valid' or 'test'."""
+        metrics = metrics_from_ranks(self.ranks(score_fn, which))
         return {"HR@10": metrics["HR@10"], "NDCG@10": metrics["NDCG@10"]}
 
     def both(self, score_fn: Callable[[np.ndarray], torch.Tensor]) -> dict:
@@ -180,15 +184,29 @@ def prompt_leads(targets: Targets, item_categories: Sequence[str | None], config
         for u in range(targets.n_users)]
 
 
-def retrieval_metrics(finals: torch.Tensor, retriever: HybridRetriever, categories: Sequence[str | None],
-                      pi: float, match: str, targets: Targets, which: tuple[str, ...] = ("valid", "test")) -> dict:
-    """{split: HR@10/NDCG@10} of preference vectors [U,d] under s = cos·(1+π) with the users' extracted categories."""
+def _retrieval_scores(finals: torch.Tensor, retriever: HybridRetriever, categories: Sequence[str | None],
+                      pi: float, match: str) -> Callable[[np.ndarray], torch.Tensor]:
+    """The score function (user_idx batch -> [B, n_items]) of preference vectors [U,d] under the retriever's score."""
     finals = finals.detach().float().cpu()  # [U,d]
 
     def score(batch: np.ndarray) -> torch.Tensor:
         return retriever.scores_dense(finals[torch.as_tensor(batch)].numpy(), [categories[u] for u in batch],
                                       pi, match)  # [B,n]
+    return score
+
+
+def retrieval_metrics(finals: torch.Tensor, retriever: HybridRetriever, categories: Sequence[str | None],
+                      pi: float, match: str, targets: Targets, which: tuple[str, ...] = ("valid", "test")) -> dict:
+    """{split: HR@10/NDCG@10} of preference vectors [U,d] under s = cos·(1+π) with the users' extracted categories."""
+    score = _retrieval_scores(finals, retriever, categories, pi, match)
     return {split: targets.metrics(score, split) for split in which}
+
+
+def retrieval_ranks(finals: torch.Tensor, retriever: HybridRetriever, categories: Sequence[str | None],
+                    pi: float, match: str, targets: Targets, which: tuple[str, ...] = ("valid", "test")) -> dict:
+    """{split: [U] 0-based rank of each user's held-out item} of preference vectors [U,d], as retrieval_metrics."""
+    score = _retrieval_scores(finals, retriever, categories, pi, match)
+    return {split: targets.ranks(score, split) for split in which}
 
 
 def pi_metrics(finals: torch.Tensor, retriever: HybridRetriever, categories: Sequence[str | None], pi: float,

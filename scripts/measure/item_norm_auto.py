@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from engine.model.config import ITEM_NORM_GRID
 from engine.model.metrics import metrics_from_ranks
@@ -16,7 +15,7 @@ from engine.model.ranking import rank_all
 from engine.model.recommender import denoise
 from engine.model.retriever import HybridRetriever
 from engine.services.contract import recommender
-from engine.services.diagnostics import read_run
+from engine.services.diagnostics import read_run, retrieval_ranks
 from engine.services.evaluation import mcnemar_p
 from engine.services.run import Run
 
@@ -26,14 +25,7 @@ def ranks(run_path: str, alpha: float) -> dict[str, np.ndarray]:
     inp = INPUTS[run_path]
     config = inp.heads.config.retrieval
     retriever = HybridRetriever(inp.item_q.numpy(), np.array(inp.item_categories, dtype=object), item_norm=alpha)
-    finals = FINALS[run_path]
-
-    def score(batch: np.ndarray) -> torch.Tensor:
-        return retriever.scores_dense(finals[torch.as_tensor(batch)].numpy(), [inp.categories[u] for u in batch],
-                                      config.pi, config.pi_match)  # [B,n]
-    t = inp.targets
-    return {"valid": rank_all(score, t.n_users, t.n_items, t.train_history, t.valid_item),
-            "test": rank_all(score, t.n_users, t.n_items, t.test_history, t.test_item)}
+    return retrieval_ranks(FINALS[run_path], retriever, inp.categories, config.pi, config.pi_match, inp.targets)
 
 
 INPUTS, FINALS = {}, {}

@@ -7,12 +7,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from engine.model.ranking import rank_all
 from engine.model.recommender import denoise
 from engine.model.retriever import HybridRetriever
-from engine.services.diagnostics import read_run
+from engine.services.diagnostics import read_run, retrieval_ranks
 from engine.services.evaluation import mcnemar_p, paired_hits, run_metrics, test_hits
 from engine.services.run import Run
 
@@ -24,12 +22,8 @@ def valid_hits(run: Run) -> np.ndarray:
     retriever = HybridRetriever(inp.item_q.numpy(), np.array(inp.item_categories, dtype=object),
                                 item_norm=retrieval.item_norm)
     finals = denoise(inp.heads, inp.conditions.float(), list(range(inp.targets.n_users)), inp.seed)[-1]  # [U,d]
-
-    def score(batch: np.ndarray) -> torch.Tensor:
-        return retriever.scores_dense(finals[torch.as_tensor(batch)].numpy(), [inp.categories[u] for u in batch],
-                                      retrieval.pi, retrieval.pi_match)  # [B,n]
-    t = inp.targets
-    hits = rank_all(score, t.n_users, t.n_items, t.train_history, t.valid_item) < 10  # [U]
+    hits = retrieval_ranks(finals, retriever, inp.categories, retrieval.pi, retrieval.pi_match, inp.targets,
+                           ("valid",))["valid"] < 10  # [U]
     stored = run_metrics(run)["deftrec"]["valid"]["HR@10"]
     if abs(float(hits.mean()) - stored) > 1e-9:
         sys.exit(f"{run.path}: recomputed validation HR@10 {hits.mean():.4f} is not the stored {stored:.4f}")
