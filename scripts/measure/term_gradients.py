@@ -1,5 +1,5 @@
-"""How much of each loss term of Eq. 15 (and of ContRec's) reaches the LLM: the norm of each weighted term's gradient on the LoRA
-weights, mean over a few joint batches of 8 users, for a run's settings either at the start of joint training (a fresh
+"""How much of each loss term of Eq. 15 (and of ContRec's) reaches the LLM: the norm of each weighted term's gradient
+on the LoRA weights, mean over a few joint batches of 8 users, for a run's settings either at the start of joint training (a fresh
 LoRA and heads, `init`) or with the run's trained LoRA and heads (`trained`); ALIGN adds L_align with that weight
 (its probe's bank is filled by 4 batches first).
 Usage (from the repo root): python scripts/measure/term_gradients.py RUN [init|trained] [ALIGN] [BATCHES]"""
@@ -47,15 +47,16 @@ if objective.probe is not None:
     with torch.no_grad():
         for _ in range(4):
             objective(sampler.batch(8), generator)
-weights = {"l_diff": 1.0, "l_llm": config.training.gamma1, "l_neg": config.aux_weight(),  # ContRec: l_disp, l_rec
-           "l_disp": config.aux_weight(), "l_rec": config.training.gamma3, "l_align": align}
+weights = {"l_diff": 1.0, "l_llm": config.training.gamma1, "l_neg": config.aux_weight(), "l_align": align,
+           "l_disp": config.aux_weight(), "l_rec": config.training.gamma3}  # the last two: ContRec's
 norms: dict[str, list[float]] = {}
 for _ in range(n_batches):
     parts = objective(sampler.batch(8), generator)
     for key, weight in weights.items():
         if key in parts and parts[key].requires_grad and weight != 0:
             grads = torch.autograd.grad(weight * parts[key], lora, retain_graph=True, allow_unused=True)
-            norms.setdefault(key, []).append(float(torch.sqrt(sum(((g ** 2).sum() for g in grads if g is not None), torch.zeros(())))))
+            used = [g.flatten() for g in grads if g is not None]  # none: the term has no path to the LoRA weights
+            norms.setdefault(key, []).append(float(torch.cat(used).norm()) if used else 0.0)
 print(f"{path} ({mode}, align {align:g}, {n_batches} batches of 8): LoRA gradient norm of each weighted term")
 for key, values in norms.items():
     print(f"  {key:8s} {np.mean(values):.5f}  (per batch: {', '.join(f'{v:.5f}' for v in values)})")
