@@ -3,13 +3,13 @@
 # under one protocol, keep existing runs, then regenerate the table (scripts/quality_table.py) from the runs alone.
 # Usage: scripts/quality.sh DATASET PREFIX [ROW[@SEED] ...]     e.g. scripts/quality.sh ml-100k q recent@0 recent@1
 # ROW (the settings of `deftrec train` it changes; the defaults are the chosen ones: history recent, π exact, α auto, titles
-# without their year, refinement on the 3 latest items). Every row but noyear*, cpu-p0, *cat, *pool, *norm, fresh, long and *align shows titles whole (--title-year keep)
+# without their year, refinement on the 3 latest items). Every row but noyear*, cpu-p0, *cat, *pool, *norm, fresh, long and *align* shows titles whole (--title-year keep)
 # and every row but the *-t3 ones refines on the 5 latest items (--refine-targets 5), as the rows trained before those
 # choices existed did, and every cpu row but cpu-p0 stops its refinement after 4 checks without a better one
 # (--refine-patience 4, the cpu profile's before it ran to the end), every row but cat shows items by their titles
 # alone (--item-text title), every row but *norm ranks by Eq. 14's cosine (--item-norm 0), every row but fresh refines
-# the jointly trained denoiser (--refine-init joint), and every quick row but long and align refines for at most 30 epochs
-# (--refine-epochs 30, the quick profile's before 2026-12-05), every row but *align trains without L_align
+# the jointly trained denoiser (--refine-init joint), and every quick row but long and align* refines for at most 30 epochs
+# (--refine-epochs 30, the quick profile's before 2026-12-05), every row but *align* trains without L_align
 # (--align-weight 0, the default before config format 9), so each row names the
 # same settings whatever the defaults become:
 #   recent        the defaults of that time (titles whole)
@@ -40,6 +40,7 @@
 #                 vector (--align-weight 1, the default since config format 9; every other row has none, --align-weight 0)
 #   cpu-align     the cpu profile with today's defaults (cpu-norm with L_align)
 #   contrec-align ContRec with today's defaults (contrec-norm with L_align)
+#   align-w3 | align-w0.3   align with L_align's weight 3 or 0.3 instead of 1 (--align-weight 3, 0.3)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}
@@ -83,6 +84,8 @@ for spec in "${rows[@]}"; do
     align) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1) ;;
     cpu-align) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category --item-norm auto --align-weight 1) ;;
     contrec-align) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1) ;;
+    align-w3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3) ;;
+    align-w0.3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 0.3) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   name=$prefix-$row-s$seed
@@ -90,7 +93,7 @@ for spec in "${rows[@]}"; do
   if [ -f "runs/$name/config.json" ]; then
     echo "keeping runs/$name" >&2
   else
-    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool || $row == *norm || $row == fresh || $row == long || $row == *align ]] || flags+=(--title-year keep)
+    [[ $row == noyear* || $row == cpu-p0 || $row == *cat || $row == *pool || $row == *norm || $row == fresh || $row == long || $row == *align* ]] || flags+=(--title-year keep)
     [[ " ${flags[*]} " == *" --refine-targets "* ]] || flags+=(--refine-targets 5)
     [[ " ${flags[*]} " == *" --item-text "* ]] || flags+=(--item-text title)
     [[ " ${flags[*]} " == *" --item-norm "* ]] || flags+=(--item-norm 0)
