@@ -33,6 +33,18 @@ class Preference:
 
 
 @dataclass
+class PromptInputs:
+    """The users' inference prompts, encoded and embedded (left padded, on the model's device)."""
+
+    prompts: list[str]
+    kept: list[np.ndarray]  # the history items each prompt shows
+    template_ids: list[int]
+    input_ids: torch.Tensor  # [B,L]
+    attention_mask: torch.Tensor  # [B,L]
+    embeds: torch.Tensor  # [B,L,D] continuous tokens spliced in
+
+
+@dataclass
 class UserResult:
     """Everything the explorer shows for one user."""
 
@@ -115,6 +127,16 @@ class DeftRecModel:
         tokens = self.heads.prompt_tokens(user_q, history_q, template_ids)  # [N_ct,D]
         return embed_with_continuous_tokens(self.llm, input_ids.to(device), self.ct_id, tokens)
 
+    def prompt_inputs(self, users: list[int], suffix: str = "", extra_length: int = 0) -> PromptInputs:
+        """The users' inference prompts (default template, `suffix` appended) as token ids, mask and embeddings."""
+        template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
+        prompts, kept = self.build_prompts(users, [self.inference_history(u) for u in users], template_ids)
+        prompts = [prompt + suffix for prompt in prompts]
+        batch = encode_batch(self.tokenizer, prompts, None, self.config.prompt.max_length + extra_length)
+        input_ids = batch["input_ids"].to(self.device)  # [B,L]
+        embeds = self.embed(users, kept, template_ids, input_ids)  # [B,L,D]
+        return PromptInputs(prompts, kept, template_ids, input_ids, batch["attention_mask"].to(self.device), embeds)
+
     def autocast(self, precision: str | None = None):
         """bf16 autocast over the LLM's fp32 weights when the run (or `precision`) asks for bfloat16 and the device has
         native bf16 (on the 2-core avx512_bf16 CPU a batch-32 prefill took 3.8 s against 7.9 s in fp32), else a no-op."""
@@ -129,27 +151,24 @@ class DeftRecModel:
         """Generate each user's preference sentence and compute its condition c (as in training); `decoding`
         (full | template | constrained) and `precision` (float32 | bfloat16) override the run's."""
         self.heads.eval()
-        template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
-        prompts, kept = self.build_prompts(users, [self.inference_history(u) for u in users], template_ids)
-        batch = encode_batch(self.tokenizer, prompts, None, self.config.prompt.max_length)
-        embeds = self.embed(users, kept, template_ids, batch["input_ids"])  # [B,L,D]
-        mask = batch["attention_mask"].to(embeds.device)
+        inputs = self.prompt_inputs(users)
+        embeds, mask = inputs.embeds, inputs.attention_mask  # [B,L,D], [B,L]
         with self.autocast(precision):
-            generation = self.generate(embeds, mask, streamer, decoding, kept)
+            generation = self.generate(embeds, mask, streamer, decoding, inputs.kept)
         generated, hidden = generation.ids, generation.hidden
         user = None
         if self.config.condition.pool == "response+user":  # the prompt's states at the user's tokens: one more pass
-            input_ids = batch["input_ids"].to(embeds.device)
             prompt_hidden = None
             if self.config.condition.source == "hidden":
                 with self.autocast(precision):
                     prompt_hidden = lm_forward(self.llm, embeds, mask).last_hidden  # [B,L,D]
-            user = self.heads.user_state(prompt_hidden, embeds, input_ids, self.ct_id, template_ids)  # [B,D]
+            user = self.heads.user_state(prompt_hidden, embeds, inputs.input_ids, self.ct_id,
+                                         inputs.template_ids)  # [B,D]
         cond = self.heads.condition(hidden.last_hidden, hidden.response_mask, hidden.input_embeds, user)  # [B,D]
         out = []
         for row, user in enumerate(users):
             text = self.tokenizer.decode(generated[row], skip_special_tokens=True).strip()
-            out.append(Preference(user_idx=user, prompt=prompts[row], text=text,
+            out.append(Preference(user_idx=user, prompt=inputs.prompts[row], text=text,
                                   category=self.extract_category(text),
                                   condition=cond[row].float().cpu()))
         return out

@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from engine.model.llm.batches import encode_batch, position_ids_from_mask
-from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
+from engine.model.llm.batches import position_ids_from_mask
 
 
 def _sync(device: torch.device) -> None:
@@ -101,17 +100,15 @@ def timed_recommend(model, users: list[int], history, k: int, decoding: str | No
 def prefill_throughput(model, users: list[int], repeats: int = 5, precision: str | None = None) -> dict:
     """Tokens/s of the pipeline's prefill (continuous tokens spliced into the embeddings, then the LLM) and of
     the bare LLM forward on the same token ids, same batch, same padding; best of `repeats`."""
-    template_ids = [DEFAULT_INPUT_TEMPLATE] * len(users)
-    prompts, kept = model.build_prompts(users, [model.inference_history(u) for u in users], template_ids)
-    batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
+    inputs = model.prompt_inputs(users)
     device = model.device
-    ids, mask = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    ids, mask = inputs.input_ids, inputs.attention_mask  # [B,L]
     tokens = int(mask.sum())
 
     positions = position_ids_from_mask(mask)  # [B,L]
 
     def pipeline() -> None:
-        embeds = model.embed(users, kept, template_ids, ids)  # [B,L,D]
+        embeds = model.embed(users, inputs.kept, inputs.template_ids, ids)  # [B,L,D]
         with model.autocast(precision):
             model.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, use_cache=True,
                       logits_to_keep=1)
@@ -181,13 +178,9 @@ def beam_search_titles(model, user: int, k: int, max_new_tokens: int = 20,
     and the same prompt with its continuous tokens, in the run's precision (or `precision`, as DeftRec is timed);
     returns the texts and the wall seconds."""
     from transformers import GenerationConfig
-    template_ids = [DEFAULT_INPUT_TEMPLATE]
-    prompts, kept = model.build_prompts([user], [model.inference_history(user)], template_ids)
-    prompts = [prompts[0] + TITLE_PROMPT]
-    batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length + 32)
+    inputs = model.prompt_inputs([user], suffix=TITLE_PROMPT, extra_length=32)
     device = model.device
-    embeds = model.embed([user], kept, template_ids, batch["input_ids"])  # [1,L,D]
-    mask = batch["attention_mask"].to(device)
+    embeds, mask = inputs.embeds, inputs.attention_mask  # [1,L,D], [1,L]
     config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=k, num_return_sequences=k,
                               early_stopping=True, pad_token_id=model.tokenizer.pad_token_id,
                               eos_token_id=model.tokenizer.eos_token_id)

@@ -299,7 +299,7 @@ def ann_recall(run: Run, model, exact, users: list[int], k: int) -> float:
     kwargs = {"pi": model.config.retrieval.pi, "match": model.config.retrieval.pi_match}
     approx = model.retriever.search(finals, history, np.asarray(users), categories, k, **kwargs)
     truth = exact.search(finals, history, np.asarray(users), categories, k, **kwargs)
-    pad = lambda lists: np.array([[r.item_idx for r in row] + [-1] * (k - len(row)) for row in lists])  # noqa: E731
+    pad = lambda lists: np.array([[r.item_idx for r in row] + [-1] * (k - len(row)) for row in lists])
     return recall_at_k(pad(truth), pad(approx))
 
 

@@ -28,7 +28,7 @@ def adaptive_batches(items: Sequence[T], batch_size: int, work: Callable[[list[T
         batch = list(items[start:start + size])
         try:
             result = work(batch)
-        except BaseException as error:  # noqa: BLE001  only out-of-memory is handled; the rest re-raised
+        except BaseException as error:  # only out-of-memory is handled; the rest re-raised
             if not is_out_of_memory(error) or size == 1:
                 raise
             if torch.cuda.is_available():

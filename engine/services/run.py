@@ -107,7 +107,7 @@ class Run:
             raise RunError(f"the run has no {name} weights", path=file)
         try:
             return load_file(str(file), device="cpu")
-        except Exception as exc:  # safetensors raises its own error types on corrupt headers
+        except Exception as exc:  # noqa: BLE001  safetensors raises its own error types on corrupt headers
             raise RunError(f"cannot read weights ({exc})", path=file) from None
 
 

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from engine.model.deftrec import masked_mean, user_token_mask
-from engine.model.llm.batches import encode_batch
 from engine.model.llm.forward import lm_forward
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.services.diagnostics import read_run, recent_item_means, ridge_r2
@@ -27,14 +26,11 @@ pools: dict[str, list[torch.Tensor]] = {"ct hidden": [], "user ct hidden": [], "
 with torch.no_grad(), model.autocast("bfloat16"):
     for start in range(0, len(users), 32):
         batch_users = users[start:start + 32]
-        prompts, kept = model.build_prompts(batch_users, [model.inference_history(u) for u in batch_users],
-                                            [DEFAULT_INPUT_TEMPLATE] * len(batch_users))
-        batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
-        embeds = model.embed(batch_users, kept, [DEFAULT_INPUT_TEMPLATE] * len(batch_users), batch["input_ids"])
-        mask = batch["attention_mask"]
+        inputs = model.prompt_inputs(batch_users)
+        embeds, mask = inputs.embeds, inputs.attention_mask  # [B,L,D], [B,L]
         hidden = lm_forward(model.llm, embeds, mask).last_hidden.float()  # [B,L,D]
-        ct = batch["input_ids"] == model.ct_id  # [B,L]
-        user_ct = user_token_mask(batch["input_ids"], model.ct_id, model.config.tokenizer.k,
+        ct = inputs.input_ids == model.ct_id  # [B,L]
+        user_ct = user_token_mask(inputs.input_ids, model.ct_id, model.config.tokenizer.k,
                                   [DEFAULT_INPUT_TEMPLATE] * len(batch_users))  # [B,L] the user's K tokens
         pools["ct hidden"].append(masked_mean(hidden, ct))
         pools["user ct hidden"].append(masked_mean(hidden, user_ct))

@@ -11,10 +11,8 @@ import numpy as np
 import torch
 
 from data.catalog import Catalog
-from engine.model.llm.batches import encode_batch
 from engine.model.llm.lora import merged_lora
 from engine.model.metrics import metrics_from_ranks
-from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.model.ranking import target_ranks
 from engine.services.loading import open_deftrec
 from engine.services.run import Run
@@ -27,7 +25,6 @@ users = list(range(n))
 with Catalog.open(run.catalog_path, readonly=True) as catalog:
     valid, test = catalog.held_out().T
 order = [u for u in np.argsort(model.prompt_lengths(users), kind="stable").tolist()]
-template_ids = [DEFAULT_INPUT_TEMPLATE] * n
 
 
 def describe(name):
@@ -38,13 +35,10 @@ def describe(name):
     started = time.perf_counter()
     for s in range(0, n, size):
         batch_users = order[s:s + size]
-        ids = template_ids[:len(batch_users)]
-        prompts, kept = model.build_prompts(batch_users, [model.inference_history(u) for u in batch_users], ids)
-        batch = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
         with torch.no_grad():
-            embeds = model.embed(batch_users, kept, ids, batch["input_ids"])
+            inputs = model.prompt_inputs(batch_users)
             with model.autocast(precision):
-                gen = model.generate(embeds, batch["attention_mask"], decoding=mode, kept=kept)
+                gen = model.generate(inputs.embeds, inputs.attention_mask, decoding=mode, kept=inputs.kept)
             cond = model.heads.condition(gen.hidden.last_hidden, gen.hidden.response_mask, gen.hidden.input_embeds)
         for row, u in enumerate(batch_users):
             texts[u] = model.tokenizer.decode(gen.ids[row], skip_special_tokens=True).strip()

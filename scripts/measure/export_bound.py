@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from engine.model.decoding import decoder_of
-from engine.model.llm.batches import encode_batch
 from engine.services.loading import open_deftrec
 from engine.services.run import Run
 
@@ -50,10 +49,8 @@ def prefill_rate(group: list[int], size: int) -> float:
     seconds, count = 0.0, 0
     for start in range(0, len(group), size):
         batch = group[start:start + size]
-        prompts, kept = model.build_prompts(batch, [model.inference_history(u) for u in batch], [0] * len(batch))
-        encoded = encode_batch(model.tokenizer, prompts, None, model.config.prompt.max_length)
-        embeds = model.embed(batch, kept, [0] * len(batch), encoded["input_ids"])  # [B,L,D]
-        mask = encoded["attention_mask"]  # [B,L] left padded, as template decoding's prompt pass
+        inputs = model.prompt_inputs(batch)
+        embeds, mask = inputs.embeds, inputs.attention_mask  # [B,L,D], [B,L] left padded, as template decoding's
         started = time.perf_counter()
         decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True)

@@ -8,9 +8,9 @@ import torch
 
 from data.catalog import Catalog
 from engine.model.llm.lora import merged_lora
-from engine.services.loading import open_deftrec
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import target_ranks
+from engine.services.loading import open_deftrec
 from engine.services.run import Run
 
 run = Run.open(sys.argv[1])
