@@ -1,0 +1,38 @@
+"""Whether torch's dynamic int8 quantization (every nn.Linear, per-tensor scales) keeps a run's preference texts: the
+first N users described in float32, then with the LLM's linear layers quantized; texts equal, texts that name a known
+category, the largest |Δc|. Why deftrec offers no int8 inference (docs/inference.md). Usage: int8_probe.py RUN [N]."""
+import json
+import sys
+import time
+import warnings
+
+import torch
+from torch import nn
+from torch.ao.quantization import quantize_dynamic
+
+from engine.services.loading import open_deftrec
+from engine.services.run import Run
+
+model = open_deftrec(Run.open(sys.argv[1]))
+users = list(range(int(sys.argv[2]) if len(sys.argv) > 2 else 32))
+
+
+def described() -> tuple[float, list]:
+    started = time.perf_counter()
+    prefs = [p for s in range(0, len(users), 32) for p in model.describe(users[s:s + 32])]
+    return time.perf_counter() - started, prefs
+
+
+seconds_fp32, fp32 = described()
+with warnings.catch_warnings():  # torch marks its quantized tensor types deprecated (2.13 still has them)
+    warnings.simplefilter("ignore", UserWarning)
+    model.llm = quantize_dynamic(model.llm, {nn.Linear}, dtype=torch.qint8)
+seconds_int8, int8 = described()
+print(json.dumps({
+    "run": sys.argv[1], "users": len(users), "threads": torch.get_num_threads(),
+    "same_text": sum(a.text == b.text for a, b in zip(fp32, int8)),
+    "known_category": {"float32": sum(p.category is not None for p in fp32),
+                       "int8": sum(p.category is not None for p in int8)},
+    "max_abs_dc": max(float((a.condition - b.condition).abs().max()) for a, b in zip(fp32, int8)),
+    "seconds": {"float32": round(seconds_fp32, 1), "int8": round(seconds_int8, 1)},
+    "examples": [[a.text, b.text] for a, b in zip(fp32[:3], int8[:3])]}, indent=1))
