@@ -2,7 +2,7 @@
 final preference vectors (denoised from its cached conditions, as eval re-ranks them) scored by the run's retriever
 with item weight ‖q_j‖^α (π as the run has it), α among --item-norm auto's grid; the α with the best validation HR@10,
 then NDCG@10 (ties to the smaller), against α = 0 (Eq. 14) on the same test users (exact McNemar), then a table with
-the runs of each dataset pooled (discordant users summed over its seeds).
+the runs of each dataset pooled (discordant users summed over its seeds, against α = 0 and against MF).
 python scripts/measure/item_norm_auto.py RUN [RUN ...]"""
 import sys
 from pathlib import Path
@@ -65,4 +65,6 @@ for dataset in dict.fromkeys(r[7] for r in rows):
     mine = [r for r in rows if r[7] == dataset]
     if len(mine) > 1:
         b, c = sum(r[4] for r in mine), sum(r[5] for r in mine)
-        print(f"| {dataset}, {len(mine)} runs pooled | | | | | {b} / {c} | {mcnemar_p(b, c):.3g} | | |")
+        mf_b, mf_c = sum(r[8][0] for r in mine), sum(r[8][1] for r in mine)
+        print(f"| {dataset}, {len(mine)} runs pooled | | | | | {b} / {c} | {mcnemar_p(b, c):.3g} | "
+              f"| {mf_b} / {mf_c} (p {mcnemar_p(mf_b, mf_c):.3g}) |")
