@@ -50,7 +50,7 @@ def prefill_rate(group: list[int], size: int) -> float:
     for start in range(0, len(group), size):
         batch = group[start:start + size]
         inputs = model.prompt_inputs(batch)
-        embeds, mask = inputs.embeds, inputs.attention_mask  # [B,L,D], [B,L] left padded like the prompt pass's
+        embeds, mask = inputs.embeds, inputs.attention_mask  # [B,L,D], [B,L] left padded, as in template decoding
         started = time.perf_counter()
         decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                 use_cache=True)
