@@ -11,7 +11,6 @@ import torch
 
 from engine.model.deftrec import masked_mean, user_token_mask
 from engine.model.llm.forward import lm_forward
-from engine.model.prompts import DEFAULT_INPUT_TEMPLATE
 from engine.services.diagnostics import read_run, recent_item_means, ridge_r2
 from engine.services.loading import open_deftrec
 from engine.services.run import Run
@@ -31,7 +30,7 @@ with torch.no_grad(), model.autocast("bfloat16"):
         hidden = lm_forward(model.llm, embeds, mask).last_hidden.float()  # [B,L,D]
         ct = inputs.input_ids == model.ct_id  # [B,L]
         user_ct = user_token_mask(inputs.input_ids, model.ct_id, model.config.tokenizer.k,
-                                  [DEFAULT_INPUT_TEMPLATE] * len(batch_users))  # [B,L] the user's K tokens
+                                  inputs.template_ids)  # [B,L] the user's K tokens
         pools["ct hidden"].append(masked_mean(hidden, ct))
         pools["user ct hidden"].append(masked_mean(hidden, user_ct))
         pools["prompt hidden"].append(masked_mean(hidden, mask))

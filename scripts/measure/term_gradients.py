@@ -1,7 +1,7 @@
 """How much of each loss term of Eq. 15 (and of ContRec's) reaches the LLM: the norm of each weighted term's gradient
-on the LoRA weights, mean over a few joint batches of 8 users, for a run's settings either at the start of joint training (a fresh
-LoRA and heads, `init`) or with the run's trained LoRA and heads (`trained`); ALIGN adds L_align with that weight
-(its probe's bank is filled by 4 batches first).
+on the LoRA weights, mean over a few joint batches of 8 users, for a run's settings either at the start of joint
+training (a fresh LoRA and heads, `init`) or with the run's trained LoRA and heads (`trained`); ALIGN adds L_align
+with that weight (its probe's bank is filled by 4 batches first).
 Usage (from the repo root): python scripts/measure/term_gradients.py RUN [init|trained] [ALIGN] [BATCHES]"""
 import sys
 from types import SimpleNamespace
