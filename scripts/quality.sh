@@ -41,6 +41,8 @@
 #   cpu-align     the cpu profile with today's defaults (cpu-norm with L_align)
 #   contrec-align ContRec with today's defaults (contrec-norm with L_align)
 #   align-w3 | align-w0.3   align with L_align's weight 3 or 0.3 instead of 1 (--align-weight 3, 0.3)
+#   align-mixed   align with the prompt's pass in bf16 and the response in float32 (--inference-precision mixed);
+#                 every other row writes its texts in float32 (--inference-precision float32) unless it says otherwise
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}
@@ -86,6 +88,7 @@ for spec in "${rows[@]}"; do
     contrec-align) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1) ;;
     align-w3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3) ;;
     align-w0.3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 0.3) ;;
+    align-mixed) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1 --inference-precision mixed) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   name=$prefix-$row-s$seed
@@ -99,6 +102,7 @@ for spec in "${rows[@]}"; do
     [[ " ${flags[*]} " == *" --item-norm "* ]] || flags+=(--item-norm 0)
     [[ " ${flags[*]} " == *" --refine-init "* ]] || flags+=(--refine-init joint)
     [[ " ${flags[*]} " == *" --align-weight "* ]] || flags+=(--align-weight 0)
+    [[ " ${flags[*]} " == *" --inference-precision "* ]] || flags+=(--inference-precision float32)
     [[ " ${flags[*]} " == *" --refine-epochs "* || " ${flags[*]} " == *" --profile "* ]] || flags+=(--refine-epochs 30)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi

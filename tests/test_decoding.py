@@ -232,3 +232,33 @@ def test_slot_names_by_response_kind():
     assert slot_names(categories, "target") == ["Action|Sci-Fi", "Drama", "Drama|Action"]
     history = slot_names(categories, "history")
     assert history[:3] == ["Action", "Drama", "Sci-Fi"] and "Sci-Fi|Drama" in history and len(history) == 3 + 6
+
+
+def test_mixed_precision_runs_the_prompt_pass_alone_in_bf16_and_keeps_the_equality(taught):
+    """With the prompt's pass in bf16 and the response's in float32, template decoding still equals full decoding."""
+    from engine.model.decoding import decoder_of
+    from engine.model.llm.forward import first_pass_autocast
+    model, tok, ct_id = taught
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES])
+    mask = batch["attention_mask"]
+    dtypes = []
+    probe = decoder_of(model).layers[0].mlp.down_proj.register_forward_hook(lambda _m, _i, out: dtypes.append(out.dtype))
+    try:
+        with torch.no_grad():
+            plain = generate(model, tok, embeds, mask, max_new_tokens=32, with_hidden=True)
+            with first_pass_autocast(decoder_of(model), "cpu"):
+                full = generate(model, tok, embeds, mask, max_new_tokens=32, with_hidden=True)
+            dtypes_full, dtypes[:] = list(dtypes), []
+            with first_pass_autocast(decoder_of(model), "cpu"):
+                fast = template_generate(model, tok, embeds, mask, max_new_tokens=32)
+    finally:
+        probe.remove()
+    assert dtypes[0] == torch.bfloat16 and set(dtypes[1:]) == {torch.float32}  # the prompt's pass alone in bf16
+    assert dtypes_full.count(torch.bfloat16) == 1  # full decoding too (the plain pass before it: none)
+    _same_as_full(model, tok, embeds, mask, full, fast)
+    head = ConditionHead(model.config.hidden_size)
+    assert not torch.equal(head(full.hidden.last_hidden, full.hidden.response_mask),
+                           head(plain.hidden.last_hidden, plain.hidden.response_mask))  # bf16 did change the prompt
+    with first_pass_autocast(decoder_of(model), "cpu"):
+        pass  # nothing ran: no autocast is left behind
+    assert not torch.is_autocast_enabled("cpu")

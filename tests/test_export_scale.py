@@ -157,10 +157,13 @@ def test_bench_splits_the_time_and_times_the_baseline(tiny_run, tmp_path):
                        "--json", tmp_path / "full.json")
     assert only_full.exit_code == 0, only_full.output
     assert "full_decoding" not in json.loads((tmp_path / "full.json").read_text())["run"]
-    bf16 = invoke("bench", tiny_run, "--users", 1, "--batch-sizes", "1", "--no-baseline", "--precision", "bfloat16",
-                  "--json", tmp_path / "bf16.json")
-    assert bf16.exit_code == 0, bf16.output
-    assert json.loads((tmp_path / "bf16.json").read_text())["run"]["precision"] == "bfloat16"
+    for precision in ("bfloat16", "mixed"):
+        other = invoke("bench", tiny_run, "--users", 1, "--batch-sizes", "1", "--no-baseline", "--precision",
+                       precision, "--json", tmp_path / f"{precision}.json")
+        assert other.exit_code == 0, other.output
+        assert json.loads((tmp_path / f"{precision}.json").read_text())["run"]["precision"] == precision
+    bad = invoke("bench", tiny_run, "--precision", "int8")
+    assert bad.exit_code == 2 and "unknown --precision" in bad.output
     bad = invoke("bench", tiny_run, "--decoding", "beam")
     assert bad.exit_code == 2 and "unknown --decoding" in bad.output
     bad = invoke("bench", tiny_run, "--batch-sizes", "0")

@@ -26,7 +26,7 @@ def bench(
     nprobe: Annotated[int, typer.Option(help="IVF cells visited per query.", min=1)] = 32,
     ef_search: Annotated[int, typer.Option(help="HNSW search breadth.", min=1)] = 128,
     decoding: Annotated[str | None, typer.Option(help="Decode as: template | draft | full | constrained (default: as the run was trained).")] = None,
-    precision: Annotated[str | None, typer.Option(help="The LLM's precision: float32 | bfloat16 (default: as the run was trained).")] = None,
+    precision: Annotated[str | None, typer.Option(help="The LLM's precision: float32 | bfloat16 | mixed (default: as the run was trained).")] = None,
     compare_full: Annotated[bool, typer.Option(help="Also time full greedy decoding in float32 on the same users, interleaved, for the ratio.")] = True,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")] = None,
@@ -50,8 +50,9 @@ def bench(
     from engine.model.config import DECODINGS
     if decoding is not None and decoding not in DECODINGS:
         raise DeftrecError(f"unknown --decoding {decoding!r}", hint=f"use one of: {', '.join(DECODINGS)}")
-    if precision is not None and precision not in ("float32", "bfloat16"):
-        raise DeftrecError(f"unknown --precision {precision!r}", hint="use float32 or bfloat16")
+    from engine.model.config import PRECISIONS
+    if precision is not None and precision not in PRECISIONS:
+        raise DeftrecError(f"unknown --precision {precision!r}", hint=f"use one of: {', '.join(PRECISIONS)}")
     if run is None and not synthetic_items:
         raise DeftrecError("nothing to measure", hint="give a RUN, or --synthetic-items N for the index check")
     if json_out is not None and not json_out.parent.exists():

@@ -14,6 +14,7 @@ from engine.model.config import (  # torch-free, so --help stays light
     DECODINGS,
     ITEM_NORM_GRID,
     ITEM_TEXTS,
+    PRECISIONS,
     PROFILES,
     REFINE_INITS,
     TITLE_YEARS,
@@ -63,7 +64,7 @@ def train(
     pi_match: Annotated[str, typer.Option(help="When π applies: exact (the whole category string, chosen on validation) | overlap (the named category and the item's share a '|'-separated part, e.g. a genre) | all (every named part is one of the item's).")] = D.retrieval.pi_match,
     item_norm: Annotated[str, typer.Option(help="Item weight in retrieval, s = cos·‖q_j‖^α·(1 + π): auto (α among 0, 0.25, 0.5, 0.75, 1 with the best validation HR@10, chosen after the refinement; it chose α > 0 in two seeds of ML-100K and LastFM) | 0 (Eq. 14's cosine, the paper) | a number α >= 0 (α = 1: the dot product's item norm, which in LightGCN grows with popularity).")] = ITEM_NORM_DEFAULT,
     decoding: Annotated[str, typer.Option(help="How the LLM writes the preference text: template (greedy, the templates' fixed words fed in one pass; equal to full greedy decoding wherever it follows a template) | draft (template, with a guessed response checked in the prompt's own pass and kept up to its first wrong token: the same text, fewer passes) | full (greedy, token by token) | constrained (template, with the category slot limited to the dataset's category names).")] = D.llm.decoding,
-    inference_precision: Annotated[str, typer.Option(help="The LLM when it writes preference texts: float32 | bfloat16 (autocast over the fp32 weights, on GPUs and on CPUs with native bf16; elsewhere float32).")] = D.llm.inference_precision,
+    inference_precision: Annotated[str, typer.Option(help="The LLM when it writes preference texts: float32 | bfloat16 (autocast over the fp32 weights, on GPUs and on CPUs with native bf16; elsewhere float32) | mixed (the prompt's pass in bf16, the response in float32).")] = D.llm.inference_precision,
     qlora: Annotated[bool, typer.Option("--qlora", help="Load the LLM in 4-bit nf4 (needs CUDA + bitsandbytes).")] = False,
     name: Annotated[str | None, typer.Option(help="Run directory name (default: dataset and time).")] = None,
     out: Annotated[Path, typer.Option(help="Folder that holds the runs.")] = Path("runs"),
@@ -92,7 +93,7 @@ def train(
                                  ("--condition-pool", condition_pool, CONDITION_POOLS), ("--refine-init", refine_init, REFINE_INITS),
                                  ("--neg-norm", neg_norm, ("sum", "mean")), ("--pi-match", pi_match, ("exact", "overlap", "all")),
                                  ("--decoding", decoding, DECODINGS),
-                                 ("--inference-precision", inference_precision, ("float32", "bfloat16"))):
+                                 ("--inference-precision", inference_precision, PRECISIONS)):
         if value not in allowed:
             raise DeftrecError(f"unknown {flag} {value!r}", hint=f"use one of: {', '.join(allowed)}")
     if temperature == "auto":

@@ -27,6 +27,7 @@ REFINE_INITS = ("joint", "fresh")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
 DECODINGS = ("template", "draft", "full", "constrained")
+PRECISIONS = ("float32", "bfloat16", "mixed")  # the LLM at inference (LLMConfig.inference_precision)
 TITLE_YEARS = ("keep", "drop")
 ITEM_TEXTS = ("title", "title-category")
 CONDITION_POOLS = ("response", "response+user")
@@ -48,11 +49,14 @@ class LLMConfig:
     #                             template) | 'draft' (template, with a guessed response checked in the prompt's pass;
     #                             same result) | 'constrained' (template, the slot limited to category names)
     inference_precision: str = "float32"  # 'float32' | 'bfloat16' (autocast over fp32 weights; on a CPU only where
-    #                                       it has native bf16, else float32)
+    #                                       it has native bf16, else float32) | 'mixed' (the prompt's pass in bf16,
+    #                                       the response's passes in float32)
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
             raise ValueError(f"decoding must be one of {DECODINGS}, got {self.decoding!r}")
+        if self.inference_precision not in PRECISIONS:
+            raise ValueError(f"inference_precision must be one of {PRECISIONS}, got {self.inference_precision!r}")
 
 
 @dataclass(frozen=True)

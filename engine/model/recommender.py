@@ -12,7 +12,7 @@ import torch
 from engine.model.deftrec import DeftRecConfig, DeftRecHeads
 from engine.model.llm.batches import encode_batch, fit_prompt
 from engine.model.llm.continuous import embed_with_continuous_tokens
-from engine.model.llm.forward import lm_forward
+from engine.model.llm.forward import first_pass_autocast, lm_forward
 from engine.model.llm.generation import generate
 from engine.model.llm.loading import load_causal_lm
 from engine.model.llm.lora import add_placeholder_token, apply_lora
@@ -143,6 +143,9 @@ class DeftRecModel:
         precision = precision or self.config.llm.inference_precision
         device = self.device.type
         native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()
+        if precision == "mixed":  # the prompt's pass in bf16, the response's passes in float32
+            from engine.model.decoding import decoder_of
+            return first_pass_autocast(decoder_of(self.llm), device, enabled=native)
         return torch.autocast(device, dtype=torch.bfloat16, enabled=precision == "bfloat16" and native)
 
     @torch.no_grad()
@@ -153,8 +156,7 @@ class DeftRecModel:
         self.heads.eval()
         inputs = self.prompt_inputs(users)
         embeds, mask = inputs.embeds, inputs.attention_mask  # [B,L,D], [B,L]
-        with self.autocast(precision):
-            generation = self.generate(embeds, mask, streamer, decoding, inputs.kept)
+        generation = self.generate(embeds, mask, streamer, decoding, inputs.kept, precision)
         generated, hidden = generation.ids, generation.hidden
         user = None
         if self.config.condition.pool == "response+user":  # the prompt's states at the user's tokens: one more pass
@@ -178,10 +180,18 @@ class DeftRecModel:
         return [leading_categories([self.categories[int(i)] for i in items]) or "various" for items in kept]
 
     def generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer=None, decoding: str | None = None,
-                 kept: list[np.ndarray] | None = None):
+                 kept: list[np.ndarray] | None = None, precision: str | None = None):
         """Greedy responses to prompts embeds [B,L,D] (left padded) with their hidden states, decoded the way the
         run's config says (or `decoding`): full, template, draft (needs the prompts' `kept` items; template without)
-        or constrained (engine/model/decoding.py)."""
+        or constrained (engine/model/decoding.py), in the run's precision (or `precision`)."""
+        with self.autocast(precision):
+            return self._generate(embeds, mask, streamer, decoding, kept,
+                                  (precision or self.config.llm.inference_precision) == "mixed")
+
+    def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer, decoding: str | None,
+                  kept: list[np.ndarray] | None, mixed: bool):
+        """generate() inside its precision's context; `mixed`: the prompt's pass alone is in bf16, so it goes through
+        the LLM whole (no shared head computed apart, no guessed response appended), as in full decoding."""
         decoding = decoding or self.config.llm.decoding
         if decoding == "full":
             return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.llm.max_new_tokens,
@@ -201,9 +211,10 @@ class DeftRecModel:
             if self._guesser is None:
                 self._guesser = Guesser(self.tokenizer, self._templates)
             leads = self.leads(kept)
-            drafts = self._guesser.guesses(leads) if len(kept) <= DRAFT_MAX_BATCH else None
+            drafts = self._guesser.guesses(leads) if len(kept) <= DRAFT_MAX_BATCH and not mixed else None
             out = template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens,
-                                    self._templates, streamer=streamer, shared_prefix=self._shared, drafts=drafts)
+                                    self._templates, streamer=streamer, shared_prefix=0 if mixed else self._shared,
+                                    drafts=drafts)
             self._guesser.learn(leads, out.ids, out.followed)
             return out
         trie = None
@@ -212,7 +223,8 @@ class DeftRecModel:
                 self._trie = CategoryTrie(self.tokenizer, slot_names(self.categories, self.config.prompt.response))
             trie = self._trie
         return template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens,
-                                 self._templates, trie=trie, streamer=streamer, shared_prefix=self._shared)
+                                 self._templates, trie=trie, streamer=streamer,
+                                 shared_prefix=0 if mixed else self._shared)
 
     @torch.no_grad()
     def trajectories(self, conditions: torch.Tensor, users: list[int], seed: int | None = None,

@@ -37,8 +37,8 @@ def describe(name):
         batch_users = order[s:s + size]
         with torch.no_grad():
             inputs = model.prompt_inputs(batch_users)
-            with model.autocast(precision):
-                gen = model.generate(inputs.embeds, inputs.attention_mask, decoding=mode, kept=inputs.kept)
+            gen = model.generate(inputs.embeds, inputs.attention_mask, decoding=mode, kept=inputs.kept,
+                                 precision=precision)
             cond = model.heads.condition(gen.hidden.last_hidden, gen.hidden.response_mask, gen.hidden.input_embeds)
         for row, u in enumerate(batch_users):
             texts[u] = model.tokenizer.decode(gen.ids[row], skip_special_tokens=True).strip()

@@ -4,6 +4,8 @@ pass over prompt + response."""
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -80,3 +82,31 @@ def response_hidden(model: nn.Module, prompt_embeds: torch.Tensor, prompt_mask: 
     out = lm_forward(model, embeds, mask)
     return ResponseHidden(last_hidden=out.last_hidden, response_mask=response_mask, input_embeds=embeds,
                           attention_mask=mask)
+
+
+@contextmanager
+def first_pass_autocast(decoder: nn.Module, device_type: str, enabled: bool = True) -> Iterator[None]:
+    """bf16 autocast for the decoder's next forward only (a generation's prompt pass); every later pass in float32.
+
+    The prompt pass is most of a batched generation's work; the response's passes stay in float32, so feeding a
+    template's fixed words in one pass gives what feeding them one at a time does, as in float32 (docs/inference.md)."""
+    state: dict = {"ctx": None, "done": not enabled}
+
+    def before(_module, _args) -> None:
+        if not state["done"]:
+            state["ctx"] = torch.autocast(device_type, dtype=torch.bfloat16)
+            state["ctx"].__enter__()
+
+    def after(_module, _args, _out) -> None:
+        if state["ctx"] is not None:
+            state["ctx"].__exit__(None, None, None)
+            state["ctx"], state["done"] = None, True
+
+    handles = [decoder.register_forward_pre_hook(before), decoder.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+        if state["ctx"] is not None:  # the pass raised: leave no autocast behind
+            state["ctx"].__exit__(None, None, None)
