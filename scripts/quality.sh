@@ -43,6 +43,7 @@
 #   align-w3 | align-w0.3   align with L_align's weight 3 or 0.3 instead of 1 (--align-weight 3, 0.3)
 #   align-mixed   align with the prompt's pass in bf16 and the response in float32 (--inference-precision mixed);
 #                 every other row writes its texts in float32 (--inference-precision float32) unless it says otherwise
+#   every row refines without a time bound (--refine-seconds 0; the quick profile's 360 s came later)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dataset=${1:?dataset, e.g. ml-100k or paper:../shared/datasets/deftrec-paper/software}
@@ -103,6 +104,7 @@ for spec in "${rows[@]}"; do
     [[ " ${flags[*]} " == *" --refine-init "* ]] || flags+=(--refine-init joint)
     [[ " ${flags[*]} " == *" --align-weight "* ]] || flags+=(--align-weight 0)
     [[ " ${flags[*]} " == *" --inference-precision "* ]] || flags+=(--inference-precision float32)
+    flags+=(--refine-seconds 0)
     [[ " ${flags[*]} " == *" --refine-epochs "* || " ${flags[*]} " == *" --profile "* ]] || flags+=(--refine-epochs 30)
     .venv/bin/deftrec train --dataset "$dataset" --name "$name" --seed "$seed" --force "${flags[@]}" >&2
   fi

@@ -54,7 +54,7 @@ FORMAT1_EXPECTED = {
     "profile": {"name": "quick", "steps": 60, "batch_size": 8, "grad_accum": 1, "lr": 0.001, "weight_decay": 1e-05,
                 "max_history": 8, "max_length": 160, "refine_epochs": 30, "diffusion_repeats": 8,
                 "describe_batch": 48, "checkpoint_every": 20, "val_every": 0, "val_users": 0, "val_patience": 0,
-                "refine_patience": 4, "cpu_bf16": True},
+                "refine_patience": 4, "cpu_bf16": True, "refine_seconds": 0.0},
 }
 
 # a value other than the default for every leaf (kept valid: D, d and the enumerations agree)
@@ -79,7 +79,7 @@ CHANGED = {
     "profile": {"name": "custom", "steps": 3, "batch_size": 2, "grad_accum": 2, "lr": 0.01, "weight_decay": 0.0,
                 "max_history": 4, "max_length": 64, "refine_epochs": 1, "diffusion_repeats": 1, "describe_batch": 2,
                 "checkpoint_every": 2, "val_every": 1, "val_users": 3, "val_patience": 1, "refine_patience": 0,
-                "cpu_bf16": False},
+                "cpu_bf16": False, "refine_seconds": 12.5},
 }
 
 
@@ -217,7 +217,7 @@ def _edited(settings_edit) -> dict:
     (_edited(lambda s: s["llm"].update(hidden=64)), "must be equal"),
     ({**_current(FORMAT1_EXPECTED), "extra": 1}, "unknown key 'extra'"),
     ({k: v for k, v in _current(FORMAT1_EXPECTED).items() if k != "models"}, "missing key 'models'"),
-    ({**_current(FORMAT1_EXPECTED), "format_version": 10}, "format 9"),
+    ({**_current(FORMAT1_EXPECTED), "format_version": 11}, "format 10"),
     (_edited(lambda s: s["training"].update(refine_init="warm")), "refine_init must be one of joint, fresh"),
     (_edited(lambda s: s["retrieval"].update(item_norm=-1.0)), "item_norm must be a finite number >= 0"),
     (_edited(lambda s: s["training"].update(align_weight=-0.5)), "align_weight must be >= 0"),
@@ -311,6 +311,14 @@ def test_a_format8_run_migrates_without_the_alignment_loss(tmp_path):
     assert run.config["format_version"] == FORMAT_VERSION
 
 
+def test_a_format9_run_migrates_without_a_refinement_time_bound(tmp_path):
+    settings = json.loads(json.dumps(FORMAT1_EXPECTED))
+    del settings["profile"]["refine_seconds"]  # format 9 had no such setting: the refinement ran unbounded
+    run = Run.open(_fake_run(tmp_path, {**_current(settings), "format_version": 9}), verify=False)
+    assert run.deftrec_config.profile.refine_seconds == 0.0 and run.deftrec_config.profile.refine_epochs == 30
+    assert run.config["format_version"] == FORMAT_VERSION
+
+
 def test_title_category_items_show_their_category_after_the_title():
     from engine.model.prompts import build_prompt
     prompt = build_prompt(0, ["Toy Story (1995)", "Heat (1995)", "Kolya (1996)"], 2, drop_year=True,
@@ -364,3 +372,6 @@ def test_refine_epochs_replaces_only_the_profiles_epochs():
     assert profile == replace(PROFILES["quick"], refine_epochs=45) and profile.name == "quick"
     both = deftrec_config(TrainRequest(profile="quick", refine_epochs=45, refine_patience=0)).profile
     assert both == replace(PROFILES["quick"], refine_epochs=45, refine_patience=0)
+    assert PROFILES["quick"].refine_seconds == 360.0 and PROFILES["cpu"].refine_seconds == 0.0
+    unbounded = deftrec_config(TrainRequest(profile="quick", refine_seconds=0.0)).profile
+    assert unbounded == replace(PROFILES["quick"], refine_seconds=0.0)  # 0 is a value, not "the profile's"

@@ -18,6 +18,7 @@ def test_run_directory_holds_every_part(tiny_run):
     settings = config["deftrec"]["config"]
     assert config["models"][0] == "deftrec" and settings["llm"]["name"] == "tiny"
     assert settings["tokenizer"]["k"] == 2 and settings["llm"]["hidden"] == 64
+    assert config["deftrec"]["refine"]["stopped"] == "epochs"  # the tiny profile's 2 epochs, no bound reached
     modules = json.loads((tiny_run / "lora" / "adapter_config.json").read_text())["target_modules"]
     assert modules == sorted(modules) and len(modules) > 1  # peft's set order varies across processes
 

@@ -67,3 +67,27 @@ def test_refine_init_accepts_joint_and_fresh_only():
     assert DeftRecConfig().updated({"training.refine_init": "fresh"}).training.refine_init == "fresh"
     with pytest.raises(ValueError, match="refine_init must be one of joint, fresh"):
         DeftRecConfig().updated({"training.refine_init": "warm"})
+
+
+
+def test_the_refinement_stops_at_its_first_check_past_its_time_bound():
+    """seconds: a check past the bound ends the refinement and says so; without one it runs every epoch."""
+    import time
+
+    from engine.model.refine import refine_epochs
+    config, denoiser, conditions, users, items, item_q = _setup()
+    seen = []
+
+    def slow_check(epoch: int) -> int:
+        time.sleep(0.05)
+        return epoch  # always a new best: patience never stops it
+
+    def run(seconds: float) -> str:
+        seen.clear()
+        return refine_epochs(denoiser, config, conditions, users, items, item_q, 12, 1, slow_check,
+                             np.random.default_rng(1), torch.Generator().manual_seed(1), "cpu",
+                             lambda epoch, checked, stopping: seen.append((epoch, checked, stopping)), seconds=seconds)
+
+    assert run(0.01) == "time" and seen[-1] == (3, True, True)  # the first check is already past 10 ms
+    assert run(0.0) == "epochs" and len(seen) == 12 and not any(stopping for *_, stopping in seen)
+    assert run(3600.0) == "epochs" and len(seen) == 12

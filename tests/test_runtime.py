@@ -34,3 +34,14 @@ def test_accelerator_uses_bf16_only_where_it_pays(monkeypatch, fresh_accelerate_
     monkeypatch.setattr(runtime, "cpu_supports_bf16", lambda: native)
     monkeypatch.setattr(runtime, "cpu_bf16_speedup", lambda: speedup)
     assert make_accelerator(asked).mixed_precision == expected
+
+
+def test_auto_precision_resolves_by_the_probe(monkeypatch):
+    from engine.model import runtime
+    assert runtime.resolve_precision("float32", "cpu") == "float32"
+    assert runtime.resolve_precision("mixed", "cuda") == "mixed"
+    monkeypatch.setattr(runtime, "cpu_bf16_pays", lambda: True)
+    assert runtime.resolve_precision("auto", "cpu") == "mixed"
+    assert runtime.resolve_precision("auto", "cuda") == "float32"  # the LLM is held in bf16 there already
+    monkeypatch.setattr(runtime, "cpu_bf16_pays", lambda: False)
+    assert runtime.resolve_precision("auto", "cpu") == "float32"

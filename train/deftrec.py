@@ -22,6 +22,7 @@ from engine.model.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_resp
 from engine.model.ranking import target_ranks
 from engine.model.recommender import DeftRecModel, Preference, build_model
 from engine.model.refine import refine_epochs, refinement_pairs
+from engine.model.runtime import resolve_precision
 from engine.model.variants import variant_of
 from train.cf import Evaluator, NegativeSampler
 from train.objective import JointBatch, JointObjective
@@ -402,12 +403,15 @@ def refine_denoiser(model: DeftRecModel, split: Split, evaluator: Evaluator, pre
                                              f"(best {best[0]:.4f} @ {best[2]}, τ={best[4]:g}, w={best[5]:g})")
             progress.update(task, advance=1)
             if stopping:
-                log(f"refine: early stop at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
+                log(f"refine: stopped at epoch {epoch}, best validation HR@10 at epoch {best[2]}")
 
-        refine_epochs(heads.denoiser, config, conditions, users, items, model.item_q, profile.refine_epochs,
-                      profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch,
-                      history=split.train_pairs())
-    return _keep_best(model, best, evaluator, conditions, categories, seed, checks, item_norms)
+        stopped = refine_epochs(heads.denoiser, config, conditions, users, items, model.item_q, profile.refine_epochs,
+                                profile.refine_patience, check_epoch, rng, generator, model.device, on_epoch,
+                                history=split.train_pairs(), seconds=profile.refine_seconds)
+    if stopped == "time":
+        log(f"refine: the profile's {profile.refine_seconds:g} s were spent (--refine-seconds 0 lifts the bound)")
+    metrics, epoch, record = _keep_best(model, best, evaluator, conditions, categories, seed, checks, item_norms)
+    return metrics, epoch, {**record, "stopped": stopped}
 
 
 def fresh_denoiser(denoiser: torch.nn.Module, seed: int) -> None:
@@ -471,12 +475,14 @@ def train_deftrec(split: Split, evaluator: Evaluator, user_q: torch.Tensor, item
     config = config.with_llm_hidden(model.llm.config.hidden_size).updated({
         "tokenizer.out_scale": embedding_rms(model.llm), "diffusion.target_scale": target_scale,
         "prompt.max_history": profile.max_history, "prompt.max_length": profile.max_length,
-        "llm.fingerprint": llm_fingerprint(config.llm.name)})
+        "llm.fingerprint": llm_fingerprint(config.llm.name),
+        "llm.inference_precision": resolve_precision(config.llm.inference_precision, model.device.type)})
     config = config.updated({"variant": variant_of(config)})
     model.config = config
     model.heads = DeftRecHeads(config).to(model.device)
     log(f"deftrec: LLM {config.llm.name} (hidden {config.llm.hidden}), K={config.tokenizer.k}, variant {config.variant}, "
-        f"profile {profile.name}: {profile.steps} joint steps × {profile.batch_size} users")
+        f"profile {profile.name}: {profile.steps} joint steps × {profile.batch_size} users, "
+        f"texts in {config.llm.inference_precision}")
     pretrain = {}
     if model.heads.tokenizer.has_decoder:
         t_pretrain = time.perf_counter()

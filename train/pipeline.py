@@ -39,6 +39,7 @@ class TrainRequest:
     max_history: int | None = None  # items a prompt shows, replacing the profile's (None: the profile's own)
     refine_patience: int | None = None  # refinement checks without improvement before stopping (None: the profile's)
     refine_epochs: int | None = None  # the refinement's most epochs (None: the profile's)
+    refine_seconds: float | None = None  # the refinement's time bound in seconds, 0 none (None: the profile's)
     deftrec: DeftRecConfig = field(default_factory=DeftRecConfig)  # the DeftRec settings (stage all)
     temperatures: tuple[float, ...] = ()  # sampling temperatures to choose among on validation (default: the config's)
     item_norms: tuple[float, ...] = ()  # retrieval item weights ‖q_j‖^α to choose among on validation (default: the config's)
@@ -170,7 +171,7 @@ def _sort_adapter_modules(path: Path) -> None:
 def deftrec_config(request: TrainRequest) -> DeftRecConfig:
     """The DeftRec settings a request trains with: its config under the profile it names."""
     overrides = {"max_history": request.max_history, "refine_patience": request.refine_patience,
-                 "refine_epochs": request.refine_epochs}
+                 "refine_epochs": request.refine_epochs, "refine_seconds": request.refine_seconds}
     profile = replace(PROFILES[request.profile], **{k: v for k, v in overrides.items() if v is not None})
     return request.deftrec.updated({"profile": profile})
 

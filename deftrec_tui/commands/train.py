@@ -54,6 +54,7 @@ def train(
     max_history: Annotated[int | None, typer.Option(help="History items a prompt shows, the latest (history recent) or a sample (random); default the profile's (8 in quick and cpu, 20 in paper).", min=1)] = None,
     refine_patience: Annotated[int | None, typer.Option(help="Refinement checks (every 3 epochs) without a better validation HR@10 before it stops; 0: run every epoch and keep the best check; default the profile's (4 in quick, 0 in cpu).", min=0)] = None,
     refine_epochs: Annotated[int | None, typer.Option(help="The refinement's most epochs (each a pass over its pairs, in batches of 1,024; a check every 3 epochs); default the profile's (90 in quick, with early stop; 60 in cpu).", min=0)] = None,
+    refine_seconds: Annotated[float | None, typer.Option(help="The refinement stops at its first check past this many seconds (the best check is kept); 0: no bound; default the profile's (360 in quick, so a seed whose validation keeps rising keeps the quick run within 20 minutes; none in cpu and paper).", min=0.0)] = None,
     refine_targets: Annotated[int, typer.Option(help="History recent: the refinement (phase 3) targets each user's this many latest train items.", min=1)] = D.training.refine_targets,
     refine_init: Annotated[str, typer.Option(help="Where the refinement (phase 3) starts: joint (the denoiser as joint training left it, trained on teacher-forced conditions) | fresh (a newly initialized denoiser, trained on the generated texts' conditions alone; the joint one stays a candidate as the epoch-0 check).")] = D.training.refine_init,
     align_weight: Annotated[float, typer.Option(help="Weight of L_align (not the paper): the error of a ridge probe of the condition c (refitted every joint step on the latest 256 users seen) predicting the user's LightGCN vector, so c carries the user the prompt's user tokens show (1, the default: R² of c to the user vector 0.63 / 0.58 against 0.23 / 0.21 in two ML-100K seeds, validation level by the paired test); 0: Eq. 15 as written, the paper.", min=0.0)] = D.training.align_weight,
@@ -158,7 +159,7 @@ def train(
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
                            force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
                            profile=profile, max_history=max_history, refine_patience=refine_patience,
-                           refine_epochs=refine_epochs, deftrec=config, temperatures=tuple(temperatures),
+                           refine_epochs=refine_epochs, refine_seconds=refine_seconds, deftrec=config, temperatures=tuple(temperatures),
                            guidances=tuple(guidances), qlora=qlora, resume=resume,
                            item_norms=item_norms if len(item_norms) > 1 else ())
     if max_memory:

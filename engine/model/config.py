@@ -19,15 +19,16 @@ from typing import Any
 
 from data.errors import DeftrecError, RunError
 
-FORMAT_VERSION = 9  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
+FORMAT_VERSION = 10  # config.json's `format_version`; formats 1 (flat `format: 1`), 2 (no prompt.title_year), 3 (no
 #                      training.refine_targets), 4 (no prompt.item_text), 5 (no condition.pool), 6 (no
-#                      retrieval.item_norm), 7 (no training.refine_init) and 8 (no training.align_weight) migrate on load
+#                      retrieval.item_norm), 7 (no training.refine_init), 8 (no training.align_weight) and 9 (no
+#                      profile.refine_seconds) migrate on load
 TOKENIZER_KINDS = ("kway", "linear", "sigma-vae")
 REFINE_INITS = ("joint", "fresh")
 PREDICTIONS = ("eps", "x0")
 AUX_LOSSES = ("none", "bpr", "dispersive")
 DECODINGS = ("template", "draft", "full", "constrained")
-PRECISIONS = ("float32", "bfloat16", "mixed")  # the LLM at inference (LLMConfig.inference_precision)
+PRECISIONS = ("auto", "float32", "bfloat16", "mixed")  # the LLM at inference (LLMConfig.inference_precision)
 TITLE_YEARS = ("keep", "drop")
 ITEM_TEXTS = ("title", "title-category")
 CONDITION_POOLS = ("response", "response+user")
@@ -50,7 +51,8 @@ class LLMConfig:
     #                             same result) | 'constrained' (template, the slot limited to category names)
     inference_precision: str = "float32"  # 'float32' | 'bfloat16' (autocast over fp32 weights; on a CPU only where
     #                                       it has native bf16, else float32) | 'mixed' (the prompt's pass in bf16,
-    #                                       the response's passes in float32)
+    #                                       the response's passes in float32) | 'auto' (mixed where bf16 pays on
+    #                                       the training's CPU, else float32; a trained run records which)
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
@@ -231,14 +233,18 @@ class Profile:
     val_patience: int  # checks without improvement before stopping early
     refine_patience: int = 4  # refinement checks (every 3 epochs) without improvement before stopping
     cpu_bf16: bool = False  # bf16 autocast for joint training on CPUs with native bf16 (GPUs always use it)
+    refine_seconds: float = 0.0  # the refinement stops at its first check past this many seconds (0: no bound)
 
 
 PROFILES = {
     # refinement: up to 90 epochs with patience 4 (30 until 2026-12-05; a small catalog's epoch is few steps:
     # Software's 6,620 train pairs make 7, and its checks still rose at epoch 30; docs/reproduction.md)
+    # and at most 6 minutes of it, so that a seed whose validation keeps rising cannot take `scripts/main.sh` past 20
+    # minutes (ML-100K's seed 0 at L_align weight 3 refined for 843 s; the default's seed 0 stops in 144-192 s)
     "quick": Profile("quick", steps=60, batch_size=8, grad_accum=1, lr=1e-3, weight_decay=1e-5, max_history=8,
                      max_length=160, refine_epochs=90, diffusion_repeats=8, describe_batch=48,
-                     checkpoint_every=20, val_every=0, val_users=0, val_patience=0, cpu_bf16=True),
+                     checkpoint_every=20, val_every=0, val_users=0, val_patience=0, cpu_bf16=True,
+                     refine_seconds=360.0),
     # ≤ 60 min for the whole ML-100K run on the 2-core CPU: 6.7× the quick profile's joint steps (3,200 samples,
     # each user about 3.4 times), the same prompts, a longer refinement run to its end with the best check kept (its
     # checks rise slowly and swing: patience 4 stopped at epoch 18 of a refit whose best was 42, docs/quality.md §4)
@@ -374,7 +380,7 @@ V1_FLAT_DEFAULTS: dict[str, Any] = {
 }
 # model arguments format 1 never stored (TokenizerConfig's and DiffusionConfig's defaults of the format-1 code)
 V1_IMPLICIT = {"n_blocks": 2, "out_norm": True, "beta_start": 1e-4, "beta_end": 0.02, "time_embed_dim": 64}
-V1_PROFILE_DEFAULTS = {"refine_patience": 4, "cpu_bf16": False}  # Profile fields added with a default
+V1_PROFILE_DEFAULTS = {"refine_patience": 4, "cpu_bf16": False, "refine_seconds": 0.0}  # Profile fields added later
 # a format-1 run without a profile trained with the quick profile of its time (engine/services/diagnostics.py assumed so)
 V1_QUICK_PROFILE = {"name": "quick", "steps": 60, "batch_size": 8, "grad_accum": 1, "lr": 1e-3, "weight_decay": 1e-5,
                     "max_history": 8, "max_length": 160, "refine_epochs": 30, "diffusion_repeats": 8,
@@ -431,7 +437,7 @@ def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None 
 
 def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
     """A run's config.json of any known format as format FORMAT_VERSION, in memory (the file is not rewritten)."""
-    if run_config.get("format_version") in (2, 3, 4, 5, 6, 7, 8):
+    if run_config.get("format_version") in (2, 3, 4, 5, 6, 7, 8, 9):
         return _from_format2(run_config)
     if "format_version" in run_config or run_config.get("format") != 1:
         return run_config
@@ -445,12 +451,13 @@ def migrate(run_config: dict, *, path: str | Path | None = None) -> dict:
 
 
 def _from_format2(run_config: dict) -> dict:
-    """Formats 2-8 → 9: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
+    """Formats 2-9 → 10: prompt.title_year (format 3) did not exist, titles were shown whole ('keep');
     training.refine_targets (format 4) did not exist, the refinement targeted the 5 latest train items;
     prompt.item_text (format 5) did not exist, items were shown by their titles alone; condition.pool (format 6)
     did not exist, c was pooled over the response alone; retrieval.item_norm (format 7) did not exist, items were
     ranked by Eq. 14's cosine (α = 0); training.refine_init (format 8) did not exist, the refinement started from
-    the jointly trained denoiser ('joint'); training.align_weight (format 9) did not exist, Eq. 15 had no L_align (0)."""
+    the jointly trained denoiser ('joint'); training.align_weight (format 9) did not exist, Eq. 15 had no L_align (0);
+    profile.refine_seconds (format 10) did not exist, the refinement had no time bound (0)."""
     out = {**run_config, "format_version": FORMAT_VERSION}
     old = run_config.get("deftrec")
     settings = old.get("config") if isinstance(old, dict) else None
@@ -459,7 +466,7 @@ def _from_format2(run_config: dict) -> dict:
         for section, key, value in (("prompt", "title_year", "keep"), ("training", "refine_targets", 5),
                                     ("prompt", "item_text", "title"), ("condition", "pool", "response"),
                                     ("retrieval", "item_norm", 0.0), ("training", "refine_init", "joint"),
-                                    ("training", "align_weight", 0.0)):
+                                    ("training", "align_weight", 0.0), ("profile", "refine_seconds", 0.0)):
             if isinstance(settings.get(section), dict):
                 settings[section] = {**settings[section]}
                 settings[section].setdefault(key, value)

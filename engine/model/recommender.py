@@ -18,7 +18,7 @@ from engine.model.llm.loading import load_causal_lm
 from engine.model.llm.lora import add_placeholder_token, apply_lora
 from engine.model.prompts import DEFAULT_INPUT_TEMPLATE, leading_categories, prompt_history
 from engine.model.retriever import HybridRetriever, category_parts, extract_category, extract_parts
-from engine.model.runtime import cpu_supports_bf16
+from engine.model.runtime import cpu_supports_bf16, resolve_precision
 
 
 @dataclass
@@ -140,8 +140,8 @@ class DeftRecModel:
     def autocast(self, precision: str | None = None):
         """bf16 autocast over the LLM's fp32 weights when the run (or `precision`) asks for bfloat16 and the device has
         native bf16 (on the 2-core avx512_bf16 CPU a batch-32 prefill took 3.8 s against 7.9 s in fp32), else a no-op."""
-        precision = precision or self.config.llm.inference_precision
         device = self.device.type
+        precision = resolve_precision(precision or self.config.llm.inference_precision, device)
         native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()
         if precision == "mixed":  # the prompt's pass in bf16, the response's passes in float32
             from engine.model.decoding import decoder_of
@@ -185,8 +185,8 @@ class DeftRecModel:
         run's config says (or `decoding`): full, template, draft (needs the prompts' `kept` items; template without)
         or constrained (engine/model/decoding.py), in the run's precision (or `precision`)."""
         with self.autocast(precision):
-            return self._generate(embeds, mask, streamer, decoding, kept,
-                                  (precision or self.config.llm.inference_precision) == "mixed")
+            mixed = resolve_precision(precision or self.config.llm.inference_precision, self.device.type) == "mixed"
+            return self._generate(embeds, mask, streamer, decoding, kept, mixed)
 
     def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer, decoding: str | None,
                   kept: list[np.ndarray] | None, mixed: bool):

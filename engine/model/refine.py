@@ -4,6 +4,7 @@ the cached LLM conditions (train/deftrec.py) and the ceiling diagnostic on CF us
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import numpy as np
@@ -42,11 +43,13 @@ def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.T
                   items: np.ndarray, item_q: torch.Tensor, epochs: int, patience: int,
                   check: Callable[[int], int], rng: np.random.Generator, generator: torch.Generator,
                   device: torch.device | str, on_epoch: Callable[[int, bool, bool], None] | None = None,
-                  history: tuple[np.ndarray, np.ndarray] | None = None, ema_decay: float = 0.0) -> None:
+                  history: tuple[np.ndarray, np.ndarray] | None = None, ema_decay: float = 0.0,
+                  seconds: float = 0.0) -> str:
     """Train `denoiser` in place for up to `epochs` epochs on the pairs (users[i], items[i]) with conditions[user]
     as c; check(epoch) runs every 3 epochs and at the last one and returns the best epoch so far; stops once
-    3·patience epochs have passed without a better check (patience 0: never); on_epoch(epoch, checked, stopping)
-    follows every epoch; negatives avoid the (user, item) pairs of `history` (default: the training pairs).
+    3·patience epochs have passed without a better check (patience 0: never) or at the first check once `seconds`
+    have passed (0: no bound); on_epoch(epoch, checked, stopping) follows every epoch; negatives avoid the (user,
+    item) pairs of `history` (default: the training pairs). Returns why it stopped: 'epochs', 'patience' or 'time'.
     ema_decay > 0 keeps an exponential moving average of the weights, updated after every step, and each check
     sees those averaged weights (the denoiser holds them while check runs, so a state it copies is the average)."""
     sampler = NegativeSampler(len(item_q), *(history if history is not None else (users, items)), rng)
@@ -54,6 +57,7 @@ def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.T
     average = [p.detach().clone() for p in denoiser.parameters()] if ema_decay > 0 else None
     schedule = DDPMSchedule.from_config(denoiser.config)
     objective = denoising_objective(config)
+    started = time.perf_counter()
     for epoch in range(1, epochs + 1):
         denoiser.train()
         order = rng.permutation(len(users))
@@ -74,17 +78,21 @@ def refine_epochs(denoiser: Denoiser, config: DeftRecConfig, conditions: torch.T
                     for a, p in zip(average, denoiser.parameters()):
                         a.lerp_(p, 1.0 - ema_decay)  # a ← decay·a + (1 − decay)·p
         checked = epoch % CHECK_EVERY == 0 or epoch == epochs
-        stopping = False
+        reason = None
         if checked:
             if average is None:
                 best_epoch = check(epoch)
             else:
                 best_epoch = _check_averaged(denoiser, average, check, epoch)
-            stopping = bool(patience) and epoch - best_epoch >= CHECK_EVERY * patience
+            if patience and epoch - best_epoch >= CHECK_EVERY * patience:
+                reason = "patience"
+            elif seconds and time.perf_counter() - started >= seconds and epoch < epochs:
+                reason = "time"
         if on_epoch is not None:
-            on_epoch(epoch, checked, stopping)
-        if stopping:
-            break
+            on_epoch(epoch, checked, reason is not None)
+        if reason is not None:
+            return reason
+    return "epochs"
 
 
 def _check_averaged(denoiser: Denoiser, average: list[torch.Tensor], check: Callable[[int], int], epoch: int) -> int:

@@ -56,3 +56,11 @@ def cpu_bf16_speedup() -> float:
 def cpu_bf16_pays(threshold: float = 1.1) -> bool:
     """Whether bf16 autocast is worth it here: native bf16 and measured at least `threshold`× faster than fp32."""
     return cpu_supports_bf16() and cpu_bf16_speedup() >= threshold
+
+
+def resolve_precision(precision: str, device_type: str) -> str:
+    """The LLM's inference precision that 'auto' stands for here: 'mixed' on a CPU where bf16 autocast measures
+    faster than fp32 (cpu_bf16_pays), else 'float32' (GPUs hold the LLM in bf16 already); other values unchanged."""
+    if precision != "auto":
+        return precision
+    return "mixed" if device_type == "cpu" and cpu_bf16_pays() else "float32"
