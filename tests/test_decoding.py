@@ -262,3 +262,24 @@ def test_mixed_precision_runs_the_prompt_pass_alone_in_bf16_and_keeps_the_equali
     with first_pass_autocast(decoder_of(model), "cpu"):
         pass  # nothing ran: no autocast is left behind
     assert not torch.is_autocast_enabled("cpu")
+
+
+def test_guesses_after_a_bf16_prompt_pass_equal_full_decoding_in_the_same_precision(taught):
+    """split_prompt: the prompt in a bf16 pass of its own, the guesses in float32 after it; right guesses cost 2 passes."""
+    from engine.model.decoding import decoder_of
+    from engine.model.llm.forward import first_pass_autocast
+    model, tok, ct_id = taught
+    batch, embeds = _batch(model, tok, ct_id, [h for h, _, _ in CASES])
+    mask = batch["attention_mask"]
+    right = [Guess(t, (_slot(tok, c),)) for _, t, c in CASES]
+    wrong = [Guess((t + 1) % 3, (_slot(tok, "Western"),)) for _, t, _ in CASES]
+    with torch.no_grad():
+        with first_pass_autocast(decoder_of(model), "cpu"):
+            full = generate(model, tok, embeds, mask, max_new_tokens=32, with_hidden=True)
+        for guesses in (right, wrong):
+            with first_pass_autocast(decoder_of(model), "cpu"):
+                fast = template_generate(model, tok, embeds, mask, max_new_tokens=32, drafts=guesses, split_prompt=True)
+            _same_as_full(model, tok, embeds, mask, full, fast)
+            assert fast.followed == [True] * len(CASES)
+            if guesses is right:
+                assert fast.forwards == 2  # the prompt's pass, then the guessed responses' pass

@@ -205,14 +205,16 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
                       max_new_tokens: int = 24, templates: list[TemplateTokens] | None = None,
                       trie: CategoryTrie | None = None, eos_token_id: int | None = None,
                       streamer=None, shared_prefix: int = 0,
-                      drafts: list[Guess | None] | None = None) -> TemplateGeneration:
+                      drafts: list[Guess | None] | None = None, split_prompt: bool = False) -> TemplateGeneration:
     """Greedy response ids and their last hidden states for left-padded prompts inputs_embeds [B,L,D], feeding each
     template's fixed words in one pass; see the module docstring for when it equals
     engine.model.llm.generation.generate. The first `shared_prefix` real tokens, when every row starts with them, go
     through the LLM once for the whole batch. With `drafts` (a Guess per row; not with a trie) decoding is speculative:
     the guessed response goes through the LLM with the prompt, and every later pass that feeds a slot token also feeds
     a guessed rest of the slot and the template's last words; each guess is kept up to its first token that is not the
-    greedy choice and the rest masked out, so the result is the same and a right guess costs no pass of its own."""
+    greedy choice and the rest masked out, so the result is the same and a right guess costs no pass of its own.
+    split_prompt: the guesses go through in a pass of their own after the prompt's (so that a precision given to the
+    first pass, engine.model.llm.forward.first_pass_autocast, applies to the prompt alone)."""
     from transformers import DynamicCache
     templates = template_tokens(tokenizer) if templates is None else templates
     eos = tokenizer.eos_token_id if eos_token_id is None else eos_token_id
@@ -236,7 +238,8 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
             streamer.put(torch.zeros(1, 0, dtype=torch.long))  # the prompt, which a streamer skips
         if drafts is not None and trie is None:
             last, mask, count = _draft_pass(decoder, keyword, cache, embed, head, inputs_embeds, mask, rows, drafts,
-                                            templates, ct, tokenizer.pad_token_id, max_new_tokens)
+                                            templates, ct, tokenizer.pad_token_id, max_new_tokens, split_prompt)
+            forwards += int(split_prompt)
             if streamer is not None and rows[0].ids:
                 streamer.put(torch.tensor([rows[0].ids]))
         else:
@@ -294,19 +297,27 @@ def template_generate(model: nn.Module, tokenizer, inputs_embeds: torch.Tensor, 
 
 def _draft_pass(decoder: nn.Module, keyword: str, cache, embed: nn.Module, head: nn.Module, embeds: torch.Tensor,
                 mask: torch.Tensor, rows: list[_Row], drafts: list[Guess | None], templates: list[TemplateTokens],
-                ct: int | None, pad: int, max_new_tokens: int):
-    """The prompt pass with each row's guessed response appended [B,L+W]: keeps each guess up to its first token that
-    greedy decoding would not choose, masks the rest out of the cache and puts the row in the decoding state the kept
-    tokens reach. Returns (the state [B,D] that predicts each row's next token, the attention mask [B,L+W], the tokens
-    so far per row [B])."""
+                ct: int | None, pad: int, max_new_tokens: int, split: bool = False):
+    """The prompt pass with each row's guessed response appended [B,L+W] (with `split`, the prompt's pass and then the
+    guesses' pass): keeps each guess up to its first token that greedy decoding would not choose, masks the rest out of
+    the cache and puts the row in the decoding state the kept tokens reach. Returns (the state [B,D] that predicts
+    each row's next token, the attention mask [B,L+W], the tokens so far per row [B])."""
     b, length = mask.shape
     device = embeds.device
     guessed = [d.first(templates)[:max_new_tokens - 1] if d is not None else [] for d in drafts]
     ids, new_mask = _right_padded(guessed, pad, device)  # [B,W]
     full_mask = torch.cat([mask, new_mask], dim=1)  # [B,L+W]
-    out = decoder(inputs_embeds=torch.cat([embeds, embed(ids).to(embeds.dtype)], dim=1), attention_mask=full_mask,
-                  position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0), **{keyword: cache}, use_cache=True)
-    hidden = out.last_hidden_state[:, length - 1:]  # [B,W+1,D] the prompt's last state, then each guessed token's
+    if split:
+        prompt = decoder(inputs_embeds=embeds, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                         **{keyword: cache}, use_cache=True).last_hidden_state[:, -1:]  # [B,1,D]
+        positions = (mask.sum(1, keepdim=True) + new_mask.cumsum(-1) - 1).clamp(min=0)  # [B,W] as in one pass
+        guesses = decoder(inputs_embeds=embed(ids).to(embeds.dtype), attention_mask=full_mask, position_ids=positions,
+                          **{keyword: cache}, use_cache=True).last_hidden_state  # [B,W,D]
+        hidden = torch.cat([prompt, guesses], dim=1)  # [B,W+1,D]
+    else:
+        out = decoder(inputs_embeds=torch.cat([embeds, embed(ids).to(embeds.dtype)], dim=1), attention_mask=full_mask,
+                      position_ids=(full_mask.cumsum(-1) - 1).clamp(min=0), **{keyword: cache}, use_cache=True)
+        hidden = out.last_hidden_state[:, length - 1:]  # [B,W+1,D] the prompt's last state, then each guessed token's
     choices = _greedy(head, hidden, ct)  # [B,W+1]
     for r, g in enumerate(guessed):
         kept = _agreeing(choices[r], g)

@@ -191,7 +191,7 @@ class DeftRecModel:
     def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer, decoding: str | None,
                   kept: list[np.ndarray] | None, mixed: bool):
         """generate() inside its precision's context; `mixed`: the prompt's pass alone is in bf16, so it goes through
-        the LLM whole (no shared head computed apart, no guessed response appended), as in full decoding."""
+        the LLM whole, as in full decoding (no shared head computed apart; guessed responses in a pass of their own)."""
         decoding = decoding or self.config.llm.decoding
         if decoding == "full":
             return generate(self.llm, self.tokenizer, embeds, mask, max_new_tokens=self.config.llm.max_new_tokens,
@@ -211,10 +211,10 @@ class DeftRecModel:
             if self._guesser is None:
                 self._guesser = Guesser(self.tokenizer, self._templates)
             leads = self.leads(kept)
-            drafts = self._guesser.guesses(leads) if len(kept) <= DRAFT_MAX_BATCH and not mixed else None
+            drafts = self._guesser.guesses(leads) if len(kept) <= DRAFT_MAX_BATCH else None
             out = template_generate(self.llm, self.tokenizer, embeds, mask, self.config.llm.max_new_tokens,
                                     self._templates, streamer=streamer, shared_prefix=0 if mixed else self._shared,
-                                    drafts=drafts)
+                                    drafts=drafts, split_prompt=mixed)
             self._guesser.learn(leads, out.ids, out.followed)
             return out
         trie = None
