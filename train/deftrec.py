@@ -16,7 +16,6 @@ from engine.model.config import PROFILES, DeftRecConfig, Profile  # noqa: F401 -
 from engine.model.deftrec import DeftRecHeads
 from engine.model.llm.batches import encode_batch
 from engine.model.llm.loading import llm_fingerprint
-from engine.services.memory import is_out_of_memory
 from engine.model.metrics import metrics_from_ranks
 from engine.model.prompts import INPUT_TEMPLATES, RESPONSE_TEMPLATES, build_response, leading_categories
 from engine.model.ranking import target_ranks
@@ -24,6 +23,7 @@ from engine.model.recommender import DeftRecModel, Preference, build_model
 from engine.model.refine import refine_epochs, refinement_pairs
 from engine.model.runtime import resolve_precision
 from engine.model.variants import variant_of
+from engine.services.memory import is_out_of_memory
 from train.cf import Evaluator, NegativeSampler
 from train.objective import JointBatch, JointObjective
 from train.progress import log, make_progress
@@ -209,7 +209,7 @@ def joint_training(model: DeftRecModel, split: Split, evaluator: Evaluator, prof
                 try:
                     parts = accumulate_step(objective, sampler, accelerator, generator, micro_batch, grad_accum)
                     break
-                except BaseException as error:  # noqa: BLE001  only out-of-memory is handled
+                except BaseException as error:
                     if not is_out_of_memory(error) or micro_batch == 1:
                         raise
                     optimizer.zero_grad(set_to_none=True)
