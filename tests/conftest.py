@@ -44,6 +44,8 @@ def train_tiny_run(base, name="tiny", extra=()):
     data_dir = base / "data"
     if not data_dir.exists():
         write_clustered_csv(data_dir)
+    if "--inference-precision" not in extra:  # the same texts on every machine ('auto' goes by this CPU's bf16 speed)
+        extra = (*extra, "--inference-precision", "float32")
     result = CliRunner().invoke(app, ["train", "--dataset", f"csv:{data_dir}", "--out", str(base / "runs"),
                                       "--name", name, "--llm", "tiny", "--profile", "tiny", "--cf-epochs", "10",
                                       "--threads", "1", *extra])

@@ -80,6 +80,24 @@ def test_draft_decoding_describes_users_as_template_decoding(tiny_run):
         assert torch.allclose(a.condition, b.condition, atol=1e-5) and torch.allclose(a.condition, c.condition, atol=1e-5)
 
 
+def test_a_mixed_precision_run_describes_users_as_full_decoding_does_in_one_batch(tiny_run, tmp_path):
+    import torch
+
+    from engine.model.runtime import cpu_supports_bf16
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+    run = _copy_run(tiny_run, tmp_path)
+    _edit_config(run, deftrec__config__llm__inference_precision="mixed")
+    model = open_deftrec(Run.open(run, verify=False))
+    users = list(range(6))
+    full, draft = model.describe(users, decoding="full"), model.describe(users, decoding="draft")
+    plain = model.describe(users, decoding="full", precision="float32")
+    for a, b, c in zip(full, draft, plain):
+        assert a.text == b.text and torch.allclose(a.condition, b.condition, atol=1e-5)
+        if cpu_supports_bf16():  # elsewhere autocast is off and mixed is float32
+            assert not torch.equal(a.condition, c.condition)
+
+
 def test_export_defaults_to_deftrec_with_the_breakdown(tiny_run, tmp_path):
     import csv
     out = tmp_path / "deftrec.csv"
@@ -303,7 +321,10 @@ def test_a_run_trained_with_item_norm_auto_keeps_the_alpha_chosen_on_validation(
     from data.catalog import Catalog
     from engine.services.run import Run
     from tests.conftest import train_tiny_run
-    run = Run.open(train_tiny_run(tmp_path, name="auto", extra=("--item-norm", "auto")))
+    from engine.model.runtime import resolve_precision
+    run = Run.open(train_tiny_run(tmp_path, name="auto", extra=("--item-norm", "auto", "--inference-precision", "auto")))
+    assert run.deftrec_config.llm.inference_precision == resolve_precision("auto", "cpu")  # resolved and recorded
+    assert run.config["deftrec"]["refine"]["stopped"] == "epochs"  # the tiny profile's 2 epochs, no bound reached
     record = run.config["deftrec"]["refine"]
     checks = record["item_norm_checks"]
     assert [c["item_norm"] for c in checks] == [0.0, 0.25, 0.5, 0.75, 1.0]

@@ -49,10 +49,10 @@ class LLMConfig:
     decoding: str = "draft"  # 'full' greedy | 'template' (fixed words in one pass; equal where greedy follows the
     #                             template) | 'draft' (template, with a guessed response checked in the prompt's pass;
     #                             same result) | 'constrained' (template, the slot limited to category names)
-    inference_precision: str = "float32"  # 'float32' | 'bfloat16' (autocast over fp32 weights; on a CPU only where
-    #                                       it has native bf16, else float32) | 'mixed' (the prompt's pass in bf16,
-    #                                       the response's passes in float32) | 'auto' (mixed where bf16 pays on
-    #                                       the training's CPU, else float32; a trained run records which)
+    inference_precision: str = "auto"  # 'auto' (mixed where bf16 pays on the training's CPU, else float32; a
+    #                                    trained run records which) | 'float32' | 'bfloat16' (autocast over fp32
+    #                                    weights; on a CPU only where it has native bf16, else float32) | 'mixed' (the
+    #                                    prompt's pass in bf16, the response's passes in float32)
 
     def __post_init__(self) -> None:
         if self.decoding not in DECODINGS:
