@@ -38,6 +38,23 @@ def test_second_export_reuses_the_cache_and_loads_no_model(run_copy, tmp_path):
     assert summary == {"users": 60, "cached": 60, "computed": 0, "rows": 60 * 20}
 
 
+def test_a_recomputed_export_describes_users_in_the_batches_training_did(run_copy, tmp_path, monkeypatch):
+    """Without --batch-size the export batches as training's describe phase did (the same sizes, the same order), so a
+    bf16 prompt pass, which rounds differently in another batch layout, still reproduces the cached lists."""
+    from engine.services import export
+    from engine.services.loading import open_deftrec
+    from engine.services.run import Run
+    run = Run.open(run_copy)
+    model = open_deftrec(run)
+    sizes = []
+    real = export.compute_and_cache
+    monkeypatch.setattr(export, "compute_and_cache", lambda run, model, todo, k, size, *rest:
+                        sizes.append(size) or real(run, model, todo, k, size, *rest))
+    export.export_deftrec(run, tmp_path / "a.csv", k=5, recompute=True, model_loader=lambda: model)
+    export.export_deftrec(run, tmp_path / "b.csv", k=5, recompute=True, batch_size=7, model_loader=lambda: model)
+    assert sizes == [run.deftrec_config.profile.describe_batch, 7]
+
+
 def test_recompute_then_resume_after_an_interruption_gives_the_same_file(run_copy, tmp_path):
     from engine.services.export import export_deftrec
     from engine.services.loading import open_deftrec

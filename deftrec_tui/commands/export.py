@@ -55,7 +55,7 @@ def export(
     shard: Annotated[str | None, typer.Option(help="Only block i of n of the (selected) users, e.g. 0/4; join with --merge.")] = None,
     merge: Annotated[list[Path] | None, typer.Option(help="Merge these shard files of RUN into --out instead of exporting (repeat the option).")] = None,
     recompute: Annotated[bool, typer.Option(help="Ignore cached DeftRec lists and run the model again for the selected users.")] = False,
-    batch_size: Annotated[int, typer.Option(help="Users per LLM call when DeftRec has to run.", min=1)] = 32,
+    batch_size: Annotated[int | None, typer.Option(help="Users per LLM call when DeftRec has to run (default: the batches the run's training described its users in, 48 in quick and cpu, so a whole export reproduces the cached lists).", min=1)] = None,
     fmt: Annotated[str | None, typer.Option("--format", help="csv | parquet (default: from --out's suffix).")] = None,
     max_memory: Annotated[float | None, typer.Option(help="Cap this process's memory at this many GB (CPU runs): batches shrink instead of the machine running out.", min=1.0)] = None,
     index: Annotated[str, typer.Option(help="Retrieval for users computed now: exact (FAISS flat, default) | ivf | hnsw (approximate, for catalogs of millions; recall@K against exact is printed).")] = "exact",

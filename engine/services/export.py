@@ -250,13 +250,15 @@ def _arrow_chunk(pa, rows: list, columns: list[str], schema):
 
 
 def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | None = None,
-                   shard: tuple[int, int] | None = None, recompute: bool = False, batch_size: int = 32,
+                   shard: tuple[int, int] | None = None, recompute: bool = False, batch_size: int | None = None,
                    fmt: str = "csv", model_loader=None, on_start=None, on_progress=None, index: str = "exact",
                    on_smaller=None) -> dict:
     """Top-k of the selected users through the cache: users already cached are read, the others go through the
     full pipeline (loaded once by model_loader) and are cached batch by batch, then the file is written at once.
     index ivf|hnsw retrieves through an approximate index; its recall@k against exact search is measured on
-    (at most 256 of) the users computed now."""
+    (at most 256 of) the users computed now. batch_size None: the batches the training described its users in (the
+    run's profile.describe_batch, same order), so a whole export reproduces the cached lists even where a bf16 prompt
+    pass rounds differently in another batch layout (inference precision 'mixed', docs/inference.md)."""
     from data.errors import DeftrecError
     n_items = run.config.get("cf", {}).get("n_items")
     if n_items and k > n_items:
@@ -276,7 +278,8 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
             from engine.model.ann import AnnSettings
             model.retriever = exact.with_ann(AnnSettings(kind=index))
         try:
-            compute_and_cache(run, model, todo, k, batch_size, on_progress, on_smaller)
+            size = batch_size or (run.deftrec_config.profile.describe_batch if run.deftrec_config else 32)
+            compute_and_cache(run, model, todo, k, size, on_progress, on_smaller)
             recall = None if index == "exact" else ann_recall(run, model, exact, todo[:256], k)
         finally:
             model.retriever = exact
