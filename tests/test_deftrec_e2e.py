@@ -319,9 +319,9 @@ def test_opening_a_run_flushes_denormals(tiny_run):
 
 def test_a_run_trained_with_item_norm_auto_keeps_the_alpha_chosen_on_validation(tmp_path):
     from data.catalog import Catalog
+    from engine.model.runtime import resolve_precision
     from engine.services.run import Run
     from tests.conftest import train_tiny_run
-    from engine.model.runtime import resolve_precision
     run = Run.open(train_tiny_run(tmp_path, name="auto", extra=("--item-norm", "auto", "--inference-precision", "auto")))
     assert run.deftrec_config.llm.inference_precision == resolve_precision("auto", "cpu")  # resolved and recorded
     assert run.config["deftrec"]["refine"]["stopped"] == "epochs"  # the tiny profile's 2 epochs, no bound reached

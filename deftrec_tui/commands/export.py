@@ -96,9 +96,10 @@ def export(
         rows = export_top_k(opened, chosen, out, k=k)
         print(f"{rows} rows written to {out}")
         return
+    import time
+
     from engine.services.export import export_deftrec
     from train.progress import log, make_progress
-    import time
     with make_progress() as progress:
         task, started, computed = None, time.perf_counter(), 0
 
