@@ -26,8 +26,8 @@ def bench(
     nprobe: Annotated[int, typer.Option(help="IVF cells visited per query.", min=1)] = 32,
     ef_search: Annotated[int, typer.Option(help="HNSW search breadth.", min=1)] = 128,
     decoding: Annotated[str | None, typer.Option(help="Decode as: template | draft | full | constrained (default: as the run was trained).")] = None,
-    precision: Annotated[str | None, typer.Option(help="The LLM's precision: float32 | bfloat16 | mixed (default: as the run was trained).")] = None,
-    compare_full: Annotated[bool, typer.Option(help="Also time full greedy decoding in float32 on the same users, interleaved, for the ratio.")] = True,
+    precision: Annotated[str | None, typer.Option(help="The LLM's precision: float32 | mixed (the prompt's pass in bf16) | bfloat16 | auto (default: as the run was trained).")] = None,
+    compare_full: Annotated[bool, typer.Option(help="Also time full greedy decoding in the same precision on the same users, interleaved, for the ratio.")] = True,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write every figure to this JSON file.")] = None,
 ) -> None:

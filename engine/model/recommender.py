@@ -138,8 +138,9 @@ class DeftRecModel:
         return PromptInputs(prompts, kept, template_ids, input_ids, batch["attention_mask"].to(self.device), embeds)
 
     def autocast(self, precision: str | None = None):
-        """bf16 autocast over the LLM's fp32 weights when the run (or `precision`) asks for bfloat16 and the device has
-        native bf16 (on the 2-core avx512_bf16 CPU a batch-32 prefill took 3.8 s against 7.9 s in fp32), else a no-op."""
+        """bf16 autocast over the LLM's fp32 weights where the device has native bf16, as the run (or `precision`) asks:
+        every pass (bfloat16), the LLM's next pass alone (mixed: a generation's prompt pass) or none (float32); auto
+        resolves as at training (engine.model.runtime.resolve_precision)."""
         device = self.device.type
         precision = resolve_precision(precision or self.config.llm.inference_precision, device)
         native = torch.cuda.is_bf16_supported() if device == "cuda" else cpu_supports_bf16()
