@@ -185,9 +185,9 @@ class DeftRecModel:
         """Greedy responses to prompts embeds [B,L,D] (left padded) with their hidden states, decoded the way the
         run's config says (or `decoding`): full, template, draft (needs the prompts' `kept` items; template without)
         or constrained (engine/model/decoding.py), in the run's precision (or `precision`)."""
+        precision = resolve_precision(precision or self.config.llm.inference_precision, self.device.type)
         with self.autocast(precision):
-            mixed = resolve_precision(precision or self.config.llm.inference_precision, self.device.type) == "mixed"
-            return self._generate(embeds, mask, streamer, decoding, kept, mixed)
+            return self._generate(embeds, mask, streamer, decoding, kept, precision == "mixed")
 
     def _generate(self, embeds: torch.Tensor, mask: torch.Tensor, streamer, decoding: str | None,
                   kept: list[np.ndarray] | None, mixed: bool):
