@@ -43,6 +43,8 @@
 #   align-w3 | align-w0.3   align with L_align's weight 3 or 0.3 instead of 1 (--align-weight 3, 0.3)
 #   align-mixed   align with the prompt's pass in bf16 and the response in float32 (--inference-precision mixed);
 #                 every other row writes its texts in float32 (--inference-precision float32) unless it says otherwise
+#   align-w3-mixed   align-mixed with L_align's weight 3 (LastFM's validation choice under the default precision)
+#   contrec-align-w3 | contrec-align-w10   contrec-align with L_align's weight 3 or 10 instead of 1
 #   every row refines without a time bound (--refine-seconds 0; the quick profile's 360 s came later)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -90,6 +92,9 @@ for spec in "${rows[@]}"; do
     align-w3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3) ;;
     align-w0.3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 0.3) ;;
     align-mixed) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1 --inference-precision mixed) ;;
+    align-w3-mixed) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3 --inference-precision mixed) ;;
+    contrec-align-w3) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3) ;;
+    contrec-align-w10) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 10) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
   esac
   name=$prefix-$row-s$seed
