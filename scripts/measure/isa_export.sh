@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# How the export of docs/inference.md fares on a CPU with fewer instructions than this one: oneDNN (torch's bf16
+# matmuls) limited to ISA (e.g. AVX512_CORE_BF16: avx512_bf16 without AMX, as the AMD EPYC of 2026-12-03), then the
+# bare matmul's GFLOP/s per precision and the probe's ratio (scripts/measure/bf16_speed.py), and every user exported
+# with K = 20 and nothing cached (on a copy of the run, in the run's own precision), timed and compared list by list
+# with the lists cached at training. fp32 matmuls go through MKL, which the limit does not touch.
+# Usage: scripts/measure/isa_export.sh RUN ISA [OUT_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+run=${1:?a run directory, e.g. runs/ml-100k}
+isa=${2:?a oneDNN ISA limit, e.g. AVX512_CORE_BF16}
+out=${3:-runs/.isa-$(basename "$run")-$isa}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false ONEDNN_MAX_CPU_ISA=$isa
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+py=.venv/bin/python
+$py scripts/measure/bf16_speed.py > "$out/bf16_speed.txt"
+copy=$(mktemp -d)/run
+cp -r "$run" "$copy"
+.venv/bin/deftrec export "$run" --out "$out/cached.csv" --k 20 > /dev/null
+start=$(date +%s.%N)
+.venv/bin/deftrec export "$copy" --out "$out/recomputed.csv" --k 20 --recompute > /dev/null
+end=$(date +%s.%N)
+rm -rf "$(dirname "$copy")"
+$py - "$out" "$start" "$end" "$isa" <<'PY'
+import csv, sys
+out, start, end, isa = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+def lists(path):
+    rows = {}
+    for r in csv.DictReader(open(path)):
+        rows.setdefault(r["user_id"], []).append(r["item_id"])
+    return rows
+a, b = lists(f"{out}/cached.csv"), lists(f"{out}/recomputed.csv")
+print(open(f"{out}/bf16_speed.txt").read().rstrip())
+print(f"ONEDNN_MAX_CPU_ISA={isa}: {len(b)} users exported with nothing cached in {end - start:.1f} s, "
+      f"{sum(a.get(u) == l for u, l in b.items())} lists equal to the cached ones")
+PY
