@@ -16,25 +16,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=.venv/bin/python
 .venv/bin/deftrec bench "$run" --decoding draft --users 16 --k 20 --batch-sizes 1,8,32 --json "$out/bench.json" > "$out/bench.txt"
-copy=$(mktemp -d)/run
-cp -r "$run" "$copy"
-.venv/bin/deftrec export "$run" --out "$out/cached.csv" --k 20 > /dev/null
-start=$(date +%s.%N)
-.venv/bin/deftrec export "$copy" --out "$out/recomputed.csv" --k 20 --recompute > /dev/null
-end=$(date +%s.%N)
-$py - "$out" "$start" "$end" <<'PY'
-import csv, json, sys
-out, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-def lists(path):
-    rows = {}
-    for r in csv.DictReader(open(path)):
-        rows.setdefault(r["user_id"], []).append(r["item_id"])
-    return rows
-a, b = lists(f"{out}/cached.csv"), lists(f"{out}/recomputed.csv")
-json.dump({"seconds": end - start, "users": len(b), "same_lists": sum(a.get(u) == l for u, l in b.items())},
-          open(f"{out}/export.json", "w"))
-PY
-rm -rf "$(dirname "$copy")"
+scripts/measure/timed_export.sh "$run" "$out"
 precision=$($py -c "import sys; from engine.services.run import Run; print(Run.open(sys.argv[1]).deftrec_config.llm.inference_precision)" "$run")
 other=$([ "$precision" = float32 ] && echo bfloat16 || echo float32)  # the run's precision first, the other last
 $py scripts/measure/decoding_equal.py "$run" 0 "full/$precision,template/$precision,draft/$precision@8,template/$other" \

@@ -15,23 +15,12 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false ONED
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 py=.venv/bin/python
 $py scripts/measure/bf16_speed.py > "$out/bf16_speed.txt"
-copy=$(mktemp -d)/run
-cp -r "$run" "$copy"
-.venv/bin/deftrec export "$run" --out "$out/cached.csv" --k 20 > /dev/null
-start=$(date +%s.%N)
-.venv/bin/deftrec export "$copy" --out "$out/recomputed.csv" --k 20 --recompute > /dev/null
-end=$(date +%s.%N)
-rm -rf "$(dirname "$copy")"
-$py - "$out" "$start" "$end" "$isa" <<'PY'
-import csv, sys
-out, start, end, isa = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
-def lists(path):
-    rows = {}
-    for r in csv.DictReader(open(path)):
-        rows.setdefault(r["user_id"], []).append(r["item_id"])
-    return rows
-a, b = lists(f"{out}/cached.csv"), lists(f"{out}/recomputed.csv")
+scripts/measure/timed_export.sh "$run" "$out"
+$py - "$out" "$isa" <<'PY'
+import json, sys
+out, isa = sys.argv[1], sys.argv[2]
+export = json.load(open(f"{out}/export.json"))
 print(open(f"{out}/bf16_speed.txt").read().rstrip())
-print(f"ONEDNN_MAX_CPU_ISA={isa}: {len(b)} users exported with nothing cached in {end - start:.1f} s, "
-      f"{sum(a.get(u) == l for u, l in b.items())} lists equal to the cached ones")
+print(f"ONEDNN_MAX_CPU_ISA={isa}: {export['users']} users exported with nothing cached in {export['seconds']:.1f} s, "
+      f"{export['same_lists']} lists equal to the cached ones")
 PY

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Every user of RUN exported with K = 20 and nothing cached (on a copy of the run, in the run's own precision), timed,
+# and compared list by list with the lists cached at training; writes OUT/export.json {seconds, users, same_lists}
+# (read by scripts/inference_table.py). Used by scripts/inference.sh and scripts/measure/isa_export.sh.
+# Usage: scripts/measure/timed_export.sh RUN OUT_DIR
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+run=${1:?a run directory, e.g. runs/ml-100k}
+out=${2:?an output directory}
+mkdir -p "$out"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+copy=$(mktemp -d)/run
+cp -r "$run" "$copy"
+.venv/bin/deftrec export "$run" --out "$out/cached.csv" --k 20 > /dev/null
+start=$(date +%s.%N)
+.venv/bin/deftrec export "$copy" --out "$out/recomputed.csv" --k 20 --recompute > /dev/null
+end=$(date +%s.%N)
+rm -rf "$(dirname "$copy")"
+.venv/bin/python - "$out" "$start" "$end" <<'PY'
+import csv, json, sys
+out, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
+def lists(path):
+    rows = {}
+    for r in csv.DictReader(open(path)):
+        rows.setdefault(r["user_id"], []).append(r["item_id"])
+    return rows
+a, b = lists(f"{out}/cached.csv"), lists(f"{out}/recomputed.csv")
+json.dump({"seconds": end - start, "users": len(b), "same_lists": sum(a.get(u) == l for u, l in b.items())},
+          open(f"{out}/export.json", "w"))
+PY
