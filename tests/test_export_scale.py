@@ -220,3 +220,24 @@ def test_export_with_an_approximate_index_prints_its_recall(run_copy, tmp_path):
     assert "hnsw retrieval: recall@5" in result.output and "on 6 of the users computed now" in result.output
     bad = invoke("export", run_copy, "--out", tmp_path / "b.csv", "--index", "lsh")
     assert bad.exit_code == 2 and "unknown index 'lsh'" in bad.output
+
+
+def test_an_export_warns_where_this_machines_kernels_differ_from_the_runs(run_copy, tmp_path):
+    """The run records what its texts were written with; lists computed on kernels that compute otherwise may differ
+    from the cached ones, and export says so before computing (nothing said where they agree or all is cached)."""
+    import json
+    config_path = run_copy / "config.json"
+    config = json.loads(config_path.read_text())
+    kernels = config["deftrec"]["kernels"]
+    assert set(kernels) == {"device", "capability", "threads", "float32", "bfloat16"}
+    quiet = invoke("export", run_copy, "--out", tmp_path / "a.csv", "-k", "5", "--users", "u1", "--recompute")
+    assert quiet.exit_code == 0, quiet.output
+    assert "warning" not in quiet.output
+    config["deftrec"]["kernels"] = {**kernels, "float32": "0" * 16, "device": "another CPU"}
+    config_path.write_text(json.dumps(config))
+    warned = invoke("export", run_copy, "--out", tmp_path / "b.csv", "-k", "5", "--users", "u1", "--recompute")
+    assert warned.exit_code == 0, warned.output
+    assert "warning: this machine's float32 kernels compute otherwise" in " ".join(warned.output.split())
+    assert "another CPU then" in " ".join(warned.output.split())
+    cached = invoke("export", run_copy, "--out", tmp_path / "c.csv", "-k", "5", "--users", "u1")
+    assert "warning" not in cached.output  # read from the cache: nothing computed, nothing to warn about

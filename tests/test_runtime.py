@@ -45,3 +45,40 @@ def test_auto_precision_resolves_by_the_probe(monkeypatch):
     assert runtime.resolve_precision("auto", "cuda") == "float32"  # the LLM is held in bf16 there already
     monkeypatch.setattr(runtime, "cpu_bf16_pays", lambda: False)
     assert runtime.resolve_precision("auto", "cpu") == "float32"
+
+
+def test_kernel_fingerprint_is_stable_in_a_process():
+    first = runtime.kernel_fingerprint()
+    assert set(first) == {"device", "capability", "threads", "float32", "bfloat16"}
+    assert all(len(first[part]) == 16 and int(first[part], 16) >= 0 for part in ("float32", "bfloat16"))
+    assert runtime.kernel_fingerprint() == first
+
+
+@pytest.mark.skipif(not runtime.cpu_supports_bf16(), reason="oneDNN's bf16 path has nothing to step down from here")
+def test_kernel_fingerprint_notices_other_bf16_kernels():
+    # oneDNN held to AVX2 stands for a CPU without native bf16: its bf16 matmuls round otherwise, its float32 ones
+    # (MKL) are untouched; the CI machine of 2026-12-05 has avx512_bf16 and AMX
+    import json
+    import os
+    import subprocess
+    import sys
+    code = (f"import json, torch; torch.set_num_threads({torch.get_num_threads()}); "
+            "from engine.model.runtime import kernel_fingerprint; print(json.dumps(kernel_fingerprint()))")
+    other = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                      env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}).stdout)
+    here = runtime.kernel_fingerprint()
+    assert other["float32"] == here["float32"]
+    assert other["bfloat16"] != here["bfloat16"]
+    assert "bfloat16 kernels" in runtime.kernel_drift(here, "mixed", other)
+    assert runtime.kernel_drift(here, "float32", other) is None
+
+
+def test_kernel_drift_names_what_differs():
+    then = {"device": "A", "capability": "AVX512", "threads": 2, "float32": "a" * 16, "bfloat16": "b" * 16}
+    assert runtime.kernel_drift(None, "mixed", then) is None  # a run from before the record
+    assert runtime.kernel_drift(then, "mixed", dict(then)) is None
+    now = {**then, "device": "B", "threads": 1, "bfloat16": "c" * 16}
+    text = runtime.kernel_drift(then, "bfloat16", now)
+    assert text.startswith("this machine's bfloat16 kernels") and "1 threads, B now" in text and "2 threads, A then" in text
+    assert runtime.kernel_drift(then, "float32", now) is None
+    assert "float32 and bfloat16" in runtime.kernel_drift(then, "mixed", {**now, "float32": "d" * 16})

@@ -245,6 +245,8 @@ def _train_deftrec_stage(request: TrainRequest, split, evaluator, lightgcn: CFRe
     diagnostics = cheap_diagnostics(conditions, model.user_q, model.item_q, split.items["category"].tolist(),
                                     [p.text for p in outcome.preferences], [p.category for p in outcome.preferences],
                                     model.heads, evaluator, request.seed, finals=paths[-1])
+    from engine.model.runtime import kernel_fingerprint
     return {"config": model.config.to_dict(), "tokenizer": outcome.tokenizer, "refine_epoch": outcome.refine_epoch,
             "refine": outcome.refine, "selection": outcome.selection,
-            "seconds": outcome.seconds, "loss_log": outcome.log[-20:], "diagnostics": diagnostics}
+            "seconds": outcome.seconds, "loss_log": outcome.log[-20:], "diagnostics": diagnostics,
+            "kernels": kernel_fingerprint(model.device.type)}  # what wrote the texts: export warns where it differs

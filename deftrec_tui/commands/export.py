@@ -114,7 +114,8 @@ def export(
 
         summary = export_deftrec(opened, out, k=k, users=selection, shard=shard_of, recompute=recompute,
                                  batch_size=batch_size, fmt=fmt, on_start=on_start, on_progress=on_progress,
-                                 index=index, on_smaller=lambda size, error: log(
+                                 index=index, on_warning=lambda text: log(f"warning: {text}"),
+                                 on_smaller=lambda size, error: log(
                                      f"out of memory ({str(error).splitlines()[0][:80]}): continuing with batches "
                                      f"of {size} users"))
     print(f"{summary['rows']} rows of {summary['users']} users written to {out} "

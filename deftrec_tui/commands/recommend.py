@@ -34,6 +34,9 @@ def recommend(
     else:
         from transformers import TextStreamer
         model = session.model()
+        drift = session.kernel_drift()
+        if drift is not None:
+            console.print(f"[yellow]warning:[/] {drift}", highlight=False)
         console.print("[bold]preference:[/] ", end="")
         streamer = TextStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
         explanation = session.explain(user_idx, k=k, streamer=streamer)

@@ -386,7 +386,7 @@ V1_QUICK_PROFILE = {"name": "quick", "steps": 60, "batch_size": 8, "grad_accum":
                     "max_history": 8, "max_length": 160, "refine_epochs": 30, "diffusion_repeats": 8,
                     "describe_batch": 48, "checkpoint_every": 20, "val_every": 0, "val_users": 0, "val_patience": 0}
 # what format 1 kept under config["deftrec"] beside the settings: the training's records
-RECORD_KEYS = ("tokenizer", "refine_epoch", "refine", "selection", "seconds", "loss_log", "diagnostics")
+RECORD_KEYS = ("tokenizer", "refine_epoch", "refine", "selection", "seconds", "loss_log", "diagnostics", "kernels")
 
 
 def config_from_v1(flat: dict, profile: dict | None = None, variant: str | None = None, *,

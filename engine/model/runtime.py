@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 
 import torch
@@ -13,6 +14,18 @@ def flush_denormals() -> bool:
     with them flushed equals one trained without, byte for byte, and the speed-up is not established (docs/lab-notes.md).
     Returns whether the CPU supports it."""
     return torch.set_flush_denormal(True)
+
+
+def cpu_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ('cpu' where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "cpu"
 
 
 def cpu_supports_bf16() -> bool:
@@ -64,3 +77,49 @@ def resolve_precision(precision: str, device_type: str) -> str:
     if precision != "auto":
         return precision
     return "mixed" if device_type == "cpu" and cpu_bf16_pays() else "float32"
+
+
+def kernel_fingerprint(device: str = "cpu") -> dict:
+    """Short hashes of what this machine's float32 and bf16-autocast kernels compute, with this process's threads, on
+    fixed SmolLM2-sized inputs (linear layers at a prompt's and a decoding step's row counts, causal attention, RMSNorm,
+    SiLU): machines with equal hashes write a run's texts alike. bf16 ones differ between oneDNN's AMX, avx512_bf16
+    and older paths and, with AMX, between 1 and 2 threads, which changes mixed-precision texts (docs/inference.md)."""
+    return dict(_kernel_fingerprint(device, torch.get_num_threads()))
+
+
+@functools.lru_cache(maxsize=4)
+def _kernel_fingerprint(device: str, threads: int) -> tuple:
+    """kernel_fingerprint's items for `threads` intra-op threads (cached: about 0.2 s on a 2-core CPU)."""
+    generator = torch.Generator().manual_seed(0)
+    weight = (torch.randn(1536, 576, generator=generator) * 0.05).to(device)  # [out,in]
+    rows = torch.randn(1024, 576, generator=generator).to(device)  # [tokens,in]
+    heads = torch.randn(1, 9, 128, 64, generator=generator).to(device)  # [B,heads,L,head_dim]
+    out = {"device": cpu_name() if device == "cpu" else torch.cuda.get_device_name(),
+           "capability": torch.backends.cpu.get_cpu_capability() if device == "cpu" else device, "threads": threads}
+    for name, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
+        digest = hashlib.sha256()
+        with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            for part in (torch.nn.functional.linear(rows, weight),  # [1024,1536]
+                         torch.nn.functional.linear(rows[:48], weight),  # [48,1536]
+                         torch.nn.functional.scaled_dot_product_attention(heads, heads, heads, is_causal=True),
+                         rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + 1e-5),  # [1024,576]
+                         torch.nn.functional.silu(rows)):
+                digest.update(part.float().cpu().numpy().tobytes())
+        out[name] = digest.hexdigest()[:16]
+    return tuple(out.items())
+
+
+def kernel_drift(recorded: dict | None, precision: str, now: dict[str, str]) -> str | None:
+    """What differs between the kernels that wrote a run's texts (`recorded`, None for runs from before the record)
+    and this machine's (`now`) in the parts the run's resolved `precision` uses; None when nothing does."""
+    if not recorded:
+        return None
+    parts = ("float32",) if precision == "float32" else ("float32", "bfloat16")
+    changed = [part for part in parts if recorded.get(part) != now.get(part)]
+    if not changed:
+        return None
+    def where(kernels: dict) -> str:
+        return f"{kernels.get('capability')}, {kernels.get('threads')} threads, {kernels.get('device')}"
+    return (f"this machine's {' and '.join(changed)} kernels compute otherwise than those that wrote the run's texts "
+            f"({where(now)} now; {where(recorded)} then): texts and lists computed now may differ from the run's "
+            f"cached ones")

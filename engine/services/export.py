@@ -252,13 +252,14 @@ def _arrow_chunk(pa, rows: list, columns: list[str], schema):
 def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | None = None,
                    shard: tuple[int, int] | None = None, recompute: bool = False, batch_size: int | None = None,
                    fmt: str = "csv", model_loader=None, on_start=None, on_progress=None, index: str = "exact",
-                   on_smaller=None) -> dict:
+                   on_smaller=None, on_warning=None) -> dict:
     """Top-k of the selected users through the cache: users already cached are read, the others go through the
     full pipeline (loaded once by model_loader) and are cached batch by batch, then the file is written at once.
     index ivf|hnsw retrieves through an approximate index; its recall@k against exact search is measured on
     (at most 256 of) the users computed now. batch_size None: the batches the training described its users in (the
     run's profile.describe_batch, same order), so a whole export reproduces the cached lists even where a bf16 prompt
-    pass rounds differently in another batch layout (inference precision 'mixed', docs/inference.md)."""
+    pass rounds differently in another batch layout (inference precision 'mixed', docs/inference.md). on_warning(text)
+    is told, before any user is computed, where this machine's kernels differ from those that wrote the run's texts."""
     from data.errors import DeftrecError
     n_items = run.config.get("cf", {}).get("n_items")
     if n_items and k > n_items:
@@ -269,10 +270,14 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
         forget_cached(run, selected)
     have = cached_users(run, selected, k)
     todo = [u for u in selected if u not in have]
+    drift = None
     if on_start is not None:
         on_start(len(selected), len(have))
     if todo:
         model = cached_lists_of(run).model() if model_loader is None else model_loader()
+        drift = run.kernel_drift(model.device.type)
+        if drift is not None and on_warning is not None:
+            on_warning(drift)
         exact = model.retriever
         if index != "exact":
             from engine.model.ann import AnnSettings
@@ -285,6 +290,8 @@ def export_deftrec(run: Run, out: str | Path, k: int = 20, users: list[str] | No
             model.retriever = exact
     rows = write_table(out, DEFTREC_COLUMNS, read_cached_rows(run, selected, k), fmt)
     summary = {"users": len(selected), "cached": len(have), "computed": len(todo), "rows": rows}
+    if todo:
+        summary["kernel_drift"] = drift
     if todo and index != "exact":
         summary["recall"] = recall
     return summary

@@ -16,7 +16,8 @@ RUN_FORMAT = FORMAT_VERSION  # config.json's format_version
 # and files) and of its "deftrec" part: the settings ("config") and the training's records
 RUN_KEYS = ("format_version", "created", "versions", "name", "stage", "dataset", "protocol", "seed", "min_count",
             "cf", "models", "deftrec", "best_epochs", "seconds", "files")
-DEFTREC_KEYS = ("config", "tokenizer", "refine_epoch", "refine", "selection", "seconds", "loss_log", "diagnostics")
+DEFTREC_KEYS = ("config", "tokenizer", "refine_epoch", "refine", "selection", "seconds", "loss_log", "diagnostics",
+                "kernels")  # kernels: from 2026-12-05 on (engine.model.runtime.kernel_fingerprint)
 CONFIG_NAME = "config.json"
 CATALOG_NAME = "catalog.sqlite"
 
@@ -98,6 +99,17 @@ class Run:
     def cf_weights(self) -> str:
         """The name of the CF weights DeftRec retrieves with (cf_weights_name of the run's DeftRec config)."""
         return cf_weights_name(self.deftrec_config.training.cf if self.deftrec_config else None)
+
+    def kernel_drift(self, device: str = "cpu") -> str | None:
+        """What differs between the kernels that wrote the run's texts (its `deftrec.kernels` record) and this
+        machine's on `device`, in the parts the run's inference precision uses; None when nothing does or the run
+        predates the record."""
+        record = (self.config.get("deftrec") or {}).get("kernels")
+        if not record or self.deftrec_config is None:
+            return None
+        from engine.model.runtime import kernel_drift, kernel_fingerprint, resolve_precision
+        precision = resolve_precision(self.deftrec_config.llm.inference_precision, device)
+        return kernel_drift(record, precision, kernel_fingerprint(device))
 
     def tensors(self, name: str) -> dict:
         """Load `<name>.safetensors` on the CPU."""

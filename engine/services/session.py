@@ -251,6 +251,11 @@ class RunSession:
                 self._model = self.explainer.model()
             return self._model
 
+    def kernel_drift(self) -> str | None:
+        """Where this machine's kernels differ from those that wrote the run's texts (Run.kernel_drift), for the
+        device the model is loaded on; None when they agree or the run predates the record."""
+        return self.run.kernel_drift(self.model().device.type)
+
     @property
     def model_loaded(self) -> bool:
         return self._model is not None

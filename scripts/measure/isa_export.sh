@@ -22,5 +22,5 @@ out, isa = sys.argv[1], sys.argv[2]
 export = json.load(open(f"{out}/export.json"))
 print(open(f"{out}/bf16_speed.txt").read().rstrip())
 print(f"ONEDNN_MAX_CPU_ISA={isa}: {export['users']} users exported with nothing cached in {export['seconds']:.1f} s, "
-      f"{export['same_lists']} lists equal to the cached ones")
+      f"{export['same_lists']} lists equal to the cached ones; the export said: {export['warning'] or 'nothing'}")
 PY

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every user of RUN exported with K = 20 and nothing cached (on a copy of the run, in the run's own precision), timed,
-# and compared list by list with the lists cached at training; writes OUT/export.json {seconds, users, same_lists}
-# (read by scripts/inference_table.py). Used by scripts/inference.sh and scripts/measure/isa_export.sh.
+# and compared list by list with the lists cached at training; writes OUT/export.json {seconds, users, same_lists,
+# warning: the export's kernel warning or null} (read by scripts/inference_table.py). Used by scripts/inference.sh and scripts/measure/isa_export.sh.
 # Usage: scripts/measure/timed_export.sh RUN OUT_DIR
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -14,11 +14,12 @@ copy=$(mktemp -d)/run
 cp -r "$run" "$copy"
 .venv/bin/deftrec export "$run" --out "$out/cached.csv" --k 20 > /dev/null
 start=$(date +%s.%N)
-.venv/bin/deftrec export "$copy" --out "$out/recomputed.csv" --k 20 --recompute > /dev/null
+.venv/bin/deftrec export "$copy" --out "$out/recomputed.csv" --k 20 --recompute > /dev/null 2> "$out/export.log" \
+  || { cat "$out/export.log" >&2; exit 1; }
 end=$(date +%s.%N)
 rm -rf "$(dirname "$copy")"
 .venv/bin/python - "$out" "$start" "$end" <<'PY'
-import csv, json, sys
+import csv, json, re, sys
 out, start, end = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 def lists(path):
     rows = {}
@@ -26,6 +27,9 @@ def lists(path):
         rows.setdefault(r["user_id"], []).append(r["item_id"])
     return rows
 a, b = lists(f"{out}/cached.csv"), lists(f"{out}/recomputed.csv")
-json.dump({"seconds": end - start, "users": len(b), "same_lists": sum(a.get(u) == l for u, l in b.items())},
+found = re.search(r"warning: .*?cached ones", " ".join(open(f"{out}/export.log").read().split()))  # rich wraps lines
+warning = found.group(0) if found else None
+json.dump({"seconds": end - start, "users": len(b), "same_lists": sum(a.get(u) == l for u, l in b.items()),
+           "warning": warning},
           open(f"{out}/export.json", "w"))
 PY
