@@ -44,6 +44,7 @@
 #   align-mixed   align with the prompt's pass in bf16 and the response in float32 (--inference-precision mixed);
 #                 every other row writes its texts in float32 (--inference-precision float32) unless it says otherwise
 #   align-w3-mixed   align-mixed with L_align's weight 3 (LastFM's validation choice under the default precision)
+#   align-w10 | align-w10-mixed   align or align-mixed with L_align's weight 10 (past Software's validation choice of 3)
 #   contrec-align-w3 | contrec-align-w10   contrec-align with L_align's weight 3 or 10 instead of 1
 #   every row refines without a time bound (--refine-seconds 0; the quick profile's 360 s came later)
 set -euo pipefail
@@ -93,6 +94,8 @@ for spec in "${rows[@]}"; do
     align-w0.3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 0.3) ;;
     align-mixed) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1 --inference-precision mixed) ;;
     align-w3-mixed) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3 --inference-precision mixed) ;;
+    align-w10) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 10) ;;
+    align-w10-mixed) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 10 --inference-precision mixed) ;;
     contrec-align-w3) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3) ;;
     contrec-align-w10) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 10) ;;
     *) echo "unknown row $row" >&2; exit 2 ;;
