@@ -9,7 +9,10 @@ from textual.message import Message
 
 @dataclass
 class ModelLoaded(Message):
+    """The model is loaded; kernel_drift says where this machine would write the run's texts otherwise (or None)."""
+
     seconds: float
+    kernel_drift: str | None = None
 
 
 @dataclass

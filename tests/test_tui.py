@@ -341,3 +341,25 @@ async def test_no_catalog_or_model_call_on_the_ui_thread(tiny_run, monkeypatch):
             await settle(app, pilot)
         assert app.screen.explanation is not None and app.screen.explanation.source == "live"
     assert on_ui == []
+
+
+async def test_a_live_text_on_other_kernels_comes_with_a_warning(tiny_run, tmp_path):
+    """Where this machine's kernels compute otherwise than the training's, the first live text says its list may
+    differ from the cached one; on the training's own kernels nothing is said."""
+    import json
+    for tampered in (False, True):
+        run = shutil.copytree(tiny_run, tmp_path / f"run-{tampered}")
+        if tampered:
+            config = json.loads((run / "config.json").read_text())
+            config["deftrec"]["kernels"]["float32"] = "0" * 16
+            (run / "config.json").write_text(json.dumps(config))
+        app = create_app(RunSession(run))
+        async with app.run_test(size=(100, 30)) as pilot:
+            await settle(app, pilot)
+            await pilot.press("g")
+            await settle(app, pilot)
+            assert app.screen.explanation.source == "live"
+            warned = [n for n in app._notifications if n.title == "kernels"]
+            assert len(warned) == tampered
+            if tampered:
+                assert warned[0].severity == "warning" and "float32 kernels" in warned[0].message

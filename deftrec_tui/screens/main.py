@@ -179,7 +179,7 @@ class MainScreen(Screen):
             if not self.session.model_loaded:
                 started = time.perf_counter()
                 model = self.session.model()
-                self.post_message(ModelLoaded(time.perf_counter() - started))
+                self.post_message(ModelLoaded(time.perf_counter() - started, self.session.kernel_drift()))
             else:
                 model = self.session.model()
             if worker.is_cancelled:
@@ -203,6 +203,8 @@ class MainScreen(Screen):
     def model_loaded(self, event: ModelLoaded) -> None:
         self.model_state = "loaded"
         self.log(f"model loaded in {event.seconds:.1f} s")
+        if event.kernel_drift is not None:  # live texts may then differ from the cached ones the analyst compares with
+            self.notify(event.kernel_drift, title="kernels", severity="warning", timeout=15)
         self.update_status()
 
     @on(TextChunk)
