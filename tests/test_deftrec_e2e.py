@@ -179,6 +179,15 @@ def test_recommend_streams_one_user_and_refuses_an_unknown_id(tiny_run):
     assert "unknown user id 'nobody'" in result.output and len(result.output.strip().splitlines()) == 1
 
 
+def test_recommend_on_other_kernels_warns_and_still_answers(tiny_run, tmp_path):
+    assert "warning" not in CliRunner().invoke(app, ["recommend", str(tiny_run), "--user", "u3"]).output
+    run = _copy_run(tiny_run, tmp_path)
+    _edit_config(run, deftrec__kernels__float32="0" * 16)
+    result = CliRunner().invoke(app, ["recommend", str(run), "--user", "u3"])
+    assert result.exit_code == 0, result.output
+    assert "warning: this machine's float32 kernels compute otherwise" in " ".join(result.output.split())
+
+
 def test_run_trained_on_another_llm_is_refused(tiny_run, tmp_path):
     run = _copy_run(tiny_run, tmp_path)
     _edit_config(run, deftrec__config__llm__fingerprint="0123456789abcdef")
