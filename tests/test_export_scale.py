@@ -229,7 +229,7 @@ def test_an_export_warns_where_this_machines_kernels_differ_from_the_runs(run_co
     config_path = run_copy / "config.json"
     config = json.loads(config_path.read_text())
     kernels = config["deftrec"]["kernels"]
-    assert set(kernels) == {"device", "capability", "threads", "float32", "bfloat16"}
+    assert set(kernels) == {"probe", "device", "capability", "threads", "float32", "bfloat16"}
     quiet = invoke("export", run_copy, "--out", tmp_path / "a.csv", "-k", "5", "--users", "u1", "--recompute")
     assert quiet.exit_code == 0, quiet.output
     assert "warning" not in quiet.output

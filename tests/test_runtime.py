@@ -47,11 +47,19 @@ def test_auto_precision_resolves_by_the_probe(monkeypatch):
     assert runtime.resolve_precision("auto", "cpu") == "float32"
 
 
-def test_kernel_fingerprint_is_stable_in_a_process():
+def test_kernel_fingerprint_is_stable_in_a_process_and_across_threads():
+    # probe 1's 1024-row linear rounded otherwise with 1 and 2 threads under AMX, though a run's texts did not change
     first = runtime.kernel_fingerprint()
-    assert set(first) == {"device", "capability", "threads", "float32", "bfloat16"}
+    assert set(first) == {"probe", "device", "capability", "threads", "float32", "bfloat16"}
     assert all(len(first[part]) == 16 and int(first[part], 16) >= 0 for part in ("float32", "bfloat16"))
     assert runtime.kernel_fingerprint() == first
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1 if threads > 1 else 2)
+        other = runtime.kernel_fingerprint()
+    finally:
+        torch.set_num_threads(threads)
+    assert (other["float32"], other["bfloat16"]) == (first["float32"], first["bfloat16"])
 
 
 @pytest.mark.skipif(not runtime.cpu_supports_bf16(), reason="oneDNN's bf16 path has nothing to step down from here")
@@ -74,7 +82,7 @@ def test_kernel_fingerprint_notices_other_bf16_kernels():
 
 
 def test_kernel_drift_names_what_differs():
-    then = {"device": "A", "capability": "AVX512", "threads": 2, "float32": "a" * 16, "bfloat16": "b" * 16}
+    then = {"probe": 2, "device": "A", "capability": "AVX512", "threads": 2, "float32": "a" * 16, "bfloat16": "b" * 16}
     assert runtime.kernel_drift(None, "mixed", then) is None  # a run from before the record
     assert runtime.kernel_drift(then, "mixed", dict(then)) is None
     now = {**then, "device": "B", "threads": 1, "bfloat16": "c" * 16}
@@ -82,3 +90,4 @@ def test_kernel_drift_names_what_differs():
     assert text.startswith("this machine's bfloat16 kernels") and "1 threads, B now" in text and "2 threads, A then" in text
     assert runtime.kernel_drift(then, "float32", now) is None
     assert "float32 and bfloat16" in runtime.kernel_drift(then, "mixed", {**now, "float32": "d" * 16})
+    assert runtime.kernel_drift({**then, "probe": 1}, "mixed", now) is None  # another probe's hashes: not comparable

@@ -79,11 +79,15 @@ def resolve_precision(precision: str, device_type: str) -> str:
     return "mixed" if device_type == "cpu" and cpu_bf16_pays() else "float32"
 
 
+KERNEL_PROBE = 2  # kernel_fingerprint's inputs; hashes of another probe are not compared (1: 2026-12-05, a 1024-row
+#                   linear that oneDNN's AMX path rounds otherwise with 1 and 2 threads though the texts do not change)
+
+
 def kernel_fingerprint(device: str = "cpu") -> dict:
     """Short hashes of what this machine's float32 and bf16-autocast kernels compute, with this process's threads, on
-    fixed SmolLM2-sized inputs (linear layers at a prompt's and a decoding step's row counts, causal attention, RMSNorm,
-    SiLU): machines with equal hashes write a run's texts alike. bf16 ones differ between oneDNN's AMX, avx512_bf16
-    and older paths and, with AMX, between 1 and 2 threads, which changes mixed-precision texts (docs/inference.md)."""
+    fixed SmolLM2-sized inputs (the MLP's linear layers at a prompt pass's and a decoding step's row counts, causal
+    attention, RMSNorm, SiLU): machines with equal hashes write a run's texts alike. The bf16 ones differ between
+    oneDNN's AMX, avx512_bf16 and older paths, which changes mixed-precision texts (docs/inference.md)."""
     return dict(_kernel_fingerprint(device, torch.get_num_threads()))
 
 
@@ -91,18 +95,22 @@ def kernel_fingerprint(device: str = "cpu") -> dict:
 def _kernel_fingerprint(device: str, threads: int) -> tuple:
     """kernel_fingerprint's items for `threads` intra-op threads (cached: about 0.2 s on a 2-core CPU)."""
     generator = torch.Generator().manual_seed(0)
-    weight = (torch.randn(1536, 576, generator=generator) * 0.05).to(device)  # [out,in]
-    rows = torch.randn(1024, 576, generator=generator).to(device)  # [tokens,in]
+    up = (torch.randn(1536, 576, generator=generator) * 0.05).to(device)  # [out,in]
+    down = (torch.randn(576, 1536, generator=generator) * 0.05).to(device)  # [out,in]
+    rows = torch.randn(4096, 576, generator=generator).to(device)  # [tokens,in]: 30 prompts of 137 tokens
+    wide = torch.randn(4096, 1536, generator=generator).to(device)  # [tokens,in]
     heads = torch.randn(1, 9, 128, 64, generator=generator).to(device)  # [B,heads,L,head_dim]
-    out = {"device": cpu_name() if device == "cpu" else torch.cuda.get_device_name(),
+    out = {"probe": KERNEL_PROBE, "device": cpu_name() if device == "cpu" else torch.cuda.get_device_name(),
            "capability": torch.backends.cpu.get_cpu_capability() if device == "cpu" else device, "threads": threads}
     for name, dtype in (("float32", None), ("bfloat16", torch.bfloat16)):
         digest = hashlib.sha256()
         with torch.no_grad(), torch.autocast(device, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            for part in (torch.nn.functional.linear(rows, weight),  # [1024,1536]
-                         torch.nn.functional.linear(rows[:48], weight),  # [48,1536]
+            for part in (torch.nn.functional.linear(rows, up),  # [4096,1536]
+                         torch.nn.functional.linear(rows[:48], up),  # [48,1536]: one decoding step of 48 users
+                         torch.nn.functional.linear(wide, down),  # [4096,576]
+                         torch.nn.functional.linear(wide[:48], down),  # [48,576]
                          torch.nn.functional.scaled_dot_product_attention(heads, heads, heads, is_causal=True),
-                         rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + 1e-5),  # [1024,576]
+                         rows * torch.rsqrt(rows.pow(2).mean(-1, keepdim=True) + 1e-5),  # [4096,576]
                          torch.nn.functional.silu(rows)):
                 digest.update(part.float().cpu().numpy().tobytes())
         out[name] = digest.hexdigest()[:16]
@@ -111,8 +119,9 @@ def _kernel_fingerprint(device: str, threads: int) -> tuple:
 
 def kernel_drift(recorded: dict | None, precision: str, now: dict[str, str]) -> str | None:
     """What differs between the kernels that wrote a run's texts (`recorded`, None for runs from before the record)
-    and this machine's (`now`) in the parts the run's resolved `precision` uses; None when nothing does."""
-    if not recorded:
+    and this machine's (`now`) in the parts the run's resolved `precision` uses; None when nothing does or the two
+    come from different probes."""
+    if not recorded or recorded.get("probe") != now.get("probe"):  # before the record, or another probe's hashes
         return None
     parts = ("float32",) if precision == "float32" else ("float32", "bfloat16")
     changed = [part for part in parts if recorded.get(part) != now.get(part)]
