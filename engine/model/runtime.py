@@ -1,4 +1,5 @@
-"""Process-wide torch settings that the entry points doing CPU work apply before their first tensor operation."""
+"""Process-wide torch settings that the entry points doing CPU work apply before their first tensor operation, and
+what this machine's kernels are: bf16 speed, the precision 'auto' stands for, a fingerprint of what they compute."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def kernel_fingerprint(device: str = "cpu") -> dict:
 
 @functools.lru_cache(maxsize=4)
 def _kernel_fingerprint(device: str, threads: int) -> tuple:
-    """kernel_fingerprint's items for `threads` intra-op threads (cached: about 0.2 s on a 2-core CPU)."""
+    """kernel_fingerprint's items for `threads` intra-op threads (cached: under a second on a 2-core CPU)."""
     generator = torch.Generator().manual_seed(0)
     up = (torch.randn(1536, 576, generator=generator) * 0.05).to(device)  # [out,in]
     down = (torch.randn(576, 1536, generator=generator) * 0.05).to(device)  # [out,in]
@@ -117,7 +118,7 @@ def _kernel_fingerprint(device: str, threads: int) -> tuple:
     return tuple(out.items())
 
 
-def kernel_drift(recorded: dict | None, precision: str, now: dict[str, str]) -> str | None:
+def kernel_drift(recorded: dict | None, precision: str, now: dict) -> str | None:
     """What differs between the kernels that wrote a run's texts (`recorded`, None for runs from before the record)
     and this machine's (`now`) in the parts the run's resolved `precision` uses; None when nothing does or the two
     come from different probes."""
