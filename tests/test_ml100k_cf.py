@@ -49,8 +49,8 @@ def _digest(root: Path) -> tuple[str, str]:
 def test_a_cf_model_is_the_same_bits_in_two_processes():
     # two threads summed the BPR step's embedding gradients in a varying order: MF of one seed differed across
     # processes (and DeftRec's training amplified it); then every process gave its own bits (12 of 12 distinct).
-    # CI once saw one process of two differ (2026-12-05) where 250 processes here, under load, with any hash seed
-    # and 1-3 threads, gave one digest: a third process decides, and any disagreement is reported as a warning
+    # CI once saw one process of two differ (2026-12-05) where 156 processes here (46 of them under load, 46 with
+    # their own hash seed) and 1 or 3 threads gave one digest: a third process decides, and a disagreement warns
     root = Path(__file__).resolve().parents[1]
     runs = [_digest(root), _digest(root)]
     if runs[0][0] != runs[1][0]:
