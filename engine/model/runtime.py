@@ -17,25 +17,27 @@ def flush_denormals() -> bool:
     return torch.set_flush_denormal(True)
 
 
-def cpu_name() -> str:
-    """The CPU's model name as /proc/cpuinfo gives it ('cpu' where it cannot be read)."""
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """/proc/cpuinfo's text, read once ('' where it cannot be read)."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            return f.read()
     except OSError:
-        pass
+        return ""
+
+
+def cpu_name() -> str:
+    """The CPU's model name as /proc/cpuinfo gives it ('cpu' where it cannot be read)."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
     return "cpu"
 
 
 def cpu_supports_bf16() -> bool:
     """Whether the CPU has native bf16 instructions (avx512_bf16 or AMX)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-    except OSError:
-        return False
+    flags = _cpuinfo()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 

@@ -11,11 +11,4 @@ threads=${2:?a thread count, e.g. 1}
 out=${3:-runs/.threads-$(basename "$run")-$threads}
 mkdir -p "$out"
 export OMP_NUM_THREADS=$threads
-scripts/measure/timed_export.sh "$run" "$out"
-.venv/bin/python - "$out" "$threads" <<'PY'
-import json, sys
-out, threads = sys.argv[1], sys.argv[2]
-export = json.load(open(f"{out}/export.json"))
-print(f"OMP_NUM_THREADS={threads}: {export['users']} users exported with nothing cached in {export['seconds']:.1f} s, "
-      f"{export['same_lists']} lists equal to the cached ones; the export said: {export['warning'] or 'nothing'}")
-PY
+scripts/measure/timed_export.sh "$run" "$out" "OMP_NUM_THREADS=$threads"
