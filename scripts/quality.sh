@@ -39,6 +39,7 @@
 #   align         long with L_align: a ridge probe of c, refitted every joint step, predicts the user's LightGCN
 #                 vector (--align-weight 1, the default since config format 9; every other row has none, --align-weight 0)
 #   cpu-align     the cpu profile with today's defaults (cpu-norm with L_align)
+#   cpu-align-mixed  cpu-align with the texts in mixed precision (what `auto` picks on a CPU with AMX)
 #   contrec-align ContRec with today's defaults (contrec-norm with L_align)
 #   align-w3 | align-w0.3   align with L_align's weight 3 or 0.3 instead of 1 (--align-weight 3, 0.3)
 #   align-mixed   align with the prompt's pass in bf16 and the response in float32 (--inference-precision mixed);
@@ -89,6 +90,7 @@ for spec in "${rows[@]}"; do
     contrec-norm) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90) ;;
     align) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1) ;;
     cpu-align) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category --item-norm auto --align-weight 1) ;;
+    cpu-align-mixed) flags=(--profile cpu --refine-targets 3 --refine-patience 0 --item-text title-category --item-norm auto --align-weight 1 --inference-precision mixed) ;;
     contrec-align) flags=(--variant contrec --item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 1) ;;
     align-w3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 3) ;;
     align-w0.3) flags=(--item-text title-category --refine-targets 3 --item-norm auto --refine-epochs 90 --align-weight 0.3) ;;
