@@ -51,6 +51,7 @@ def test_eval_json_and_table(small_run):
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.output)["metrics"]
     assert set(metrics) == {"pop", "lightgcn", "mf"}
+    assert "versus_reference" not in json.loads(result.output)  # no DeftRec: nothing to pair with LightGCN
     for model in metrics.values():
         for split in ("valid", "test"):
             assert all(0.0 <= v <= 1.0 for v in model[split].values())

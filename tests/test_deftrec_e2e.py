@@ -30,6 +30,21 @@ def test_eval_shows_deftrec_beside_the_baselines(tiny_run):
     assert all(0 <= v <= 1 for v in metrics["deftrec"]["test"].values())
 
 
+def test_eval_pairs_deftrec_with_lightgcn_on_the_same_users(tiny_run):
+    from engine.services.evaluation import mcnemar_p
+
+    out = json.loads(CliRunner().invoke(app, ["eval", str(tiny_run), "--json"]).output)
+    versus, users = out["versus_reference"], 60
+    assert (versus["a"], versus["b"], versus["k"]) == ("deftrec", "lightgcn", 10)
+    for model, alone in (("deftrec", versus["hit_by_a_only"]), ("lightgcn", versus["hit_by_b_only"])):
+        assert alone + versus["hit_by_both"] == round(out["metrics"][model]["test"]["HR@10"] * users)  # the table's HR
+    assert versus["mcnemar_p"] == mcnemar_p(versus["hit_by_a_only"], versus["hit_by_b_only"])
+    table = CliRunner().invoke(app, ["eval", str(tiny_run)]).output
+    assert f"{versus['hit_by_a_only']} hit by deftrec only, {versus['hit_by_b_only']} by lightgcn only" in " ".join(table.split())
+    unmasked = json.loads(CliRunner().invoke(app, ["eval", str(tiny_run), "--json", "--mask-history", "none"]).output)
+    assert "versus_reference" not in unmasked  # the stored lists are train+valid masked
+
+
 def test_catalog_caches_preferences_and_breakdown(tiny_run):
     db = sqlite3.connect(tiny_run / "catalog.sqlite")
     assert db.execute("select count(*) from preferences").fetchone()[0] == 60

@@ -62,9 +62,15 @@ def eval_run(
             return
         _print_comparison(comparison, mask_history)
         return
+    versus = None
+    if mask_history == "train+valid" and opened.deftrec_config is not None:  # the stored lists are train+valid masked
+        from engine.services.slices import versus_reference
+        versus = versus_reference(opened)
     if json_out:
         out = {"run": str(opened.path), "dataset": dataset, "protocol": opened.config["protocol"],
                "mask_history": mask_history, "metrics": nested}
+        if versus:
+            out["versus_reference"] = versus
         diagnostics = (opened.config.get("deftrec") or {}).get("diagnostics")
         if diagnostics:  # stored by the training (everything of `deftrec diagnose` but the ceiling)
             out["diagnostics"] = diagnostics
@@ -78,6 +84,11 @@ def eval_run(
     console.print(metrics_table(frame, title=f"{opened.path.name} ({dataset}), mask: {mask_history}"))
     console.print(f"protocol: {opened.config['protocol']}", highlight=False)
     console.print(f"masking policy {mask_history}: {POLICY_TEXT[mask_history]}", highlight=False)
+    if versus:
+        console.print(f"paired, test HR@{versus['k']} on the same users: {versus['hit_by_a_only']} hit by "
+                      f"{versus['a']} only, {versus['hit_by_b_only']} by {versus['b']} only, {versus['hit_by_both']} by "
+                      f"both; exact McNemar p {versus['mcnemar_p']:.3g} (a lead with p ≥ 0.05 is not told apart from "
+                      "the run-to-run spread)", highlight=False)
     if table2:
         table = Table(title=f"test, beside the paper's Table 2 ({table2}); Δ = this run − paper")
         table.add_column("model")

@@ -24,6 +24,7 @@ from engine.services.contract import (
     recommenders,
     reference,
 )
+from engine.services.evaluation import mcnemar_p
 from engine.services.run import Run
 
 K = 10
@@ -256,3 +257,15 @@ def slice_report(run: Run, k: int = K) -> SliceReport:
         latest = config.prompt.max_history if config is not None and config.prompt.history == "recent" else None
         report.generated = generated_vs_history(generated, train, item_categories, test_categories, latest or None)
     return report
+
+
+def versus_reference(run: Run, k: int = K) -> dict | None:
+    """The run's own model against its reference (DeftRec's against LightGCN's lists) on the same test users: who
+    each hits alone and McNemar's exact p, so a lead in the metrics table can be read against the spread; None where
+    the run has no such pair."""
+    overlap = slice_report(run, k).overlap
+    if not overlap:
+        return None
+    only_a, only_b = overlap["hit_by_a_only"], overlap["hit_by_b_only"]
+    return {"k": k, "a": overlap["a"], "b": overlap["b"], "hit_by_a_only": only_a, "hit_by_b_only": only_b,
+            "hit_by_both": overlap["hit_by_both"], "mcnemar_p": mcnemar_p(only_a, only_b)}
