@@ -63,7 +63,7 @@ def eval_run(
         _print_comparison(comparison, mask_history)
         return
     versus = None
-    if mask_history == "train+valid" and opened.deftrec_config is not None:  # the stored lists are train+valid masked
+    if mask_history == "train+valid":  # the stored lists are train+valid masked; None for a run without DeftRec
         from engine.services.slices import versus_reference
         versus = versus_reference(opened)
     if json_out:

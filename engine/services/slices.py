@@ -191,20 +191,10 @@ def generated_vs_history(generated: list[str | None], train: np.ndarray, item_ca
             "names_a_test_item_part": float(np.mean(names_test)) if names_test else 0.0}
 
 
-def slice_report(run: Run, k: int = K) -> SliceReport:
-    """Every figure of the analysis of a run (reads the catalog and the CF vectors; no LLM, no denoising)."""
-    recs = [r for r in in_order(recommenders(run)) if r.name in MODEL_ORDER]
-    with Catalog.open(run.catalog_path, readonly=True) as catalog:
-        users = catalog.user_targets()
-        items = catalog.item_facts()
-        n_users = len(users)
-        stored = {r.name: catalog.top_lists(r.name, k, n_users) for r in recs}
-        generated = catalog.generated_categories(n_users) if explaining(recs, TEXT) is not None else None
-        train = catalog.train_pairs()
-    targets = users["test_item_idx"].to_numpy(np.int64)  # [U]
-    popularity = items["popularity"].to_numpy(np.int64)  # [n_items]
-    item_categories = items["category"].tolist()
-    n_items = len(items)
+def _lists_and_ranks(run: Run, recs: list[Recommender], stored: dict, targets: np.ndarray, n_items: int,
+                     k: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], list[str]]:
+    """Each recommender's top-k [U,k] and test rank [U]: from the catalog's cached lists, else computed (CF models);
+    a model whose lists only the catalog could give is left out with a note."""
     notes: list[str] = []
     lists: dict[str, np.ndarray] = {}
     ranks: dict[str, np.ndarray] = {}
@@ -221,6 +211,39 @@ def slice_report(run: Run, k: int = K) -> SliceReport:
                 from engine.services.export import test_history
                 history = test_history(run)[0]
             lists[rec.name], ranks[rec.name] = computed_lists(rec, targets, n_items, k, history)
+    return lists, ranks, notes
+
+
+def _overlap(recs: list[Recommender], lists: dict, ranks: dict, k: int) -> dict | None:
+    """The run's own model vs its reference (DeftRec vs LightGCN): mean Jaccard@k, shared items, who hits alone."""
+    own, baseline = primary(recs), reference(recs)
+    if own is None or baseline is None or own is baseline or not {own.name, baseline.name} <= set(lists):
+        return None
+    a, b = lists[own.name], lists[baseline.name]
+    inter = np.array([len(set(x[x >= 0]) & set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
+    union = np.array([len(set(x[x >= 0]) | set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
+    hit_a, hit_b = ranks[own.name] < k, ranks[baseline.name] < k  # [U]
+    return {"a": own.name, "b": baseline.name, "jaccard": float(np.mean(inter / np.maximum(union, 1))),
+            "shared_items": float(inter.mean()), "hit_by_a_only": int((hit_a & ~hit_b).sum()),
+            "hit_by_b_only": int((hit_b & ~hit_a).sum()), "hit_by_both": int((hit_a & hit_b).sum()),
+            "hit_by_neither": int((~hit_a & ~hit_b).sum())}
+
+
+def slice_report(run: Run, k: int = K) -> SliceReport:
+    """Every figure of the analysis of a run (reads the catalog and the CF vectors; no LLM, no denoising)."""
+    recs = [r for r in in_order(recommenders(run)) if r.name in MODEL_ORDER]
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:
+        users = catalog.user_targets()
+        items = catalog.item_facts()
+        n_users = len(users)
+        stored = {r.name: catalog.top_lists(r.name, k, n_users) for r in recs}
+        generated = catalog.generated_categories(n_users) if explaining(recs, TEXT) is not None else None
+        train = catalog.train_pairs()
+    targets = users["test_item_idx"].to_numpy(np.int64)  # [U]
+    popularity = items["popularity"].to_numpy(np.int64)  # [n_items]
+    item_categories = items["category"].tolist()
+    n_items = len(items)
+    lists, ranks, notes = _lists_and_ranks(run, recs, stored, targets, n_items, k)
     models = [r.name for r in recs if r.name in lists]
 
     parts_mode = any("|" in c for c in item_categories)
@@ -242,16 +265,7 @@ def slice_report(run: Run, k: int = K) -> SliceReport:
         category_mode="parts" if parts_mode else "category",
         popularity=_slices([(lab, popularity_bucket == b) for b, lab in enumerate(popularity_labels)], ranks, k),
         lists={m: list_stats(lists[m], popularity, item_parts) for m in models}, notes=notes)
-    own, baseline = primary(recs), reference(recs)
-    if own is not None and baseline is not None and own is not baseline and {own.name, baseline.name} <= set(lists):
-        a, b = lists[own.name], lists[baseline.name]
-        inter = np.array([len(set(x[x >= 0]) & set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
-        union = np.array([len(set(x[x >= 0]) | set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
-        hit_a, hit_b = ranks[own.name] < k, ranks[baseline.name] < k  # [U]
-        report.overlap = {"a": own.name, "b": baseline.name, "jaccard": float(np.mean(inter / np.maximum(union, 1))),
-                          "shared_items": float(inter.mean()), "hit_by_a_only": int((hit_a & ~hit_b).sum()),
-                          "hit_by_b_only": int((hit_b & ~hit_a).sum()), "hit_by_both": int((hit_a & hit_b).sum()),
-                          "hit_by_neither": int((~hit_a & ~hit_b).sum())}
+    report.overlap = _overlap(recs, lists, ranks, k)
     if generated is not None:
         config = run.deftrec_config
         latest = config.prompt.max_history if config is not None and config.prompt.history == "recent" else None
@@ -263,7 +277,15 @@ def versus_reference(run: Run, k: int = K) -> dict | None:
     """The run's own model against its reference (DeftRec's against LightGCN's lists) on the same test users: who
     each hits alone and McNemar's exact p, so a lead in the metrics table can be read against the spread; None where
     the run has no such pair."""
-    overlap = slice_report(run, k).overlap
+    recs = in_order(recommenders(run))
+    pair = [r for r in (primary(recs), reference(recs)) if r is not None]
+    if len(pair) < 2 or pair[0] is pair[1]:
+        return None
+    with Catalog.open(run.catalog_path, readonly=True) as catalog:  # only the two models' lists, not the whole report
+        targets = catalog.user_targets()["test_item_idx"].to_numpy(np.int64)  # [U]
+        n_items = catalog.n_items()
+        stored = {r.name: catalog.top_lists(r.name, k, len(targets)) for r in pair}
+    overlap = _overlap(pair, *_lists_and_ranks(run, pair, stored, targets, n_items, k)[:2], k)
     if not overlap:
         return None
     only_a, only_b = overlap["hit_by_a_only"], overlap["hit_by_b_only"]
