@@ -85,11 +85,11 @@ LISTS_NOTE = ("coverage: share of the catalog in any user's list; popularity: tr
 
 
 def overlap_line(report) -> str:
-    """DeftRec's and LightGCN's lists: mean Jaccard@k and the users each one hits alone."""
+    """DeftRec's and LightGCN's lists: mean Jaccard@k, the users each one hits alone and McNemar's p of those."""
     o, k = report.overlap, report.k
     return (f"{o['a']} vs {o['b']}: mean Jaccard@{k} {o['jaccard']:.3f} ({o['shared_items']:.2f} shared items of "
             f"{k}); test item hit by {o['a']} only {o['hit_by_a_only']}, by {o['b']} only {o['hit_by_b_only']}, "
-            f"by both {o['hit_by_both']}, by neither {o['hit_by_neither']}")
+            f"by both {o['hit_by_both']}, by neither {o['hit_by_neither']}; exact McNemar p {o['mcnemar_p']:.3g}")
 
 
 def generated_table(report, title: str | None = None) -> Table:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from engine.model.retriever import category_parts
 from engine.services.diagnostics import diagnose_run, prompt_leads, read_run, text_stats
-from engine.services.evaluation import compare_runs, mcnemar_p, run_metrics
+from engine.services.evaluation import compare_runs, run_metrics
 from engine.services.run import Run
-from engine.services.slices import slice_report
+from engine.services.slices import versus_reference
 
 KEYS = ("prompt.response", "prompt.history", "prompt.title_year", "prompt.item_text", "condition.pool", "prompt.max_history", "diffusion.neg_norm", "training.distinct_positives", "training.refine_targets", "training.refine_init", "training.align_weight", "profile.refine_epochs", "profile.refine_patience",
         "retrieval.pi_match", "tokenizer.kind", "diffusion.aux_loss", "llm.inference_precision")  # the settings the rows differ in (dotted paths of engine/model/config.py)
@@ -50,9 +50,8 @@ def main(paths: list[str]) -> None:
                           f"p {test['mcnemar_p']:.3g}")
         t, v = metrics["deftrec"]["test"], metrics["deftrec"]["valid"]
         lg, mf, pop = (metrics[m]["test"] for m in ("lightgcn", "mf", "pop"))
-        overlap = slice_report(run).overlap or {}  # the run's DeftRec vs its own LightGCN, same users and test items
-        versus = (f"{overlap['hit_by_a_only']} / {overlap['hit_by_b_only']} "
-                  f"(p {mcnemar_p(overlap['hit_by_a_only'], overlap['hit_by_b_only']):.3g})" if overlap else "")
+        pair = versus_reference(run)  # the run's DeftRec vs its own LightGCN, same users and test items
+        versus = f"{pair['hit_by_a_only']} / {pair['hit_by_b_only']} (p {pair['mcnemar_p']:.3g})" if pair else ""
         r2s = [(diag.get(key) or {}).get("r2") for key in ("condition_r2", "recent_items_r2")]
         inputs = read_run(run)  # the text against its prompt's history, recomputed (runs before it did not store it)
         faithful = text_stats(inputs.texts, inputs.categories,

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from engine.services.evaluation import stored_metrics
+from engine.services.evaluation import mcnemar_p, stored_metrics
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import MISS
 from engine.services.run import Run
@@ -98,6 +98,7 @@ def test_pooled_slices_equal_the_stored_metrics(tiny_run):
     assert sum(report.overlap[k] for k in ("hit_by_a_only", "hit_by_b_only", "hit_by_both", "hit_by_neither")) \
         == report.users
     assert 0 <= report.overlap["jaccard"] <= 1
+    assert report.overlap["mcnemar_p"] == mcnemar_p(report.overlap["hit_by_a_only"], report.overlap["hit_by_b_only"])
     for stats in report.lists.values():
         assert 0 < stats["coverage"] <= 1 and 0 <= stats["diversity"] <= 1
 

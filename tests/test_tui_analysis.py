@@ -74,6 +74,7 @@ async def test_analysis_tab_shows_the_figures_of_eval_slices_json(session, tiny_
         overlap = _text(panel.query_one("#analysis-overlap").content)
         assert f"Jaccard@{k} {expected['overlap']['jaccard']:.3f}" in overlap
         assert f"deftrec only {expected['overlap']['hit_by_a_only']}," in overlap
+        assert f"exact McNemar p {expected['overlap']['mcnemar_p']:.3g}" in overlap
         generated = panel.query_one("#plot-generated", BarPlot)
         rows = expected["generated"]["rows"][:len(generated.groups)]
         assert generated.series["history leading"] == [100 * r["history_leading"] for r in rows]

@@ -215,7 +215,8 @@ def _lists_and_ranks(run: Run, recs: list[Recommender], stored: dict, targets: n
 
 
 def _overlap(recs: list[Recommender], lists: dict, ranks: dict, k: int) -> dict | None:
-    """The run's own model vs its reference (DeftRec vs LightGCN): mean Jaccard@k, shared items, who hits alone."""
+    """The run's own model vs its reference (DeftRec vs LightGCN): mean Jaccard@k, shared items, who hits alone, and
+    McNemar's exact p of those who hit alone."""
     own, baseline = primary(recs), reference(recs)
     if own is None or baseline is None or own is baseline or not {own.name, baseline.name} <= set(lists):
         return None
@@ -223,10 +224,11 @@ def _overlap(recs: list[Recommender], lists: dict, ranks: dict, k: int) -> dict 
     inter = np.array([len(set(x[x >= 0]) & set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
     union = np.array([len(set(x[x >= 0]) | set(y[y >= 0])) for x, y in zip(a, b)])  # [U]
     hit_a, hit_b = ranks[own.name] < k, ranks[baseline.name] < k  # [U]
+    only_a, only_b = int((hit_a & ~hit_b).sum()), int((hit_b & ~hit_a).sum())
     return {"a": own.name, "b": baseline.name, "jaccard": float(np.mean(inter / np.maximum(union, 1))),
-            "shared_items": float(inter.mean()), "hit_by_a_only": int((hit_a & ~hit_b).sum()),
-            "hit_by_b_only": int((hit_b & ~hit_a).sum()), "hit_by_both": int((hit_a & hit_b).sum()),
-            "hit_by_neither": int((~hit_a & ~hit_b).sum())}
+            "shared_items": float(inter.mean()), "hit_by_a_only": only_a, "hit_by_b_only": only_b,
+            "hit_by_both": int((hit_a & hit_b).sum()), "hit_by_neither": int((~hit_a & ~hit_b).sum()),
+            "mcnemar_p": mcnemar_p(only_a, only_b)}
 
 
 def slice_report(run: Run, k: int = K) -> SliceReport:
@@ -288,6 +290,5 @@ def versus_reference(run: Run, k: int = K) -> dict | None:
     overlap = _overlap(pair, *_lists_and_ranks(run, pair, stored, targets, n_items, k)[:2], k)
     if not overlap:
         return None
-    only_a, only_b = overlap["hit_by_a_only"], overlap["hit_by_b_only"]
-    return {"k": k, "a": overlap["a"], "b": overlap["b"], "hit_by_a_only": only_a, "hit_by_b_only": only_b,
-            "hit_by_both": overlap["hit_by_both"], "mcnemar_p": mcnemar_p(only_a, only_b)}
+    return {"k": k, **{key: overlap[key] for key in ("a", "b", "hit_by_a_only", "hit_by_b_only", "hit_by_both",
+                                                      "mcnemar_p")}}
