@@ -46,6 +46,21 @@ def test_train_writes_a_complete_run(small_run):
     assert not [p for p in small_run.parent.iterdir() if p.name.startswith(".")]  # no partial dirs left
 
 
+def test_cf_batch_size_reaches_the_trainer_and_the_run(small_run, tmp_path):
+    data_dir = write_clustered_csv(tmp_path / "data")
+    result = invoke("train", "--dataset", f"csv:{data_dir}", "--out", tmp_path / "runs", "--name", "small-batch",
+                    "--stage", "cf", "--cf-epochs", "30", "--cf-batch-size", "64", "--threads", "1")
+    assert result.exit_code == 0, result.output
+    run = tmp_path / "runs" / "small-batch"
+    config = json.loads((run / "config.json").read_text())
+    assert config["cf"]["batch_size"] == 64 and json.loads((small_run / "config.json").read_text())["cf"][
+        "batch_size"] == 4096
+    # the fixture's pairs fit one default batch; batches of 64 take several steps an epoch: another LightGCN
+    assert (run / "lightgcn.safetensors").read_bytes() != (small_run / "lightgcn.safetensors").read_bytes()
+    assert invoke("train", "--dataset", f"csv:{data_dir}", "--out", tmp_path / "runs", "--name", "zero",
+                  "--stage", "cf", "--cf-batch-size", "0").exit_code == 2
+
+
 def test_eval_json_and_table(small_run):
     result = invoke("eval", small_run, "--json")
     assert result.exit_code == 0, result.output

@@ -73,6 +73,7 @@ def train(
     min_count: Annotated[int, typer.Option(help="k of the iterative k-core filter.")] = 5,
     cf_epochs: Annotated[int, typer.Option(help="Most epochs of LightGCN / MF (early stopping on validation).")] = 300,
     cf_lr: Annotated[float, typer.Option(help="Adam learning rate of LightGCN / MF.")] = 1e-2,
+    cf_batch_size: Annotated[int, typer.Option(help="BPR pairs per step of LightGCN / MF; LightGCN propagates over the whole graph every step, so larger batches make its epochs cheaper on large datasets.", min=1)] = 4096,
     threads: Annotated[int | None, typer.Option(help="CPU threads for torch (default: all cores).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing run of the same name.")] = False,
     max_memory: Annotated[float | None, typer.Option(help="Cap this process's memory at this many GB (CPU runs): batches shrink instead of the machine running out.", min=1.0)] = None,
@@ -157,7 +158,7 @@ def train(
         "training.distinct_positives": distinct_positives, "training.refine_targets": refine_targets,
         "training.refine_init": refine_init, "training.align_weight": align_weight})
     request = TrainRequest(dataset=dataset, out_root=out, name=name, stage=stage, min_count=min_count, seed=seed,
-                           force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr),
+                           force=force, threads=threads, cf=CFTrainConfig(max_epochs=cf_epochs, lr=cf_lr, batch_size=cf_batch_size),
                            profile=profile, max_history=max_history, refine_patience=refine_patience,
                            refine_epochs=refine_epochs, refine_seconds=refine_seconds, deftrec=config, temperatures=tuple(temperatures),
                            guidances=tuple(guidances), qlora=qlora, resume=resume,
