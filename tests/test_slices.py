@@ -7,9 +7,9 @@ import pytest
 from typer.testing import CliRunner
 
 from deftrec_tui.cli import app
-from engine.services.evaluation import mcnemar_p, stored_metrics
 from engine.model.metrics import metrics_from_ranks
 from engine.model.ranking import MISS
+from engine.services.evaluation import mcnemar_p, stored_metrics
 from engine.services.run import Run
 from engine.services.slices import (
     category_groups,
